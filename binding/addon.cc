@@ -1,0 +1,126 @@
+#include "addon.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+
+#include "context.h"
+#include "errors.h"
+#include "model.h"
+#include "sampler.h"
+#include "llama.h"
+
+namespace llamem {
+
+namespace {
+
+// llama.cpp's log callback is process-wide, so its threshold is too (not per environment).
+// -1 silences everything; otherwise messages at or above the level go to stderr.
+std::atomic<int> g_log_level{-1};
+thread_local std::string t_last_error;
+
+void LogCallback(enum ggml_log_level level, const char* text, void*) {
+  if (level == GGML_LOG_LEVEL_ERROR && text != nullptr) RecordNativeError(text);
+  const int threshold = g_log_level.load(std::memory_order_relaxed);
+  if (threshold < 0 || text == nullptr) return;
+  // CONT continues the previous line; show it when anything is shown.
+  if (level != GGML_LOG_LEVEL_CONT && static_cast<int>(level) < threshold) return;
+  std::fputs(text, stderr);
+}
+
+void InitBackendOnce() {
+  static std::once_flag once;  // process-wide by nature: llama.cpp's backend registry is global
+  std::call_once(once, [] {
+    llama_log_set(LogCallback, nullptr);
+    llama_backend_init();
+  });
+}
+
+}  // namespace
+
+Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error err = Napi::Error::New(env, message);
+  err.Set("code", Napi::String::New(env, code));
+  return err;
+}
+
+void Throw(const std::string& code, const std::string& message) { throw CodedError{code, message}; }
+
+void RecordNativeError(const char* text) {
+  std::string line(text);
+  while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+  if (!line.empty()) t_last_error = line;
+}
+
+std::string TakeLastNativeError() {
+  std::string s;
+  s.swap(t_last_error);
+  return s;
+}
+
+Addon::Addon(Napi::Env env, Napi::Object exports) {
+  InitBackendOnce();
+  DefineAddon(exports, {
+      InstanceMethod("setLogLevel", &Addon::SetLogLevel),
+      InstanceMethod("systemInfo", &Addon::SystemInfo),
+  });
+  env.AddCleanupHook([this] { CloseAll(); });
+  Model::Init(env, exports, *this);
+  Context::Init(env, exports, *this);
+  Sampler::Init(env, exports, *this);
+}
+
+Addon::~Addon() { CloseAll(); }
+
+// Runs at environment teardown (process exit, worker.terminate(), Electron reload), before
+// finalizers: abort loads, then close contexts (they wait for their worker) and the rest.
+void Addon::CloseAll() {
+  for (auto& weak : cancels_) {
+    if (auto flag = weak.lock()) flag->store(true);
+  }
+  for (auto& weak : tracked_) {
+    if (auto obj = weak.lock()) obj->Close();
+  }
+  tracked_.clear();
+  cancels_.clear();
+}
+
+void Addon::Track(const std::shared_ptr<Closable>& obj) {
+  tracked_.erase(std::remove_if(tracked_.begin(), tracked_.end(), [](auto& w) { return w.expired(); }), tracked_.end());
+  tracked_.push_back(obj);
+}
+
+void Addon::TrackCancel(const std::shared_ptr<std::atomic<bool>>& flag) {
+  cancels_.erase(std::remove_if(cancels_.begin(), cancels_.end(), [](auto& w) { return w.expired(); }), cancels_.end());
+  cancels_.push_back(flag);
+}
+
+Napi::Value Addon::SetLogLevel(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsNumber()) {
+    throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "setLogLevel(level): level must be a number");
+  }
+  g_log_level.store(info[0].As<Napi::Number>().Int32Value());
+  return info.Env().Undefined();
+}
+
+Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("llamaSystemInfo", llama_print_system_info());
+  out.Set("gpuBackend", LLAMEM_GPU);
+  out.Set("supportsMmap", llama_supports_mmap());
+  out.Set("supportsMlock", llama_supports_mlock());
+  out.Set("supportsGpuOffload", llama_supports_gpu_offload());
+  out.Set("maxDevices", static_cast<double>(llama_max_devices()));
+  out.Set("maxParallelSequences", static_cast<double>(llama_max_parallel_sequences()));
+  return out;
+}
+
+Addon& GetAddon(Napi::Env env) { return *env.GetInstanceData<Addon>(); }
+
+}  // namespace llamem
+
+using llamem::Addon;
+NODE_API_NAMED_ADDON(llamem, Addon)

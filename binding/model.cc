@@ -1,0 +1,393 @@
+#include "model.h"
+
+#include <sys/stat.h>
+
+#include <cmath>
+#include <vector>
+
+#include "addon.h"
+#include "args.h"
+#include "errors.h"
+#include "worker.h"
+
+namespace llamem {
+
+const napi_type_tag Model::kTag = {0x6c6c616d656d4d4fULL, 0x44454c0000000001ULL};
+
+namespace {
+
+struct LoadOptions {
+  std::string path;
+  int32_t gpu_layers = 0;
+  llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
+  bool use_extra_bufts = true;
+  bool vocab_only = false;
+  bool check_tensors = false;
+};
+
+// A file llama.cpp would fail on with a less helpful message: check it exists and is a file.
+void CheckModelPath(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) Throw("ERR_FILE_NOT_FOUND", "model file not found: " + path);
+  if (!S_ISREG(st.st_mode)) Throw("ERR_NOT_A_FILE", "not a regular file: " + path);
+}
+
+class LoadWorker : public PromiseWorker {
+ public:
+  LoadWorker(Napi::Env env, LoadOptions opts, Napi::Function on_progress)
+      : PromiseWorker(env), opts_(std::move(opts)), cancel_(std::make_shared<std::atomic<bool>>(false)) {
+    if (!on_progress.IsEmpty()) {
+      progress_ = Napi::ThreadSafeFunction::New(env, on_progress, "llamem-load-progress", 0, 1);
+      progress_.Unref(env);  // a pending load must not keep the process alive on its own
+      has_progress_ = true;
+    }
+    GetAddon(env).TrackCancel(cancel_);
+  }
+
+  ~LoadWorker() override {
+    if (has_progress_) progress_.Release();
+  }
+
+  std::shared_ptr<std::atomic<bool>> cancel_flag() const { return cancel_; }
+
+ protected:
+  void Run() override {
+    CheckModelPath(opts_.path);
+    llama_model_params params = llama_model_default_params();
+    params.n_gpu_layers = opts_.gpu_layers;
+    params.load_mode = opts_.load_mode;
+    params.use_extra_bufts = opts_.use_extra_bufts;
+    params.vocab_only = opts_.vocab_only;
+    params.check_tensors = opts_.check_tensors;
+    params.progress_callback = &LoadWorker::OnProgress;
+    params.progress_callback_user_data = this;
+    TakeLastNativeError();
+    llama_model* model = llama_model_load_from_file(opts_.path.c_str(), params);
+    if (model == nullptr) {
+      if (cancel_->load()) Throw("ERR_ABORTED", "model load was cancelled");
+      std::string why = TakeLastNativeError();
+      Throw("ERR_MODEL_LOAD", "failed to load model " + opts_.path + (why.empty() ? "" : ": " + why));
+    }
+    handle_ = std::make_shared<ModelHandle>();
+    handle_->model = model;
+    handle_->vocab = llama_model_get_vocab(model);
+    handle_->n_vocab = llama_vocab_n_tokens(handle_->vocab);
+    if (cancel_->load()) {
+      handle_.reset();
+      Throw("ERR_ABORTED", "model load was cancelled");
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto* holder = new std::shared_ptr<ModelHandle>(handle_);
+    auto ext = Napi::External<std::shared_ptr<ModelHandle>>::New(
+        env, holder, [](Napi::Env, std::shared_ptr<ModelHandle>* p) { delete p; });
+    return GetAddon(env).model_ctor.New({ext});
+  }
+
+ private:
+  static bool OnProgress(float progress, void* user) {
+    auto* self = static_cast<LoadWorker*>(user);
+    if (self->has_progress_ && (progress >= 1.0f || progress - self->last_progress_ >= 0.01f)) {
+      self->last_progress_ = progress;
+      self->progress_.NonBlockingCall(new float(progress), [](Napi::Env env, Napi::Function fn, float* p) {
+        double value = *p;
+        delete p;
+        if (env != nullptr && !fn.IsEmpty()) fn.Call({Napi::Number::New(env, value)});
+      });
+    }
+    return !self->cancel_->load();
+  }
+
+  LoadOptions opts_;
+  std::shared_ptr<std::atomic<bool>> cancel_;
+  Napi::ThreadSafeFunction progress_;
+  bool has_progress_ = false;
+  float last_progress_ = -1.0f;
+  std::shared_ptr<ModelHandle> handle_;
+};
+
+class TokenizeWorker : public PromiseWorker {
+ public:
+  TokenizeWorker(Napi::Env env, std::shared_ptr<ModelHandle> h, std::string text, bool add_special, bool parse_special)
+      : PromiseWorker(env), h_(std::move(h)), text_(std::move(text)), add_special_(add_special), parse_special_(parse_special) {}
+
+ protected:
+  void Run() override {
+    if (text_.size() > static_cast<size_t>(INT32_MAX / 2)) Throw("ERR_INVALID_ARGUMENT", "text is too long to tokenize");
+    const int32_t len = static_cast<int32_t>(text_.size());
+    int32_t n = llama_tokenize(h_->vocab, text_.data(), len, nullptr, 0, add_special_, parse_special_);
+    if (n == INT32_MIN) Throw("ERR_INVALID_ARGUMENT", "text produces too many tokens");
+    tokens_.resize(static_cast<size_t>(n < 0 ? -n : n));
+    if (!tokens_.empty()) {
+      n = llama_tokenize(h_->vocab, text_.data(), len, tokens_.data(), static_cast<int32_t>(tokens_.size()), add_special_,
+                         parse_special_);
+      if (n < 0) Throw("ERR_INTERNAL", "tokenization size changed between passes");
+      tokens_.resize(static_cast<size_t>(n));
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    auto arr = Napi::Int32Array::New(env, tokens_.size());
+    std::copy(tokens_.begin(), tokens_.end(), arr.Data());
+    return arr;
+  }
+
+ private:
+  std::shared_ptr<ModelHandle> h_;
+  std::string text_;
+  bool add_special_, parse_special_;
+  std::vector<llama_token> tokens_;
+};
+
+class DetokenizeWorker : public PromiseWorker {
+ public:
+  DetokenizeWorker(Napi::Env env, std::shared_ptr<ModelHandle> h, std::vector<llama_token> tokens, bool remove_special,
+                   bool unparse_special)
+      : PromiseWorker(env), h_(std::move(h)), tokens_(std::move(tokens)), remove_special_(remove_special),
+        unparse_special_(unparse_special) {}
+
+ protected:
+  void Run() override {
+    const int32_t n = static_cast<int32_t>(tokens_.size());
+    text_.resize(static_cast<size_t>(n) * 8 + 16);
+    int32_t len = llama_detokenize(h_->vocab, tokens_.data(), n, text_.data(), static_cast<int32_t>(text_.size()),
+                                   remove_special_, unparse_special_);
+    if (len < 0) {
+      text_.resize(static_cast<size_t>(-len));
+      len = llama_detokenize(h_->vocab, tokens_.data(), n, text_.data(), static_cast<int32_t>(text_.size()),
+                             remove_special_, unparse_special_);
+      if (len < 0) Throw("ERR_INTERNAL", "detokenization size changed between passes");
+    }
+    text_.resize(static_cast<size_t>(len));
+  }
+
+  Napi::Value Result(Napi::Env env) override { return Napi::Buffer<char>::Copy(env, text_.data(), text_.size()); }
+
+ private:
+  std::shared_ptr<ModelHandle> h_;
+  std::vector<llama_token> tokens_;
+  bool remove_special_, unparse_special_;
+  std::string text_;
+};
+
+std::string MetaString(int32_t (*get)(const llama_model*, int32_t, char*, size_t), const llama_model* m, int32_t i) {
+  std::vector<char> buf(256);
+  int32_t n = get(m, i, buf.data(), buf.size());
+  if (n < 0) return std::string();
+  if (static_cast<size_t>(n) >= buf.size()) {
+    buf.resize(static_cast<size_t>(n) + 1);
+    n = get(m, i, buf.data(), buf.size());
+    if (n < 0) return std::string();
+  }
+  return std::string(buf.data(), static_cast<size_t>(n));
+}
+
+}  // namespace
+
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
+  char small[64];
+  int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
+  if (n >= 0) return std::string(small, static_cast<size_t>(n));
+  std::string big(static_cast<size_t>(-n), '\0');
+  n = llama_token_to_piece(vocab, token, big.data(), static_cast<int32_t>(big.size()), 0, special);
+  if (n < 0) return std::string();
+  big.resize(static_cast<size_t>(n));
+  return big;
+}
+
+void Model::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
+  Napi::Function ctor = DefineClass(env, "Model", {
+      StaticMethod("load", &Model::Load),
+      InstanceMethod("info", &Model::Info),
+      InstanceMethod("tokenize", &Model::Tokenize),
+      InstanceMethod("detokenize", &Model::Detokenize),
+      InstanceMethod("tokenToPiece", &Model::TokenToPiece),
+      InstanceMethod("applyChatTemplate", &Model::ApplyChatTemplate),
+      InstanceMethod("dispose", &Model::Dispose),
+  });
+  addon.model_ctor = Napi::Persistent(ctor);
+  exports.Set("Model", ctor);
+}
+
+Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
+  Napi::Env env = info.Env();
+  if (info.Length() != 1 || !info[0].IsExternal()) {
+    throw MakeError(env, "ERR_INVALID_ARGUMENT", "Model cannot be constructed directly; use loadModel()");
+  }
+  handle_ = *info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data();
+  napi_type_tag_object(env, info.This(), &kTag);
+  if (handle_ && handle_->model != nullptr) {
+    external_bytes_ = static_cast<int64_t>(llama_model_size(handle_->model));
+    Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
+  }
+}
+
+Model::~Model() {
+  // Backstop only: dispose() normally released the handle and the external memory already.
+  if (external_bytes_ != 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
+  }
+}
+
+std::shared_ptr<ModelHandle> Model::HandleOf(Napi::Env env, Napi::Value value) {
+  CheckTag(env, value, kTag, "Model");
+  return Model::Unwrap(value.As<Napi::Object>())->Live(env);
+}
+
+std::shared_ptr<ModelHandle> Model::Live(Napi::Env env) const {
+  if (!handle_) throw MakeError(env, "ERR_DISPOSED", "the model was disposed");
+  return handle_;
+}
+
+Napi::Value Model::Load(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info, "Model.load(path, options, onProgress)");
+  LoadOptions opts;
+  opts.path = args.String(0, "path");
+  if (opts.path.empty()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "path must not be empty");
+  Napi::Object o = args.Object(1, "options");
+  opts.gpu_layers = OptInt(o, "gpuLayers", 0, -1, INT32_MAX);
+  opts.load_mode = static_cast<llama_load_mode>(OptInt(o, "loadMode", LLAMA_LOAD_MODE_MMAP, -1, 4));
+  opts.use_extra_bufts = OptBool(o, "repack", true);
+  opts.vocab_only = OptBool(o, "vocabOnly", false);
+  opts.check_tensors = OptBool(o, "checkTensors", false);
+  Napi::Function on_progress;
+  if (info.Length() > 2 && info[2].IsFunction()) on_progress = info[2].As<Napi::Function>();
+  auto* worker = new LoadWorker(env, std::move(opts), on_progress);
+  auto cancel = worker->cancel_flag();
+  Napi::Promise promise = worker->Start();
+  // The caller gets a cancel function alongside the promise (AbortSignal support in lib/).
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("promise", promise);
+  out.Set("cancel", Napi::Function::New(env, [cancel](const Napi::CallbackInfo& i) {
+            cancel->store(true);
+            return i.Env().Undefined();
+          }));
+  return out;
+}
+
+Napi::Value Model::Info(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  const llama_model* m = h->model;
+  const llama_vocab* v = h->vocab;
+  Napi::Object out = Napi::Object::New(env);
+  char desc[256] = {0};
+  llama_model_desc(m, desc, sizeof(desc));
+  out.Set("description", desc);
+  out.Set("size", static_cast<double>(llama_model_size(m)));
+  out.Set("parameters", static_cast<double>(llama_model_n_params(m)));
+  out.Set("trainedContextSize", llama_model_n_ctx_train(m));
+  out.Set("embeddingSize", llama_model_n_embd(m));
+  out.Set("layers", llama_model_n_layer(m));
+  // llama.cpp aborts on per-layer queries of a model without layers (vocab-only files).
+  const bool has_layers = llama_model_n_layer(m) > 0;
+  out.Set("heads", has_layers ? llama_model_n_head(m) : 0);
+  out.Set("kvHeads", has_layers ? llama_model_n_head_kv(m) : 0);
+  out.Set("slidingWindow", llama_model_n_swa(m));
+  out.Set("vocabSize", llama_vocab_n_tokens(v));
+  out.Set("vocabType", static_cast<int32_t>(llama_vocab_type(v)));
+  out.Set("bos", llama_vocab_bos(v));
+  out.Set("eos", llama_vocab_eos(v));
+  out.Set("eot", llama_vocab_eot(v));
+  out.Set("addBos", llama_vocab_get_add_bos(v));
+  out.Set("addEos", llama_vocab_get_add_eos(v));
+  out.Set("hasEncoder", llama_model_has_encoder(m));
+  out.Set("hasDecoder", llama_model_has_decoder(m));
+  out.Set("recurrent", llama_model_is_recurrent(m));
+  const char* tmpl = llama_model_chat_template(m, nullptr);
+  out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
+  Napi::Object meta = Napi::Object::New(env);
+  const int32_t n = llama_model_meta_count(m);
+  for (int32_t i = 0; i < n; i++) {
+    meta.Set(MetaString(llama_model_meta_key_by_index, m, i), MetaString(llama_model_meta_val_str_by_index, m, i));
+  }
+  out.Set("metadata", meta);
+  return out;
+}
+
+Napi::Value Model::Tokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  Args args(info, "tokenize(text, addSpecial, parseSpecial)");
+  std::string text = args.String(0, "text");
+  bool add_special = args.Bool(1, "addSpecial");
+  bool parse_special = args.Bool(2, "parseSpecial");
+  return (new TokenizeWorker(env, std::move(h), std::move(text), add_special, parse_special))->Start();
+}
+
+Napi::Value Model::Detokenize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  Args args(info, "detokenize(tokens, removeSpecial, unparseSpecial)");
+  std::vector<llama_token> tokens = args.Tokens(0, "tokens", h->n_vocab);
+  bool remove_special = args.Bool(1, "removeSpecial");
+  bool unparse_special = args.Bool(2, "unparseSpecial");
+  return (new DetokenizeWorker(env, std::move(h), std::move(tokens), remove_special, unparse_special))->Start();
+}
+
+Napi::Value Model::TokenToPiece(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  Args args(info, "tokenToPiece(token, special)");
+  llama_token token = args.Token(0, "token", h->n_vocab);
+  bool special = args.Bool(1, "special");
+  std::string piece = TokenPiece(h->vocab, token, special);
+  return Napi::Buffer<char>::Copy(env, piece.data(), piece.size());
+}
+
+Napi::Value Model::ApplyChatTemplate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  Args args(info, "applyChatTemplate(messages, addAssistant, template)");
+  Napi::Array arr = args.Array(0, "messages");
+  bool add_assistant = args.Bool(1, "addAssistant");
+  std::string tmpl;
+  if (info.Length() > 2 && info[2].IsString()) {
+    tmpl = info[2].As<Napi::String>().Utf8Value();
+  } else {
+    const char* t = llama_model_chat_template(h->model, nullptr);
+    if (t == nullptr) throw MakeError(env, "ERR_INVALID_ARGUMENT", "the model has no chat template; pass one or use raw completion");
+    tmpl = t;
+  }
+  std::vector<std::string> roles, contents;
+  size_t total = 0;
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "each message must be { role, content }");
+    Napi::Object msg = item.As<Napi::Object>();
+    Napi::Value role = msg.Get("role"), content = msg.Get("content");
+    if (!role.IsString() || !content.IsString()) {
+      throw MakeError(env, "ERR_INVALID_ARGUMENT", "each message must have string role and content");
+    }
+    roles.push_back(role.As<Napi::String>().Utf8Value());
+    contents.push_back(content.As<Napi::String>().Utf8Value());
+    total += roles.back().size() + contents.back().size();
+  }
+  std::vector<llama_chat_message> msgs;
+  for (size_t i = 0; i < roles.size(); i++) msgs.push_back({roles[i].c_str(), contents[i].c_str()});
+  std::vector<char> buf(total * 2 + 256);
+  int32_t n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), add_assistant, buf.data(),
+                                        static_cast<int32_t>(buf.size()));
+  if (n < 0) throw MakeError(env, "ERR_INVALID_ARGUMENT", "this chat template is not supported by llama.cpp's template engine");
+  if (static_cast<size_t>(n) > buf.size()) {
+    buf.resize(static_cast<size_t>(n));
+    n = llama_chat_apply_template(tmpl.c_str(), msgs.data(), msgs.size(), add_assistant, buf.data(),
+                                  static_cast<int32_t>(buf.size()));
+  }
+  return Napi::String::New(env, buf.data(), static_cast<size_t>(n));
+}
+
+Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckTag(env, info.This(), kTag, "Model");
+  handle_.reset();
+  if (external_bytes_ != 0) {
+    Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
+    external_bytes_ = 0;
+  }
+  return env.Undefined();
+}
+
+}  // namespace llamem

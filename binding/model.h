@@ -1,0 +1,56 @@
+// llama_model: async load with progress and cancel, metadata, vocab, tokenize/detokenize,
+// chat template.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "napi.h"
+#include "llama.h"
+
+namespace llamem {
+
+class Addon;
+
+// Owns a llama_model. Shared by the JS object, its contexts and workers in flight, so the
+// model is freed only after the last of them lets go, whatever order they are disposed in.
+struct ModelHandle {
+  llama_model* model = nullptr;
+  const llama_vocab* vocab = nullptr;
+  int32_t n_vocab = 0;
+  ~ModelHandle() {
+    if (model != nullptr) llama_model_free(model);
+  }
+};
+
+// The bytes of one token (possibly part of a UTF-8 character); caller checked the id.
+std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);
+
+class Model : public Napi::ObjectWrap<Model> {
+ public:
+  static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
+  static const napi_type_tag kTag;
+
+  explicit Model(const Napi::CallbackInfo& info);
+  ~Model() override;
+
+  // The handle of a live model wrapped in `value`, or a thrown ERR_INVALID_ARGUMENT / ERR_DISPOSED.
+  static std::shared_ptr<ModelHandle> HandleOf(Napi::Env env, Napi::Value value);
+
+ private:
+  static Napi::Value Load(const Napi::CallbackInfo& info);
+  Napi::Value Info(const Napi::CallbackInfo& info);
+  Napi::Value Tokenize(const Napi::CallbackInfo& info);
+  Napi::Value Detokenize(const Napi::CallbackInfo& info);
+  Napi::Value TokenToPiece(const Napi::CallbackInfo& info);
+  Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+
+  std::shared_ptr<ModelHandle> Live(Napi::Env env) const;
+
+  std::shared_ptr<ModelHandle> handle_;
+  int64_t external_bytes_ = 0;
+};
+
+}  // namespace llamem

@@ -51,6 +51,15 @@ class CreateWorker : public PromiseWorker {
     handle_->n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(ctx));
     handle_->n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx));
     handle_->batch = llama_batch_init(handle_->n_batch, 0, 1);
+    ggml_threadpool_params tp = ggml_threadpool_params_default(params_.n_threads);
+    handle_->threadpool = ggml_threadpool_new(&tp);
+    if (params_.n_threads_batch != params_.n_threads) {
+      ggml_threadpool_params tpb = ggml_threadpool_params_default(params_.n_threads_batch);
+      handle_->threadpool_batch = ggml_threadpool_new(&tpb);
+    }
+    if (handle_->threadpool == nullptr) Throw("ERR_CONTEXT_CREATE", "failed to start the CPU thread pool");
+    llama_attach_threadpool(ctx, handle_->threadpool,
+                            handle_->threadpool_batch != nullptr ? handle_->threadpool_batch : handle_->threadpool);
     llama_set_abort_callback(ctx, AbortCallback, &handle_->abort);
   }
 
@@ -160,6 +169,9 @@ void ContextHandle::Close() {
     llama_batch_free(batch);
     batch = llama_batch{};
   }
+  if (threadpool != nullptr) ggml_threadpool_free(threadpool);
+  if (threadpool_batch != nullptr) ggml_threadpool_free(threadpool_batch);
+  threadpool = threadpool_batch = nullptr;
   model.reset();
 }
 

@@ -6,6 +6,7 @@
 #include <mutex>
 
 #include "addon.h"
+#include "ggml-cpu.h"
 #include "llama.h"
 #include "model.h"
 #include "napi.h"
@@ -17,6 +18,10 @@ namespace llamem {
 struct ContextHandle : public Closable {
   std::shared_ptr<ModelHandle> model;
   llama_context* ctx = nullptr;
+  // Persistent thread pools: without them ggml starts threads for every graph, which costs
+  // milliseconds per generated token.
+  ggml_threadpool* threadpool = nullptr;
+  ggml_threadpool* threadpool_batch = nullptr;
   llama_batch batch{};
   int32_t n_batch = 0;
   int32_t n_ctx = 0;

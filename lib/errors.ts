@@ -35,6 +35,8 @@ export type LlamemErrorCode =
   | "ERR_NATIVE_LOAD"
   /** An I/O operation failed (reading or writing a file). */
   | "ERR_IO"
+  /** A native allocation failed. */
+  | "ERR_OUT_OF_MEMORY"
   /** Quantization failed. */
   | "ERR_QUANTIZE"
   /** An unexpected internal failure; please report it. */
@@ -55,7 +57,7 @@ export class LlamemError extends Error {
 const CODES = new Set<string>([
   "ERR_FILE_NOT_FOUND", "ERR_NOT_A_FILE", "ERR_NOT_GGUF", "ERR_GGUF_TRUNCATED", "ERR_GGUF_INVALID",
   "ERR_INVALID_ARGUMENT", "ERR_DISPOSED", "ERR_ABORTED", "ERR_MODEL_LOAD", "ERR_CONTEXT_CREATE",
-  "ERR_DECODE", "ERR_CONTEXT_FULL", "ERR_BUSY", "ERR_NATIVE_LOAD", "ERR_IO", "ERR_QUANTIZE", "ERR_INTERNAL",
+  "ERR_DECODE", "ERR_CONTEXT_FULL", "ERR_BUSY", "ERR_NATIVE_LOAD", "ERR_IO", "ERR_OUT_OF_MEMORY", "ERR_QUANTIZE", "ERR_INTERNAL",
 ]);
 
 /** True when `code` is one of llamem's error codes. */

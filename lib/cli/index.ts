@@ -1,0 +1,80 @@
+#!/usr/bin/env node
+/**
+ * The `llamem` command line. Each command lives in its own module that exports a
+ * {@link CommandRegistrar}; adding a command means adding its module to {@link COMMANDS}.
+ * Exit codes are documented in ./output.ts.
+ *
+ * @packageDocumentation
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Command } from "commander";
+import { packageRoot } from "../native.js";
+import { EXIT, flush, reportError, type CommandRegistrar } from "./output.js";
+import { registerPrompt } from "./prompt.js";
+import { registerInspect } from "./inspect.js";
+import { registerMakeModel } from "./make-model.js";
+
+/** The commands, in the order `llamem --help` lists them. */
+const COMMANDS: readonly CommandRegistrar[] = [registerPrompt, registerInspect, registerMakeModel];
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(join(packageRoot, "package.json"), "utf8")) as { version?: unknown };
+    return typeof pkg.version === "string" ? pkg.version : "unknown";
+  } catch {
+    return "unknown";
+  }
+}
+
+function createProgram(): Command {
+  const program = new Command("llamem");
+  // Settings before .command(): subcommands copy them when they are created.
+  program
+    .description("Run GGUF language models locally through llama.cpp, with memory you can see and bound.")
+    .version(packageVersion(), "-V, --version", "print the version")
+    .helpOption("-h, --help", "show help")
+    .helpCommand("help [command]", "show help for a command")
+    .exitOverride()
+    .showHelpAfterError("(add --help for usage)")
+    .configureOutput({
+      // Commander's usage errors read "error: ..."; make them look like ours.
+      outputError: (str, write) => write(str.replace(/^error: /, "llamem: ")),
+    });
+  for (const register of COMMANDS) register(program);
+  program.addHelpText(
+    "after",
+    `
+Examples:
+  $ llamem prompt "The capital of France is"
+  $ echo "Write a haiku about memory" | llamem prompt --chat -m model.gguf
+  $ llamem inspect model.gguf
+  $ llamem make-model tiny.gguf --preset tiny --type q8_0
+
+Exit codes: 0 ok, 1 other error, 2 usage, 3 file not found, 4 not a valid GGUF,
+5 llama.cpp failure (load, context, decode), 6 aborted, 7 native addon missing,
+130 interrupted (Ctrl-C).`,
+  );
+  return program;
+}
+
+async function main(): Promise<void> {
+  // A closed pipe (`llamem ... | head`) must not crash with an unhandled 'error' event; the
+  // commands that stream notice it themselves and stop.
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+  });
+  let code: number = EXIT.OK;
+  try {
+    await createProgram().parseAsync(process.argv);
+  } catch (err) {
+    code = reportError(err);
+  }
+  await flush(process.stdout);
+  await flush(process.stderr);
+  // Exit explicitly: a command is done once it has disposed its native objects, and nothing
+  // it left behind (stdin listeners, timers) should keep the process alive.
+  process.exit(code);
+}
+
+void main();

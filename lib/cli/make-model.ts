@@ -1,0 +1,73 @@
+/**
+ * `llamem make-model <out.gguf>`: writes a synthetic llama model (real tokenizer, seeded random
+ * weights), for tests and benchmarks without downloading anything.
+ */
+import { Command, Option } from "commander";
+import { LlamemError } from "../errors.js";
+import { SYNTHETIC_PRESETS, writeSyntheticModel, type SyntheticPreset, type SyntheticType } from "../synthetic.js";
+import { CliExit, ProgressBar, formatBytes, formatCount, intArg, trapSignals } from "./output.js";
+
+const TYPES = ["f32", "f16", "q8_0", "q4_0"] as const satisfies readonly SyntheticType[];
+
+interface MakeModelOptions {
+  preset: SyntheticPreset;
+  type: SyntheticType;
+  seed: number;
+  vocab?: string;
+  quiet?: boolean;
+}
+
+/** Registers `llamem make-model`. */
+export function registerMakeModel(program: Command): Command {
+  return program
+    .command("make-model")
+    .summary("write a synthetic GGUF model with random weights")
+    .description(
+      "Write a llama-architecture GGUF with a real tokenizer and seeded random weights. Its text is noise, but it\n" +
+        "loads and runs like a real model of that shape: for tests and memory or speed measurements.",
+    )
+    .argument("<out>", "output GGUF path (written atomically; replaced if it exists)")
+    .addOption(
+      new Option("--preset <preset>", "model shape: tiny (~4M params), 1b (TinyLlama shape), 8b (Llama 3 8B shape)")
+        .choices(Object.keys(SYNTHETIC_PRESETS))
+        .makeOptionMandatory(),
+    )
+    .addOption(new Option("--type <type>", "weight format").choices(TYPES).default("f16"))
+    .option("--seed <n>", "PRNG seed; the same seed gives a byte-identical file", intArg(0), 0)
+    .option("--vocab <path>", "GGUF to copy the tokenizer from (default: llama.cpp's ggml-vocab-llama-spm.gguf)")
+    .option("-q, --quiet", "no progress bar and no summary")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ llamem make-model tiny.gguf --preset tiny
+  $ llamem make-model llama-8b-q4.gguf --preset 8b --type q4_0 --seed 7`,
+    )
+    .action(async (out: string, o: MakeModelOptions) => {
+      const trap = trapSignals();
+      const bar = new ProgressBar("writing", { enabled: !o.quiet });
+      try {
+        const r = await writeSyntheticModel(out, {
+          preset: o.preset,
+          type: o.type,
+          seed: o.seed,
+          vocabPath: o.vocab,
+          onProgress: (f) => bar.update(f),
+          signal: trap.signal,
+        });
+        bar.done();
+        if (!o.quiet) {
+          process.stdout.write(
+            `wrote ${r.path}: ${o.preset} ${o.type}, ${formatBytes(r.size)}, ${r.tensorCount} tensors, ` +
+              `${formatCount(r.parameterCount)} parameters, vocabulary ${r.nVocab}\n`,
+          );
+        }
+      } catch (err) {
+        if (trap.exitCode !== undefined && err instanceof LlamemError && err.code === "ERR_ABORTED") throw new CliExit(trap.exitCode);
+        throw err;
+      } finally {
+        bar.done();
+        trap.release();
+      }
+    });
+}

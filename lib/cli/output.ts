@@ -1,0 +1,355 @@
+/**
+ * Shared plumbing of the `llamem` commands: byte formatting, colour, the stderr progress bar,
+ * signal handling, and turning errors into messages and exit codes.
+ *
+ * Exit codes (stable; scripts may branch on them):
+ *
+ * | code | meaning                                                                            |
+ * |------|------------------------------------------------------------------------------------|
+ * | 0    | success                                                                            |
+ * | 1    | anything else (I/O failure, internal error, an unexpected exception)               |
+ * | 2    | usage: unknown command or option, missing or invalid argument (ERR_INVALID_ARGUMENT) |
+ * | 3    | file not found, or not a regular file (ERR_FILE_NOT_FOUND, ERR_NOT_A_FILE)         |
+ * | 4    | not a GGUF file, truncated or invalid GGUF (ERR_NOT_GGUF, ERR_GGUF_TRUNCATED, ERR_GGUF_INVALID) |
+ * | 5    | llama.cpp failed: model load, context creation, decode, out of memory, context full |
+ * | 6    | aborted by something other than a signal (ERR_ABORTED)                             |
+ * | 7    | the native addon cannot be loaded (ERR_NATIVE_LOAD)                                |
+ * | 130  | interrupted by SIGINT (Ctrl-C); 143 for SIGTERM (128 + signal number)              |
+ *
+ * @packageDocumentation
+ */
+import { CommanderError, InvalidArgumentError, type Command } from "commander";
+import { LlamemError, type LlamemErrorCode } from "../errors.js";
+
+/**
+ * What each command module exports: it adds its subcommand (options, help, action) to the
+ * program and returns it.
+ */
+export type CommandRegistrar = (program: Command) => Command;
+
+/** The exit codes of the CLI; see the table at the top of this file. */
+export const EXIT = Object.freeze({
+  OK: 0,
+  ERROR: 1,
+  USAGE: 2,
+  FILE: 3,
+  GGUF: 4,
+  LLAMA: 5,
+  ABORTED: 6,
+  NATIVE: 7,
+  SIGINT: 130,
+  SIGTERM: 143,
+});
+
+const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
+  ERR_INVALID_ARGUMENT: EXIT.USAGE,
+  ERR_FILE_NOT_FOUND: EXIT.FILE,
+  ERR_NOT_A_FILE: EXIT.FILE,
+  ERR_NOT_GGUF: EXIT.GGUF,
+  ERR_GGUF_TRUNCATED: EXIT.GGUF,
+  ERR_GGUF_INVALID: EXIT.GGUF,
+  ERR_MODEL_LOAD: EXIT.LLAMA,
+  ERR_CONTEXT_CREATE: EXIT.LLAMA,
+  ERR_DECODE: EXIT.LLAMA,
+  ERR_OUT_OF_MEMORY: EXIT.LLAMA,
+  ERR_CONTEXT_FULL: EXIT.LLAMA,
+  ERR_ABORTED: EXIT.ABORTED,
+  ERR_NATIVE_LOAD: EXIT.NATIVE,
+};
+
+/** The exit code for a {@link LlamemError} code. */
+export function exitCodeFor(code: LlamemErrorCode): number {
+  return CODE_EXIT[code] ?? EXIT.ERROR;
+}
+
+/**
+ * Thrown by a command to end the process with `code` after it has already said what it had to
+ * (or had nothing to say, like an interrupted generation).
+ */
+export class CliExit extends Error {
+  /** The process exit code. */
+  readonly exitCode: number;
+
+  constructor(exitCode: number) {
+    super(`exit ${exitCode}`);
+    this.name = "CliExit";
+    this.exitCode = exitCode;
+  }
+}
+
+/** A usage error found by a command itself (exit code 2), reported like commander's own. */
+export function usageError(message: string): never {
+  throw new LlamemError("ERR_INVALID_ARGUMENT", message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Colour.
+
+/** A writable stream that may be a terminal. */
+export interface OutStream {
+  write(chunk: string): boolean;
+  readonly isTTY?: boolean;
+  readonly columns?: number;
+}
+
+/**
+ * Whether to colour what goes to `stream`: only on a terminal, and never when NO_COLOR is set to
+ * a non-empty value (https://no-color.org) or TERM is "dumb".
+ */
+export function useColor(stream: OutStream): boolean {
+  if (!stream.isTTY) return false;
+  const noColor = process.env["NO_COLOR"];
+  if (noColor !== undefined && noColor !== "") return false;
+  return process.env["TERM"] !== "dumb";
+}
+
+/** ANSI styling that turns into plain text when colour is off. */
+export interface Style {
+  bold(s: string): string;
+  dim(s: string): string;
+  red(s: string): string;
+  yellow(s: string): string;
+  green(s: string): string;
+}
+
+/** A {@link Style} for `stream` (plain when {@link useColor} says no). */
+export function styleFor(stream: OutStream): Style {
+  const on = useColor(stream);
+  const wrap = (open: number, close: number) => (s: string) => (on ? `\x1b[${open}m${s}\x1b[${close}m` : s);
+  return { bold: wrap(1, 22), dim: wrap(2, 22), red: wrap(31, 39), yellow: wrap(33, 39), green: wrap(32, 39) };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Numbers.
+
+const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"] as const;
+
+/** Formats a byte count with binary units: "512 B", "1.50 KiB", "12.3 MiB", "4.20 GiB". */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes)) return String(bytes);
+  let v = Math.abs(bytes);
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  const sign = bytes < 0 ? "-" : "";
+  if (u === 0) return `${sign}${v} B`;
+  // Three significant digits: enough to compare sizes, short enough for tables.
+  const digits = v >= 100 ? 0 : v >= 10 ? 1 : 2;
+  return `${sign}${v.toFixed(digits)} ${UNITS[u]}`;
+}
+
+/** Formats a large count compactly: 950, 12.3 K, 4.21 M, 8.03 B. */
+export function formatCount(n: number): string {
+  const abs = Math.abs(n);
+  const scaled = (d: number, s: string) => {
+    const v = n / d;
+    const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
+    return `${v.toFixed(digits)} ${s}`;
+  };
+  if (abs >= 1e9) return scaled(1e9, "B");
+  if (abs >= 1e6) return scaled(1e6, "M");
+  if (abs >= 1e3) return scaled(1e3, "K");
+  return String(n);
+}
+
+/** Lays out rows as left-aligned columns separated by two spaces (no trailing blanks). */
+export function formatTable(rows: readonly (readonly string[])[], indent = ""): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    row.forEach((cell, i) => {
+      widths[i] = Math.max(widths[i] ?? 0, visibleLength(cell));
+    });
+  }
+  return rows
+    .map((row) => indent + row.map((cell, i) => (i === row.length - 1 ? cell : pad(cell, widths[i] ?? 0))).join("  "))
+    .join("\n");
+}
+
+function visibleLength(s: string): number {
+  return s.replace(/\x1b\[[0-9;]*m/g, "").length;
+}
+
+function pad(s: string, width: number): string {
+  return s + " ".repeat(Math.max(0, width - visibleLength(s)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Progress bar.
+
+/** The characters the bar is drawn with (tests look for them). */
+export const BAR_FILLED = "█";
+/** See {@link BAR_FILLED}. */
+export const BAR_EMPTY = "░";
+
+/** Options of {@link ProgressBar}. */
+export interface ProgressBarOptions {
+  /** Where to draw (default process.stderr). */
+  stream?: OutStream;
+  /** False turns the bar off entirely, e.g. for --quiet or --json. */
+  enabled?: boolean;
+}
+
+/**
+ * A one-line progress bar redrawn in place with `\r`. It draws only on a terminal, so piped or
+ * redirected stderr never receives control characters, and it redraws only when the visible
+ * percentage changes, so a fast stream of updates costs nothing.
+ */
+export class ProgressBar {
+  readonly #stream: OutStream;
+  readonly #label: string;
+  readonly #enabled: boolean;
+  #lastPercent = -1;
+  #drawn = false;
+
+  constructor(label: string, options: ProgressBarOptions = {}) {
+    this.#stream = options.stream ?? process.stderr;
+    this.#label = label;
+    this.#enabled = (options.enabled ?? true) && this.#stream.isTTY === true;
+  }
+
+  /** Whether the bar draws anything. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /** Shows `fraction` (clamped to [0, 1]) done. */
+  update(fraction: number): void {
+    if (!this.#enabled) return;
+    const f = Number.isFinite(fraction) ? Math.min(1, Math.max(0, fraction)) : 0;
+    const percent = Math.floor(f * 100);
+    if (percent === this.#lastPercent) return;
+    this.#lastPercent = percent;
+    const columns = this.#stream.columns || 80; // 0 under some pseudo-terminals
+    const width = Math.max(10, Math.min(40, columns - this.#label.length - 8));
+    const filled = Math.round(f * width);
+    const bar = BAR_FILLED.repeat(filled) + BAR_EMPTY.repeat(width - filled);
+    this.#stream.write(`\r${this.#label} ${bar} ${String(percent).padStart(3)}%`);
+    this.#drawn = true;
+  }
+
+  /** Erases the bar so that what follows starts on a clean line. */
+  done(): void {
+    if (!this.#enabled || !this.#drawn) return;
+    this.#stream.write("\r\x1b[2K");
+    this.#drawn = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors.
+
+/**
+ * Prints `llamem: <message>` for an error and returns the exit code it maps to. Messages of
+ * {@link LlamemError}s are meant for users and are printed as they are; anything else is a bug,
+ * so its stack is printed too when LLAMEM_DEBUG is set.
+ */
+export function reportError(err: unknown, stream: OutStream = process.stderr): number {
+  if (err instanceof CliExit) return err.exitCode;
+  const style = styleFor(stream);
+  const prefix = style.red("llamem:");
+  if (err instanceof CommanderError) {
+    // Commander already printed its message (through configureOutput); help and --version exit 0.
+    return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+  }
+  if (err instanceof LlamemError) {
+    stream.write(`${prefix} ${err.message}\n`);
+    return exitCodeFor(err.code);
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  stream.write(`${prefix} ${message}\n`);
+  if (process.env["LLAMEM_DEBUG"] && err instanceof Error && err.stack) stream.write(`${err.stack}\n`);
+  return EXIT.ERROR;
+}
+
+/** Waits until everything written to `stream` has been handed to the OS. */
+export function flush(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) {
+      resolve();
+      return;
+    }
+    stream.write("", () => resolve());
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signals.
+
+const SIGNAL_EXIT: Record<"SIGINT" | "SIGTERM", number> = { SIGINT: EXIT.SIGINT, SIGTERM: EXIT.SIGTERM };
+
+/** What {@link trapSignals} gives a command. */
+export interface SignalTrap {
+  /** Aborted on the first SIGINT or SIGTERM. */
+  readonly signal: AbortSignal;
+  /** The exit code for the signal received (130 or 143), or undefined when none came. */
+  readonly exitCode: number | undefined;
+  /** Removes the handlers. */
+  release(): void;
+}
+
+/**
+ * Turns the first SIGINT/SIGTERM into an abort that the command can wind down from (keeping
+ * what it printed, freeing native memory); a second one exits at once, for when the wind-down
+ * hangs.
+ */
+export function trapSignals(): SignalTrap {
+  const controller = new AbortController();
+  let exitCode: number | undefined;
+  const handler = (sig: NodeJS.Signals) => {
+    const code = SIGNAL_EXIT[sig as "SIGINT" | "SIGTERM"] ?? EXIT.SIGINT;
+    if (exitCode !== undefined) process.exit(exitCode);
+    exitCode = code;
+    controller.abort(new LlamemError("ERR_ABORTED", `interrupted by ${sig}`));
+  };
+  process.on("SIGINT", handler);
+  process.on("SIGTERM", handler);
+  return {
+    signal: controller.signal,
+    get exitCode() {
+      return exitCode;
+    },
+    release() {
+      process.off("SIGINT", handler);
+      process.off("SIGTERM", handler);
+    },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Option parsers for commander (they throw InvalidArgumentError, which commander reports as a
+// usage error naming the option).
+
+/** A commander argument parser for an integer in [min, max]. */
+export function intArg(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {
+  return (value: string) => {
+    const n = /^[+-]?\d+$/.test(value.trim()) ? Number(value) : NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) {
+      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
+      throw new InvalidArgumentError(`expected an integer ${range}.`);
+    }
+    return n;
+  };
+}
+
+/**
+ * A commander argument parser for a finite number in [min, max], or in (min, max] when
+ * `exclusiveMin` is set (for factors where 0 makes no sense).
+ */
+export function numberArg(min: number, max: number = Infinity, exclusiveMin = false): (value: string) => number {
+  return (value: string) => {
+    const n = value.trim() === "" ? NaN : Number(value);
+    if (!Number.isFinite(n) || (exclusiveMin ? n <= min : n < min) || n > max) {
+      const low = exclusiveMin ? `> ${min}` : `>= ${min}`;
+      const range = max === Infinity ? low : exclusiveMin ? `in (${min}, ${max}]` : `in [${min}, ${max}]`;
+      throw new InvalidArgumentError(`expected a number ${range}.`);
+    }
+    return n;
+  };
+}
+
+/** A commander reducer for a repeatable option: each use appends its value. */
+export function collect(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}

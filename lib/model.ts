@@ -1,0 +1,257 @@
+/**
+ * A loaded GGUF model: metadata, tokenizer, chat template, and the factory of contexts.
+ */
+import { stat } from "node:fs/promises";
+import { LlamemError, fromNative, invalidArgument } from "./errors.js";
+import { readGguf } from "./gguf.js";
+import { native, type NativeModel, type NativeModelInfo } from "./native.js";
+import { Context, type ContextOptions } from "./context.js";
+import { Lifetime } from "./lifetime.js";
+
+/** How the weights are brought into memory. */
+export type LoadMode = "mmap" | "none" | "mlock" | "mmap+mlock" | "directIo" | "auto";
+
+const LOAD_MODES: Record<LoadMode, number> = { auto: -1, none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 };
+
+/** Options of {@link loadModel}. */
+export interface LoadModelOptions {
+  /** Layers to offload to the GPU; -1 for all. Default 0 (CPU only). */
+  gpuLayers?: number;
+  /** Map the file instead of reading it (default true). Shorthand for `loadMode: "mmap"` / `"none"`. */
+  mmap?: boolean;
+  /** Lock the weights in RAM so the OS cannot page them out (default false). */
+  mlock?: boolean;
+  /** Full control over the load mode; overrides `mmap` and `mlock`. */
+  loadMode?: LoadMode;
+  /** Let the CPU backend repack weights into faster layouts (AMX, Q4_0 x8). Default true. */
+  repack?: boolean;
+  /** Load only the vocabulary: tokenize and detokenize work, contexts cannot be created. */
+  vocabOnly?: boolean;
+  /** Called with the load progress in [0, 1]. */
+  onProgress?: (progress: number) => void;
+  /** Cancels the load; the promise rejects with ERR_ABORTED. */
+  signal?: AbortSignal;
+}
+
+/** A message for a chat template. */
+export interface ChatMessage {
+  role: "system" | "user" | "assistant" | (string & {});
+  content: string;
+}
+
+/** What a model is, from its GGUF metadata and llama.cpp. */
+export interface ModelInfo {
+  /** The GGUF `general.architecture`, e.g. "llama". */
+  architecture: string;
+  /** The GGUF `general.name`, if present. */
+  name: string | undefined;
+  /** llama.cpp's one-line description (architecture, size, type). */
+  description: string;
+  /** Size of the file on disk in bytes. */
+  fileSize: number;
+  /** Bytes of tensor data. */
+  size: number;
+  /** Number of parameters. */
+  parameters: number;
+  /** The context length the model was trained with. */
+  trainedContextSize: number;
+  embeddingSize: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  vocabSize: number;
+  /** Token ids of BOS/EOS/EOT, or -1. */
+  bos: number;
+  eos: number;
+  eot: number;
+  /** Whether tokenizing with `addSpecial` prepends BOS. */
+  addBos: boolean;
+  /** The model's Jinja chat template, if it has one. */
+  chatTemplate: string | undefined;
+  /** Every GGUF metadata entry as llama.cpp renders it (long arrays are abbreviated). */
+  metadata: Record<string, string>;
+}
+
+/** Options of {@link Model.tokenize}. */
+export interface TokenizeOptions {
+  /** Add BOS/EOS as the model is configured to (default true). */
+  addSpecial?: boolean;
+  /** Parse special-token text such as `<s>` into their ids (default false: treat as text). */
+  parseSpecial?: boolean;
+}
+
+/** Loads a GGUF model off the JS thread. */
+export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
+  if (typeof path !== "string" || path.length === 0) invalidArgument("loadModel(path): path must be a non-empty string");
+  const { signal } = options;
+  if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted before it started");
+  const loadMode = resolveLoadMode(options);
+  const gpuLayers = options.gpuLayers ?? 0;
+  if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
+
+  // Validate the file ourselves first: llama.cpp aborts the process on some malformed files.
+  const st = await stat(path).catch(() => undefined);
+  if (!st) throw new LlamemError("ERR_FILE_NOT_FOUND", `model file not found: ${path}`);
+  if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${path}`);
+  await readGguf(path);
+  if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
+
+  const { promise, cancel } = native().Model.load(
+    path,
+    { gpuLayers, loadMode, repack: options.repack ?? true, vocabOnly: options.vocabOnly ?? false, checkTensors: false },
+    options.onProgress,
+  );
+  const onAbort = () => cancel();
+  signal?.addEventListener("abort", onAbort, { once: true });
+  try {
+    const handle = await promise;
+    if (signal?.aborted) {
+      handle.dispose();
+      throw new LlamemError("ERR_ABORTED", "model load was aborted");
+    }
+    return new Model(handle, path, st.size, options.vocabOnly ?? false);
+  } catch (err) {
+    throw fromNative(err);
+  } finally {
+    signal?.removeEventListener("abort", onAbort);
+  }
+}
+
+function resolveLoadMode(o: LoadModelOptions): number {
+  if (o.loadMode !== undefined) {
+    const mode = LOAD_MODES[o.loadMode];
+    if (mode === undefined) invalidArgument(`loadMode must be one of ${Object.keys(LOAD_MODES).join(", ")}`);
+    return mode;
+  }
+  const mmap = o.mmap ?? true;
+  const mlock = o.mlock ?? false;
+  return mmap ? (mlock ? LOAD_MODES["mmap+mlock"] : LOAD_MODES.mmap) : mlock ? LOAD_MODES.mlock : LOAD_MODES.none;
+}
+
+/** A loaded model. Dispose it (or use `await using`) to free its memory. */
+export class Model {
+  readonly #native: NativeModel;
+  readonly #lifetime = new Lifetime("model");
+  readonly #contexts = new Set<Context>();
+  readonly #info: ModelInfo;
+  /** The path the model was loaded from. */
+  readonly path: string;
+  /** True when only the vocabulary was loaded. */
+  readonly vocabOnly: boolean;
+
+  /** @internal Use {@link loadModel}. */
+  constructor(handle: NativeModel, path: string, fileSize: number, vocabOnly: boolean) {
+    this.#native = handle;
+    this.path = path;
+    this.vocabOnly = vocabOnly;
+    this.#info = toInfo(handle.info(), fileSize);
+  }
+
+  /** Model facts and metadata. */
+  get info(): ModelInfo {
+    this.#lifetime.check();
+    return this.#info;
+  }
+
+  /** True once {@link dispose} was called. */
+  get disposed(): boolean {
+    return this.#lifetime.disposed;
+  }
+
+  /** @internal The native handle, for contexts and samplers. */
+  get native(): NativeModel {
+    this.#lifetime.check();
+    return this.#native;
+  }
+
+  /** Converts text to token ids. */
+  async tokenize(text: string, options: TokenizeOptions = {}): Promise<number[]> {
+    return Array.from(await this.tokenizeRaw(text, options));
+  }
+
+  /** @internal tokenize into an Int32Array. */
+  tokenizeRaw(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
+    if (typeof text !== "string") invalidArgument("tokenize(text): text must be a string");
+    return this.#lifetime.run(() =>
+      this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false),
+    );
+  }
+
+  /** Converts token ids back to text (special tokens rendered when `special` is true). */
+  async detokenize(tokens: ArrayLike<number>, options: { special?: boolean } = {}): Promise<string> {
+    const arr = Int32Array.from(tokens);
+    const bytes = await this.#lifetime.run(() => this.#native.detokenize(arr, false, options.special ?? false));
+    return bytes.toString("utf8");
+  }
+
+  /** The bytes of one token's text (a token may hold part of a UTF-8 character). */
+  tokenToPiece(token: number, options: { special?: boolean } = {}): Buffer {
+    this.#lifetime.check();
+    try {
+      return this.#native.tokenToPiece(token, options.special ?? false);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /**
+   * Formats messages with the model's chat template (or `template`), ready to tokenize with
+   * `parseSpecial: true`. Uses llama.cpp's built-in template engine.
+   */
+  applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
+    this.#lifetime.check();
+    try {
+      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** Creates an inference context (KV cache and compute buffers) on this model. */
+  async createContext(options: ContextOptions = {}): Promise<Context> {
+    this.#lifetime.check();
+    if (this.vocabOnly) invalidArgument("this model was loaded with vocabOnly: it has no weights to run");
+    const ctx = await Context.create(this, options);
+    this.#contexts.add(ctx);
+    ctx.onDispose(() => this.#contexts.delete(ctx));
+    return ctx;
+  }
+
+  /**
+   * Frees the model. Contexts created from it are disposed first; work in flight is aborted
+   * and awaited. Calling it again is a no-op.
+   */
+  async dispose(): Promise<void> {
+    if (this.#lifetime.disposed) return;
+    await Promise.all([...this.#contexts].map((c) => c.dispose()));
+    await this.#lifetime.dispose(() => this.#native.dispose());
+  }
+
+  /** `await using model = await loadModel(...)` disposes it at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+function toInfo(n: NativeModelInfo, fileSize: number): ModelInfo {
+  return {
+    architecture: n.metadata["general.architecture"] ?? "unknown",
+    name: n.metadata["general.name"],
+    description: n.description,
+    fileSize,
+    size: n.size,
+    parameters: n.parameters,
+    trainedContextSize: n.trainedContextSize,
+    embeddingSize: n.embeddingSize,
+    layers: n.layers,
+    heads: n.heads,
+    kvHeads: n.kvHeads,
+    vocabSize: n.vocabSize,
+    bos: n.bos,
+    eos: n.eos,
+    eot: n.eot,
+    addBos: n.addBos,
+    chatTemplate: n.chatTemplate ?? undefined,
+    metadata: n.metadata,
+  };
+}

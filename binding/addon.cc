@@ -66,6 +66,10 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
       InstanceMethod("setLogLevel", &Addon::SetLogLevel),
       InstanceMethod("systemInfo", &Addon::SystemInfo),
   });
+  exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
+  exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
+  exports.Set("rpcAddServer", Napi::Function::New(env, RpcAddServer, "rpcAddServer"));
+  exports.Set("rpcServe", Napi::Function::New(env, RpcServe, "rpcServe"));
   env.AddCleanupHook([this] { CloseAll(); });
   Model::Init(env, exports, *this);
   Context::Init(env, exports, *this);

@@ -29,6 +29,15 @@ bool IsQuantized(ggml_type t) { return t != GGML_TYPE_F32 && t != GGML_TYPE_F16 
 
 bool AbortCallback(void* data) { return static_cast<std::atomic<bool>*>(data)->load(std::memory_order_relaxed); }
 
+// Throws ERR_DECODE / ERR_CONTEXT_FULL / ERR_ABORTED for a llama_decode return code.
+void CheckDecode(int32_t rc) {
+  if (rc == 0) return;
+  if (rc == 1) Throw("ERR_CONTEXT_FULL", "no free KV cache slot for the batch; use a larger contextSize or remove tokens");
+  if (rc == 2) Throw("ERR_ABORTED", "evaluation was aborted");
+  std::string why = TakeLastNativeError();
+  Throw("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
+}
+
 class CreateWorker : public PromiseWorker {
  public:
   CreateWorker(Napi::Env env, std::shared_ptr<ModelHandle> model, llama_context_params params)
@@ -36,6 +45,7 @@ class CreateWorker : public PromiseWorker {
 
  protected:
   void Run() override {
+    CheckContextFits(model_->model, params_);
     TakeLastNativeError();
     llama_context* ctx = llama_init_from_model(model_->model, params_);
     if (ctx == nullptr) {
@@ -111,13 +121,7 @@ class EvalWorker : public PromiseWorker {
         b.seq_id[j][0] = seq_;
         b.logits[j] = (i + j == n - 1 && sampler_) ? 1 : 0;
       }
-      const int32_t rc = llama_decode(ctx, b);
-      if (rc == 1) Throw("ERR_CONTEXT_FULL", "no free KV cache slot for the batch; use a larger contextSize or remove tokens");
-      if (rc == 2) Throw("ERR_ABORTED", "evaluation was aborted");
-      if (rc != 0) {
-        std::string why = TakeLastNativeError();
-        Throw("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
-      }
+      CheckDecode(llama_decode(ctx, b));
     }
     const int64_t t1 = llama_time_us();
     decode_us_ = t1 - t0;
@@ -158,6 +162,130 @@ class EvalWorker : public PromiseWorker {
   int64_t decode_us_ = 0, sample_us_ = 0;
 };
 
+class StateGetWorker : public PromiseWorker {
+ public:
+  StateGetWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, int32_t seq) : PromiseWorker(env), h_(std::move(h)), seq_(seq) {}
+
+ protected:
+  void Run() override {
+    std::lock_guard<std::mutex> lock(h_->mu);
+    if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    const size_t size = llama_state_seq_get_size(h_->ctx, seq_);
+    data_.resize(size);
+    const size_t n = llama_state_seq_get_data(h_->ctx, data_.data(), data_.size(), seq_);
+    if (n == 0 && size != 0) Throw("ERR_INTERNAL", "could not copy the sequence state");
+    data_.resize(n);
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Buffer<uint8_t>::Copy(env, data_.data(), data_.size()); }
+
+ private:
+  std::shared_ptr<ContextHandle> h_;
+  int32_t seq_;
+  std::vector<uint8_t> data_;
+};
+
+class StateSetWorker : public PromiseWorker {
+ public:
+  StateSetWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, int32_t seq, std::vector<uint8_t> data)
+      : PromiseWorker(env), h_(std::move(h)), seq_(seq), data_(std::move(data)) {}
+
+ protected:
+  void Run() override {
+    std::lock_guard<std::mutex> lock(h_->mu);
+    if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    llama_memory_seq_rm(llama_get_memory(h_->ctx), seq_, -1, -1);
+    TakeLastNativeError();
+    // llama.cpp validates the layout (layers, cell counts, types) and returns 0 on a mismatch.
+    if (llama_state_seq_set_data(h_->ctx, data_.data(), data_.size(), seq_) == 0) {
+      std::string why = TakeLastNativeError();
+      Throw("ERR_STATE_MISMATCH", "the saved state does not fit this context" + (why.empty() ? "" : ": " + why));
+    }
+    pos_max_ = llama_memory_seq_pos_max(llama_get_memory(h_->ctx), seq_);
+  }
+  Napi::Value Result(Napi::Env env) override { return Napi::Number::New(env, pos_max_ + 1); }
+
+ private:
+  std::shared_ptr<ContextHandle> h_;
+  int32_t seq_;
+  std::vector<uint8_t> data_;
+  llama_pos pos_max_ = -1;
+};
+
+struct BatchEntry {
+  int32_t seq = -1;
+  std::vector<llama_token> tokens;
+  std::shared_ptr<SamplerHandle> sampler;
+  llama_token token = -1;
+  bool eog = false;
+  std::string piece;
+};
+
+class EvalBatchWorker : public PromiseWorker {
+ public:
+  EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries)
+      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)) {}
+
+ protected:
+  void Run() override {
+    std::lock_guard<std::mutex> lock(h_->mu);
+    llama_context* ctx = h_->ctx;
+    if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    llama_memory_t mem = llama_get_memory(ctx);
+    llama_batch& b = h_->batch;
+    b.n_tokens = 0;
+    std::vector<int32_t> last(entries_.size());
+    for (size_t e = 0; e < entries_.size(); e++) {
+      BatchEntry& entry = entries_[e];
+      const llama_pos start = llama_memory_seq_pos_max(mem, entry.seq) + 1;
+      if (start + static_cast<int64_t>(entry.tokens.size()) > h_->n_ctx_seq) {
+        Throw("ERR_CONTEXT_FULL", "sequence " + std::to_string(entry.seq) + " is full (" + std::to_string(h_->n_ctx_seq) + " tokens)");
+      }
+      for (size_t j = 0; j < entry.tokens.size(); j++) {
+        const int32_t i = b.n_tokens++;
+        b.token[i] = entry.tokens[j];
+        b.pos[i] = static_cast<llama_pos>(start + static_cast<llama_pos>(j));
+        b.n_seq_id[i] = 1;
+        b.seq_id[i][0] = entry.seq;
+        b.logits[i] = (j + 1 == entry.tokens.size() && entry.sampler) ? 1 : 0;
+      }
+      last[e] = b.n_tokens - 1;
+    }
+    const int64_t t0 = llama_time_us();
+    CheckDecode(llama_decode(ctx, b));
+    decode_us_ = llama_time_us() - t0;
+    for (size_t e = 0; e < entries_.size(); e++) {
+      BatchEntry& entry = entries_[e];
+      if (!entry.sampler) continue;
+      entry.token = llama_sampler_sample(entry.sampler->chain, ctx, last[e]);
+      entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
+      if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array out = Napi::Array::New(env, entries_.size());
+    for (uint32_t e = 0; e < entries_.size(); e++) {
+      const BatchEntry& entry = entries_[e];
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("seq", entry.seq);
+      r.Set("evaluated", static_cast<double>(entry.tokens.size()));
+      r.Set("decodeUs", static_cast<double>(decode_us_));
+      if (entry.sampler) {
+        r.Set("token", entry.token);
+        r.Set("eog", entry.eog);
+        r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
+      }
+      out.Set(e, r);
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<ContextHandle> h_;
+  std::vector<BatchEntry> entries_;
+  int64_t decode_us_ = 0;
+};
+
 }  // namespace
 
 void ContextHandle::Close() {
@@ -183,6 +311,12 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("abort", &Context::Abort),
       InstanceMethod("seqPosRange", &Context::SeqPosRange),
       InstanceMethod("seqRemove", &Context::SeqRemove),
+      InstanceMethod("seqShift", &Context::SeqShift),
+      InstanceMethod("seqCopy", &Context::SeqCopy),
+      InstanceMethod("seqKeep", &Context::SeqKeep),
+      InstanceMethod("stateSeqGet", &Context::StateSeqGet),
+      InstanceMethod("stateSeqSet", &Context::StateSeqSet),
+      InstanceMethod("evalBatch", &Context::EvalBatch),
       InstanceMethod("clear", &Context::Clear),
       InstanceMethod("memory", &Context::Memory),
       InstanceMethod("dispose", &Context::Dispose),
@@ -199,7 +333,7 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
   handle_ = *info[0].As<Napi::External<std::shared_ptr<ContextHandle>>>().Data();
   napi_type_tag_object(env, info.This(), &kTag);
   // Tell V8 what the KV cache and compute buffers hold, so GC pressure reflects them.
-  for (const auto& [buft, mb] : llama_get_memory_breakdown(handle_->ctx)) external_bytes_ += mb.context + mb.compute;
+  for (const MemoryRow& r : CollectBreakdown(handle_->ctx)) external_bytes_ += static_cast<int64_t>(r.context + r.compute);
   Napi::MemoryManagement::AdjustExternalMemory(env, external_bytes_);
 }
 
@@ -214,11 +348,7 @@ std::shared_ptr<ContextHandle> Context::Live(Napi::Env env, const Napi::Callback
   return handle_;
 }
 
-Napi::Value Context::Create(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Args args(info, "Context.create(model, options)");
-  auto model = Model::HandleOf(env, args.At(0, "model"));
-  Napi::Object o = args.Object(1, "options");
+llama_context_params ParseContextParams(Napi::Env env, Napi::Object o) {
   llama_context_params p = llama_context_default_params();
   p.n_ctx = static_cast<uint32_t>(OptInt(o, "contextSize", 0, 0, 1 << 24));
   p.n_batch = static_cast<uint32_t>(OptInt(o, "batchSize", 512, 1, 1 << 20));
@@ -242,11 +372,60 @@ Napi::Value Context::Create(const Napi::CallbackInfo& info) {
   p.kv_unified = OptBool(o, "kvUnified", false);
   p.embeddings = OptBool(o, "embeddings", false);
   p.no_perf = true;
-  const uint32_t n_ctx_train = static_cast<uint32_t>(llama_model_n_ctx_train(model->model));
-  const uint32_t n_ctx = p.n_ctx == 0 ? n_ctx_train : p.n_ctx;
-  if (n_ctx < p.n_seq_max) {
-    throw MakeError(env, "ERR_INVALID_ARGUMENT", "contextSize must be at least the number of sequences");
+  return p;
+}
+
+void CheckContextFits(const llama_model* model, const llama_context_params& p) {
+  const uint32_t n_ctx = p.n_ctx == 0 ? static_cast<uint32_t>(llama_model_n_ctx_train(model)) : p.n_ctx;
+  if (n_ctx < p.n_seq_max) Throw("ERR_INVALID_ARGUMENT", "contextSize must be at least the number of sequences");
+  if (IsQuantized(p.type_k) || IsQuantized(p.type_v)) {
+    // ggml needs whole quantization blocks per head; llama.cpp would fail deep inside otherwise.
+    const int32_t n_head = llama_model_n_layer(model) > 0 ? llama_model_n_head(model) : 0;
+    const int32_t head_dim = n_head > 0 ? llama_model_n_embd(model) / n_head : 0;
+    if (head_dim % 32 != 0) {
+      Throw("ERR_INVALID_ARGUMENT", "this model's attention heads are " + std::to_string(head_dim) +
+                                        " wide; quantized KV cache types need a multiple of 32: use f16 or bf16");
+    }
   }
+}
+
+std::vector<MemoryRow> CollectBreakdown(const llama_context* ctx) {
+  std::vector<MemoryRow> rows;
+  for (const auto& [buft, mb] : llama_get_memory_breakdown(ctx)) {
+    MemoryRow r;
+    r.buffer_type = ggml_backend_buft_name(buft);
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+    r.device = dev != nullptr ? ggml_backend_dev_name(dev) : "";
+    r.host = ggml_backend_buft_is_host(buft);
+    r.model = mb.model;
+    r.context = mb.context;
+    r.compute = mb.compute;
+    rows.push_back(std::move(r));
+  }
+  return rows;
+}
+
+Napi::Array BreakdownToJs(Napi::Env env, const std::vector<MemoryRow>& rows) {
+  Napi::Array out = Napi::Array::New(env, rows.size());
+  for (uint32_t i = 0; i < rows.size(); i++) {
+    const MemoryRow& r = rows[i];
+    Napi::Object row = Napi::Object::New(env);
+    row.Set("bufferType", r.buffer_type);
+    row.Set("device", r.device.empty() ? env.Null() : Napi::Value(Napi::String::New(env, r.device)));
+    row.Set("host", r.host);
+    row.Set("model", static_cast<double>(r.model));
+    row.Set("context", static_cast<double>(r.context));
+    row.Set("compute", static_cast<double>(r.compute));
+    out.Set(i, row);
+  }
+  return out;
+}
+
+Napi::Value Context::Create(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Args args(info, "Context.create(model, options)");
+  auto model = Model::HandleOf(env, args.At(0, "model"));
+  llama_context_params p = ParseContextParams(env, args.Object(1, "options"));
   return (new CreateWorker(env, std::move(model), p))->Start();
 }
 
@@ -325,26 +504,130 @@ Napi::Value Context::Clear(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-#undef LLAMEM_LOCK_OR_BUSY
-
 // Bytes per buffer type for the model's weights, this context's KV cache and its compute buffers.
 Napi::Value Context::Memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = Live(env, info);
-  Napi::Array out = Napi::Array::New(env);
-  uint32_t i = 0;
-  for (const auto& [buft, mb] : llama_get_memory_breakdown(h->ctx)) {
-    Napi::Object row = Napi::Object::New(env);
-    row.Set("bufferType", ggml_backend_buft_name(buft));
-    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
-    row.Set("device", dev != nullptr ? Napi::Value(Napi::String::New(env, ggml_backend_dev_name(dev))) : env.Null());
-    row.Set("host", ggml_backend_buft_is_host(buft));
-    row.Set("model", static_cast<double>(mb.model));
-    row.Set("context", static_cast<double>(mb.context));
-    row.Set("compute", static_cast<double>(mb.compute));
-    out.Set(i++, row);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("rows", BreakdownToJs(env, CollectBreakdown(h->ctx)));
+  LLAMEM_LOCK_OR_BUSY(h);
+  // Cells in use: the positions each sequence holds (sequences do not share cells unless copied).
+  int64_t used = 0;
+  llama_memory_t mem = llama_get_memory(h->ctx);
+  for (int32_t s = 0; s < h->n_seq_max; s++) {
+    const llama_pos lo = llama_memory_seq_pos_min(mem, s), hi = llama_memory_seq_pos_max(mem, s);
+    if (hi >= 0) used += hi - lo + 1;
   }
+  out.Set("cellsUsed", static_cast<double>(used));
+  out.Set("cells", h->n_ctx);
   return out;
+}
+
+Napi::Value Context::SeqShift(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "seqShift(seq, p0, p1, delta)");
+  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
+  const int32_t p0 = static_cast<int32_t>(args.Int(1, "p0", -1, INT32_MAX));
+  const int32_t p1 = static_cast<int32_t>(args.Int(2, "p1", -1, INT32_MAX));
+  const int32_t delta = static_cast<int32_t>(args.Int(3, "delta", -h->n_ctx, h->n_ctx));
+  LLAMEM_LOCK_OR_BUSY(h);
+  llama_memory_t mem = llama_get_memory(h->ctx);
+  // Recurrent and some SWA caches cannot move positions; llama.cpp would assert.
+  if (!llama_memory_can_shift(mem)) {
+    throw MakeError(env, "ERR_UNSUPPORTED", "this model's KV cache cannot shift positions; re-evaluate instead");
+  }
+  llama_memory_seq_add(mem, seq, p0, p1, delta);
+  return env.Undefined();
+}
+
+Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "seqCopy(src, dst, p0, p1)");
+  const int32_t src = static_cast<int32_t>(args.Int(0, "src", 0, h->n_seq_max - 1));
+  const int32_t dst = static_cast<int32_t>(args.Int(1, "dst", 0, h->n_seq_max - 1));
+  const int32_t p0 = static_cast<int32_t>(args.Int(2, "p0", -1, INT32_MAX));
+  const int32_t p1 = static_cast<int32_t>(args.Int(3, "p1", -1, INT32_MAX));
+  if (src == dst) args.Fail("dst", "must differ from src");
+  LLAMEM_LOCK_OR_BUSY(h);
+  llama_memory_seq_cp(llama_get_memory(h->ctx), src, dst, p0, p1);
+  return env.Undefined();
+}
+
+Napi::Value Context::SeqKeep(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "seqKeep(seq)");
+  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
+  LLAMEM_LOCK_OR_BUSY(h);
+  llama_memory_seq_keep(llama_get_memory(h->ctx), seq);
+  return env.Undefined();
+}
+
+#undef LLAMEM_LOCK_OR_BUSY
+
+// stateSeqGet(seq) -> Promise<Buffer>: the sequence's KV cells, copied to host memory.
+Napi::Value Context::StateSeqGet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "stateSeqGet(seq)");
+  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
+  return (new StateGetWorker(env, std::move(h), seq))->Start();
+}
+
+// stateSeqSet(seq, buffer) -> Promise<number>: restores cells saved by stateSeqGet into `seq`.
+Napi::Value Context::StateSeqSet(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "stateSeqSet(seq, data)");
+  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
+  Napi::Value v = args.At(1, "data");
+  if (!v.IsBuffer()) args.Fail("data", "must be a Buffer");
+  Napi::Buffer<uint8_t> buf = v.As<Napi::Buffer<uint8_t>>();
+  std::vector<uint8_t> data(buf.Data(), buf.Data() + buf.Length());
+  h->abort.store(false);
+  return (new StateSetWorker(env, std::move(h), seq, std::move(data)))->Start();
+}
+
+// evalBatch([{ seq, tokens, sampler? }]) -> Promise<result[]>: all sequences' tokens in one
+// llama_decode (continuous batching), then one sample per entry that has a sampler.
+Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "evalBatch(entries)");
+  Napi::Array arr = args.Array(0, "entries");
+  std::vector<BatchEntry> entries;
+  size_t total = 0;
+  std::vector<bool> seen(static_cast<size_t>(h->n_seq_max), false);
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject()) args.Fail("entries", "must hold { seq, tokens, sampler? } objects");
+    Napi::Object o = item.As<Napi::Object>();
+    BatchEntry e;
+    e.seq = static_cast<int32_t>(OptInt(o, "seq", -1, 0, h->n_seq_max - 1));
+    if (e.seq < 0) args.Fail("entries", "need a seq");
+    if (seen[static_cast<size_t>(e.seq)]) args.Fail("entries", "name each sequence once");
+    seen[static_cast<size_t>(e.seq)] = true;
+    Napi::Value t = o.Get("tokens");
+    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) args.Fail("entries", "tokens must be an Int32Array");
+    Napi::Int32Array ta = t.As<Napi::Int32Array>();
+    e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
+    for (llama_token tok : e.tokens) {
+      if (tok < 0 || tok >= h->model->n_vocab) args.Fail("entries", "contain a token id outside the vocabulary");
+    }
+    if (e.tokens.empty()) args.Fail("entries", "need at least one token each");
+    Napi::Value s = o.Get("sampler");
+    if (!s.IsUndefined() && !s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
+    total += e.tokens.size();
+    entries.push_back(std::move(e));
+  }
+  if (entries.empty()) args.Fail("entries", "must not be empty");
+  if (total > static_cast<size_t>(h->n_batch)) {
+    args.Fail("entries", "hold " + std::to_string(total) + " tokens, more than the batch size " + std::to_string(h->n_batch));
+  }
+  h->abort.store(false);
+  return (new EvalBatchWorker(env, std::move(h), std::move(entries)))->Start();
 }
 
 Napi::Value Context::Dispose(const Napi::CallbackInfo& info) {

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <string>
+#include <vector>
 
 #include "addon.h"
 #include "ggml-cpu.h"
@@ -34,6 +36,21 @@ struct ContextHandle : public Closable {
   void Close() override;
 };
 
+// One row of llama_get_memory_breakdown, copied out so workers can carry it to the JS thread.
+struct MemoryRow {
+  std::string buffer_type;
+  std::string device;
+  bool host = true;
+  size_t model = 0, context = 0, compute = 0;
+};
+std::vector<MemoryRow> CollectBreakdown(const llama_context* ctx);
+Napi::Array BreakdownToJs(Napi::Env env, const std::vector<MemoryRow>& rows);
+
+// Context options parsed on the JS thread into llama_context_params (shared by create and estimate).
+llama_context_params ParseContextParams(Napi::Env env, Napi::Object o);
+// Model-dependent checks of those params, off the JS thread (throws CodedError).
+void CheckContextFits(const llama_model* model, const llama_context_params& p);
+
 class Context : public Napi::ObjectWrap<Context> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
@@ -49,6 +66,12 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value Abort(const Napi::CallbackInfo& info);
   Napi::Value SeqPosRange(const Napi::CallbackInfo& info);
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
+  Napi::Value SeqShift(const Napi::CallbackInfo& info);
+  Napi::Value SeqCopy(const Napi::CallbackInfo& info);
+  Napi::Value SeqKeep(const Napi::CallbackInfo& info);
+  Napi::Value StateSeqGet(const Napi::CallbackInfo& info);
+  Napi::Value StateSeqSet(const Napi::CallbackInfo& info);
+  Napi::Value EvalBatch(const Napi::CallbackInfo& info);
   Napi::Value Clear(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

@@ -16,22 +16,6 @@ const napi_type_tag Model::kTag = {0x6c6c616d656d4d4fULL, 0x44454c0000000001ULL}
 
 namespace {
 
-struct LoadOptions {
-  std::string path;
-  int32_t gpu_layers = 0;
-  llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
-  bool use_extra_bufts = true;
-  bool vocab_only = false;
-  bool check_tensors = false;
-};
-
-// A file llama.cpp would fail on with a less helpful message: check it exists and is a file.
-void CheckModelPath(const std::string& path) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) Throw("ERR_FILE_NOT_FOUND", "model file not found: " + path);
-  if (!S_ISREG(st.st_mode)) Throw("ERR_NOT_A_FILE", "not a regular file: " + path);
-}
-
 class LoadWorker : public PromiseWorker {
  public:
   LoadWorker(Napi::Env env, LoadOptions opts, Napi::Function on_progress)
@@ -53,12 +37,7 @@ class LoadWorker : public PromiseWorker {
  protected:
   void Run() override {
     CheckModelPath(opts_.path);
-    llama_model_params params = llama_model_default_params();
-    params.n_gpu_layers = opts_.gpu_layers;
-    params.load_mode = opts_.load_mode;
-    params.use_extra_bufts = opts_.use_extra_bufts;
-    params.vocab_only = opts_.vocab_only;
-    params.check_tensors = opts_.check_tensors;
+    llama_model_params params = ToModelParams(opts_);
     params.progress_callback = &LoadWorker::OnProgress;
     params.progress_callback_user_data = this;
     TakeLastNativeError();
@@ -185,6 +164,35 @@ std::string MetaString(int32_t (*get)(const llama_model*, int32_t, char*, size_t
 
 }  // namespace
 
+void CheckModelPath(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) Throw("ERR_FILE_NOT_FOUND", "model file not found: " + path);
+  if (!S_ISREG(st.st_mode)) Throw("ERR_NOT_A_FILE", "not a regular file: " + path);
+}
+
+LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o) {
+  LoadOptions opts;
+  opts.path = path;
+  if (opts.path.empty()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "path must not be empty");
+  opts.gpu_layers = static_cast<int32_t>(OptInt(o, "gpuLayers", 0, -1, INT32_MAX));
+  opts.load_mode = static_cast<llama_load_mode>(OptInt(o, "loadMode", LLAMA_LOAD_MODE_MMAP, -1, 4));
+  opts.use_extra_bufts = OptBool(o, "repack", true);
+  opts.vocab_only = OptBool(o, "vocabOnly", false);
+  opts.check_tensors = OptBool(o, "checkTensors", false);
+  return opts;
+}
+
+llama_model_params ToModelParams(const LoadOptions& opts) {
+  llama_model_params params = llama_model_default_params();
+  params.n_gpu_layers = opts.gpu_layers;
+  params.load_mode = opts.load_mode;
+  params.use_extra_bufts = opts.use_extra_bufts;
+  params.vocab_only = opts.vocab_only;
+  params.check_tensors = opts.check_tensors;
+  params.no_alloc = opts.no_alloc;
+  return params;
+}
+
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special) {
   char small[64];
   int32_t n = llama_token_to_piece(vocab, token, small, sizeof(small), 0, special);
@@ -199,6 +207,7 @@ std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special
 void Model::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
   Napi::Function ctor = DefineClass(env, "Model", {
       StaticMethod("load", &Model::Load),
+      StaticMethod("estimate", &Model::Estimate),
       InstanceMethod("info", &Model::Info),
       InstanceMethod("tokenize", &Model::Tokenize),
       InstanceMethod("detokenize", &Model::Detokenize),
@@ -243,15 +252,7 @@ std::shared_ptr<ModelHandle> Model::Live(Napi::Env env) const {
 Napi::Value Model::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "Model.load(path, options, onProgress)");
-  LoadOptions opts;
-  opts.path = args.String(0, "path");
-  if (opts.path.empty()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "path must not be empty");
-  Napi::Object o = args.Object(1, "options");
-  opts.gpu_layers = OptInt(o, "gpuLayers", 0, -1, INT32_MAX);
-  opts.load_mode = static_cast<llama_load_mode>(OptInt(o, "loadMode", LLAMA_LOAD_MODE_MMAP, -1, 4));
-  opts.use_extra_bufts = OptBool(o, "repack", true);
-  opts.vocab_only = OptBool(o, "vocabOnly", false);
-  opts.check_tensors = OptBool(o, "checkTensors", false);
+  LoadOptions opts = ParseLoadOptions(env, args.String(0, "path"), args.Object(1, "options"));
   Napi::Function on_progress;
   if (info.Length() > 2 && info[2].IsFunction()) on_progress = info[2].As<Napi::Function>();
   auto* worker = new LoadWorker(env, std::move(opts), on_progress);

@@ -24,6 +24,21 @@ struct ModelHandle {
   }
 };
 
+// Load options parsed on the JS thread (shared by load and estimate).
+struct LoadOptions {
+  std::string path;
+  int32_t gpu_layers = 0;
+  llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
+  bool use_extra_bufts = true;
+  bool vocab_only = false;
+  bool check_tensors = false;
+  bool no_alloc = false;
+};
+LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o);
+llama_model_params ToModelParams(const LoadOptions& opts);
+// Throws ERR_FILE_NOT_FOUND / ERR_NOT_A_FILE before llama.cpp sees the path.
+void CheckModelPath(const std::string& path);
+
 // The bytes of one token (possibly part of a UTF-8 character); caller checked the id.
 std::string TokenPiece(const llama_vocab* vocab, llama_token token, bool special);
 
@@ -40,6 +55,7 @@ class Model : public Napi::ObjectWrap<Model> {
 
  private:
   static Napi::Value Load(const Napi::CallbackInfo& info);
+  static Napi::Value Estimate(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Tokenize(const Napi::CallbackInfo& info);
   Napi::Value Detokenize(const Napi::CallbackInfo& info);

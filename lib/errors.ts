@@ -39,6 +39,12 @@ export type LlamemErrorCode =
   | "ERR_OUT_OF_MEMORY"
   /** Quantization failed. */
   | "ERR_QUANTIZE"
+  /** The model or backend cannot do this (e.g. shift positions of a recurrent cache). */
+  | "ERR_UNSUPPORTED"
+  /** Saved state does not belong to this model or context. */
+  | "ERR_STATE_MISMATCH"
+  /** The request does not fit the memory available or the budget given; the message says what would. */
+  | "ERR_INSUFFICIENT_MEMORY"
   /** An unexpected internal failure; please report it. */
   | "ERR_INTERNAL";
 
@@ -57,7 +63,7 @@ export class LlamemError extends Error {
 const CODES = new Set<string>([
   "ERR_FILE_NOT_FOUND", "ERR_NOT_A_FILE", "ERR_NOT_GGUF", "ERR_GGUF_TRUNCATED", "ERR_GGUF_INVALID",
   "ERR_INVALID_ARGUMENT", "ERR_DISPOSED", "ERR_ABORTED", "ERR_MODEL_LOAD", "ERR_CONTEXT_CREATE",
-  "ERR_DECODE", "ERR_CONTEXT_FULL", "ERR_BUSY", "ERR_NATIVE_LOAD", "ERR_IO", "ERR_OUT_OF_MEMORY", "ERR_QUANTIZE", "ERR_INTERNAL",
+  "ERR_DECODE", "ERR_CONTEXT_FULL", "ERR_BUSY", "ERR_NATIVE_LOAD", "ERR_IO", "ERR_OUT_OF_MEMORY", "ERR_QUANTIZE", "ERR_UNSUPPORTED", "ERR_STATE_MISMATCH", "ERR_INSUFFICIENT_MEMORY", "ERR_INTERNAL",
 ]);
 
 /** True when `code` is one of llamem's error codes. */

@@ -1,9 +1,12 @@
 /**
  * A loaded GGUF model: metadata, tokenizer, chat template, and the factory of contexts.
  */
-import { stat } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { open, stat } from "node:fs/promises";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
-import { readGguf } from "./gguf.js";
+import { readGguf, type GgufFile } from "./gguf.js";
+import { fitModel } from "./memory/fit.js";
+import { addRpcServers } from "./rpc.js";
 import { native, type NativeModel, type NativeModelInfo } from "./native.js";
 import { Context, type ContextOptions } from "./context.js";
 import { Lifetime } from "./lifetime.js";
@@ -15,8 +18,22 @@ const LOAD_MODES: Record<LoadMode, number> = { auto: -1, none: 0, mmap: 1, mlock
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
-  /** Layers to offload to the GPU; -1 for all. Default 0 (CPU only). */
-  gpuLayers?: number;
+  /**
+   * Layers to offload to the GPU; -1 or "max" for all. "auto" offloads as many as fit the free
+   * GPU memory (or `maxVram`) with a context of `contextSize`. Default 0 (CPU only).
+   */
+  gpuLayers?: number | "auto" | "max";
+  /** The context size `gpuLayers: "auto"` plans for (default: min(4096, the trained context)). */
+  contextSize?: number;
+  /** GPU memory budget in bytes for `gpuLayers: "auto" | "max"`. */
+  maxVram?: number;
+  /** Host memory budget in bytes for `gpuLayers: "auto" | "max"`. */
+  maxRam?: number;
+  /**
+   * llama.cpp RPC servers ("host:port") whose devices take part in the load, spreading layers
+   * over several machines. No authentication: loopback or a private network only.
+   */
+  rpcServers?: string[];
   /** Map the file instead of reading it (default true). Shorthand for `loadMode: "mmap"` / `"none"`. */
   mmap?: boolean;
   /** Lock the weights in RAM so the OS cannot page them out (default false). */
@@ -86,19 +103,26 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const { signal } = options;
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted before it started");
   const loadMode = resolveLoadMode(options);
-  const gpuLayers = options.gpuLayers ?? 0;
-  if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
+  const g = options.gpuLayers ?? 0;
+  if (g !== "auto" && g !== "max" && (!Number.isInteger(g) || g < -1)) invalidArgument('gpuLayers must be an integer >= -1, "auto" or "max"');
 
   // Validate the file ourselves first: llama.cpp aborts the process on some malformed files.
   const st = await stat(path).catch(() => undefined);
   if (!st) throw new LlamemError("ERR_FILE_NOT_FOUND", `model file not found: ${path}`);
   if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${path}`);
-  await readGguf(path);
+  const gguf = await readGguf(path);
+  if (options.rpcServers?.length) addRpcServers(options.rpcServers);
+  const repack = options.repack ?? true;
+  // "auto"/"max" are decided from llama.cpp's dry run before anything is allocated.
+  const gpuLayers =
+    typeof g === "number"
+      ? g
+      : (await fitModel(path, { gpuLayers: g, contextSize: options.contextSize, maxVram: options.maxVram, maxRam: options.maxRam, repack })).gpuLayers;
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
 
   const { promise, cancel } = native().Model.load(
     path,
-    { gpuLayers, loadMode, repack: options.repack ?? true, vocabOnly: options.vocabOnly ?? false, checkTensors: false },
+    { gpuLayers, loadMode, repack, vocabOnly: options.vocabOnly ?? false, checkTensors: false },
     options.onProgress,
   );
   const onAbort = () => cancel();
@@ -109,7 +133,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       handle.dispose();
       throw new LlamemError("ERR_ABORTED", "model load was aborted");
     }
-    return new Model(handle, path, st.size, options.vocabOnly ?? false);
+    return new Model(handle, gguf, { gpuLayers, repack, vocabOnly: options.vocabOnly ?? false });
   } catch (err) {
     throw fromNative(err);
   } finally {
@@ -134,17 +158,52 @@ export class Model {
   readonly #lifetime = new Lifetime("model");
   readonly #contexts = new Set<Context>();
   readonly #info: ModelInfo;
+  readonly #gguf: GgufFile;
+  #fingerprint: Promise<string> | undefined;
   /** The path the model was loaded from. */
   readonly path: string;
   /** True when only the vocabulary was loaded. */
   readonly vocabOnly: boolean;
+  /** Layers offloaded to the GPU (as resolved from "auto"/"max"). */
+  readonly gpuLayers: number;
+  /** Whether CPU weight repacking was allowed. */
+  readonly repack: boolean;
 
   /** @internal Use {@link loadModel}. */
-  constructor(handle: NativeModel, path: string, fileSize: number, vocabOnly: boolean) {
+  constructor(handle: NativeModel, gguf: GgufFile, o: { gpuLayers: number; repack: boolean; vocabOnly: boolean }) {
     this.#native = handle;
-    this.path = path;
-    this.vocabOnly = vocabOnly;
-    this.#info = toInfo(handle.info(), fileSize);
+    this.#gguf = gguf;
+    this.path = gguf.path;
+    this.vocabOnly = o.vocabOnly;
+    this.gpuLayers = o.gpuLayers;
+    this.repack = o.repack;
+    this.#info = toInfo(handle.info(), gguf.fileSize);
+  }
+
+  /** The parsed GGUF header (metadata and tensor table). */
+  get gguf(): GgufFile {
+    return this.#gguf;
+  }
+
+  /**
+   * A hash that names this exact model: its GGUF header (metadata, tensor table) and the first
+   * 64 KiB of tensor data. Saved states carry it so a restore into another model is refused.
+   */
+  fingerprint(): Promise<string> {
+    this.#fingerprint ??= (async () => {
+      const h = createHash("sha256");
+      const fh = await open(this.path, "r");
+      try {
+        const len = Math.min(this.#gguf.fileSize, this.#gguf.dataOffset + 64 * 1024);
+        const buf = Buffer.alloc(len);
+        await fh.read(buf, 0, len, 0);
+        h.update(buf);
+      } finally {
+        await fh.close();
+      }
+      return h.update(String(this.#gguf.fileSize)).digest("hex");
+    })();
+    return this.#fingerprint;
   }
 
   /** Model facts and metadata. */

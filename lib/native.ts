@@ -96,15 +96,53 @@ export interface NativeEvalResult {
   sampleUs?: number;
 }
 
+export interface NativeBatchEntry {
+  seq: number;
+  tokens: Int32Array;
+  sampler?: NativeSampler;
+}
+
+export interface NativeBatchResult {
+  seq: number;
+  evaluated: number;
+  decodeUs: number;
+  token?: number;
+  eog?: boolean;
+  piece?: Buffer;
+}
+
 export interface NativeContext {
   info(): NativeContextInfo;
   eval(seq: number, tokens: Int32Array, sampler: NativeSampler | null, acceptInput: boolean): Promise<NativeEvalResult>;
+  evalBatch(entries: NativeBatchEntry[]): Promise<NativeBatchResult[]>;
   abort(): void;
   seqPosRange(seq: number): [number, number];
   seqRemove(seq: number, p0: number, p1: number): boolean;
+  seqShift(seq: number, p0: number, p1: number, delta: number): void;
+  seqCopy(src: number, dst: number, p0: number, p1: number): void;
+  seqKeep(seq: number): void;
+  stateSeqGet(seq: number): Promise<Buffer>;
+  stateSeqSet(seq: number, data: Buffer): Promise<number>;
   clear(): void;
-  memory(): NativeMemoryRow[];
+  memory(): { rows: NativeMemoryRow[]; cellsUsed: number; cells: number };
   dispose(): void;
+}
+
+export interface NativeDevice {
+  name: string;
+  description: string;
+  type: "cpu" | "gpu" | "igpu" | "accel" | "other";
+  backend: string;
+  free: number;
+  total: number;
+}
+
+export interface NativeEstimate {
+  rows: NativeMemoryRow[];
+  contextSize: number;
+  trainedContextSize: number;
+  layers: number;
+  devices: { name: string; type: "cpu" | "gpu"; free: number; total: number }[];
 }
 
 export interface NativeSamplerOptions {
@@ -140,11 +178,16 @@ export interface NativeBinding {
       promise: Promise<NativeModel>;
       cancel(): void;
     };
+    estimate(path: string, load: Partial<NativeLoadOptions>, context: Partial<NativeContextOptions>): Promise<NativeEstimate>;
   };
   Context: { create(model: NativeModel, options: NativeContextOptions): Promise<NativeContext> };
   Sampler: new (model: NativeModel, options: NativeSamplerOptions) => NativeSampler;
   setLogLevel(level: number): void;
   systemInfo(): NativeSystemInfo;
+  devices(): NativeDevice[];
+  quantize(input: string, output: string, options: { ftype: number; threads?: number; allowRequantize?: boolean; pure?: boolean }): Promise<void>;
+  rpcAddServer(endpoint: string): void;
+  rpcServe(endpoint: string, threads: number): Promise<void>;
 }
 
 export { packageRoot };

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { Command, Option } from "commander";
 import { LlamemError } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
-import type { Context, GenerationResult, KvCacheType, MemoryRow, StopReason } from "../context.js";
+import type { Context, ContextMemory, GenerationResult, KvCacheType, StopReason } from "../context.js";
 import { packageRoot, setLogLevel } from "../native.js";
 import {
   CliExit,
@@ -67,8 +67,8 @@ export interface PromptJsonResult {
     /** Model load plus context creation, in ms. */
     loadMs: number;
   };
-  /** llama.cpp's memory breakdown of the context, one row per buffer type. */
-  memory: MemoryRow[];
+  /** llama.cpp's memory breakdown of the context: rows per buffer type, totals, KV cells used. */
+  memory: ContextMemory;
 }
 
 /** Path of the demo model written by `npm install` (scripts/demo-model.mjs). */
@@ -269,14 +269,14 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
           generatedTokensPerSecond: result.generatedTokensPerSecond,
           loadMs,
         },
-        memory: context.memory(),
+        memory: await context.memory(),
       };
       out.write(JSON.stringify(json) + "\n");
     } else if (!o.json && (interrupted() || (out.isTTY && !last.endsWith("\n")))) {
       // After Ctrl-C the shell prompt should start on its own line; a terminal always gets one.
       out.write("\n");
     }
-    if (o.verbose && result) writeStats(result, loadMs, context.memory());
+    if (o.verbose && result) writeStats(result, loadMs, await context.memory());
     if (interrupted()) throw new CliExit(trap.exitCode ?? 130);
   } catch (err) {
     if (interrupted() && err instanceof LlamemError && err.code === "ERR_ABORTED") throw new CliExit(trap.exitCode ?? 130);
@@ -290,8 +290,8 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
   }
 }
 
-function writeStats(r: GenerationResult, loadMs: number, memory: MemoryRow[]): void {
-  const total = memory.reduce((s, m) => s + m.model + m.context + m.compute, 0);
+function writeStats(r: GenerationResult, loadMs: number, memory: ContextMemory): void {
+  const total = memory.weights + memory.kv + memory.compute;
   process.stderr.write(
     `llamem: ${r.promptTokens} prompt tokens (${r.promptTokensPerSecond.toFixed(1)} tok/s), ` +
       `${r.generatedTokens} generated (${r.generatedTokensPerSecond.toFixed(1)} tok/s), ` +

@@ -52,10 +52,12 @@ describe("llamem prompt", () => {
       expect(typeof timings[k], k).toBe("number");
     }
     expect(timings["loadMs"]).toBeGreaterThan(0);
-    const memory = json["memory"] as Record<string, unknown>[];
-    expect(Array.isArray(memory)).toBe(true);
-    expect(memory.length).toBeGreaterThan(0);
-    for (const row of memory) {
+    const memory = json["memory"] as { rows: Record<string, unknown>[]; weights: number; kv: number; compute: number };
+    expect(memory.weights).toBeGreaterThan(0);
+    expect(memory.kv).toBeGreaterThan(0);
+    expect(Array.isArray(memory.rows)).toBe(true);
+    expect(memory.rows.length).toBeGreaterThan(0);
+    for (const row of memory.rows) {
       expect(typeof row["bufferType"]).toBe("string");
       expect(typeof row["model"]).toBe("number");
       expect(typeof row["context"]).toBe("number");

@@ -186,11 +186,13 @@ describe("generation", () => {
     expect(r.promptTokensPerSecond).toBeGreaterThan(0);
     expect(r.generatedTokensPerSecond).toBeGreaterThan(0);
     expect(r.timeToFirstTokenMs).toBeGreaterThan(0);
-    const mem = ctx.memory();
-    const kv = mem.reduce((s, row) => s + row.context, 0);
+    const mem = await ctx.memory();
     // 2 layers x 256 cells x 32 dims (1 kv head of 32) x K and V x 2 bytes (f16).
-    expect(kv).toBe(2 * 256 * 32 * 2 * 2);
-    expect(mem.reduce((s, row) => s + row.model, 0)).toBeGreaterThan(0);
+    expect(mem.kv).toBe(2 * 256 * 32 * 2 * 2);
+    expect(mem.kv).toBe(mem.rows.reduce((s, row) => s + row.context, 0));
+    expect(mem.weights).toBeGreaterThan(0);
+    expect(mem.cells).toBe(256);
+    expect(mem.cellsUsed).toBe(ctx.tokens.length);
   });
 });
 

@@ -1,0 +1,191 @@
+/**
+ * Fitting a model and its KV cache into memory: `gpuLayers: "auto" | "max"` and
+ * `contextSize: "auto"`, within free memory minus a margin or a budget the user sets. Every
+ * decision is made from llama.cpp's dry-run estimates, before anything is allocated; a request
+ * that cannot fit is an ERR_INSUFFICIENT_MEMORY saying what would.
+ */
+import { LlamemError, invalidArgument } from "../errors.js";
+import { formatBytes } from "./format.js";
+import { estimateMemory, type EstimateOptions, type MemoryEstimate } from "./estimate.js";
+import type { Model } from "../model.js";
+import type { ContextOptions, KvCacheType } from "../context.js";
+
+/** Memory left free for the OS and other allocations when no budget is given. */
+export const FIT_MARGIN = 512 * 1024 * 1024;
+/** Context sizes are fitted in steps of this many tokens (llama.cpp pads the cache to 256). */
+const CONTEXT_STEP = 256;
+
+/** Options of {@link fitModel}. */
+export interface FitOptions extends Omit<EstimateOptions, "gpuLayers" | "contextSize"> {
+  gpuLayers?: number | "auto" | "max";
+  contextSize?: number | "auto";
+  /** Host memory budget in bytes for weights + KV + compute (default: available RAM minus 512 MiB). */
+  maxRam?: number;
+  /** Per-GPU memory budget in bytes (default: free VRAM minus 512 MiB). */
+  maxVram?: number;
+}
+
+/** What {@link fitModel} chose, and why. */
+export interface FitResult {
+  gpuLayers: number;
+  contextSize: number;
+  estimate: MemoryEstimate;
+  /** One line per decision, for humans. */
+  reasons: string[];
+}
+
+interface Budget {
+  host: number;
+  gpu: number | undefined;
+}
+
+function checkBudget(value: number | undefined, name: string): void {
+  if (value !== undefined && (!Number.isFinite(value) || value <= 0)) invalidArgument(`${name} must be a positive number of bytes`);
+}
+
+/** Bytes over budget on the worst device (<= 0 when it fits); weights can be excluded when already loaded. */
+function overBy(est: MemoryEstimate, budget: Budget, countWeights: boolean): number {
+  let worst = -Infinity;
+  for (const d of est.devices) {
+    const used = d.kv + d.compute + (countWeights ? d.weights : 0);
+    const limit = d.host ? budget.host : (budget.gpu ?? d.free - FIT_MARGIN);
+    worst = Math.max(worst, used - limit);
+  }
+  return worst;
+}
+
+function defaultBudget(o: FitOptions, countWeights: boolean, est: MemoryEstimate): Budget {
+  checkBudget(o.maxRam, "maxRam");
+  checkBudget(o.maxVram, "maxVram");
+  const host = est.devices.find((d) => d.host);
+  // Without a budget, the host may use what is available now; a loaded model's mapped weights
+  // are already part of that, so they are not counted twice.
+  const hostDefault = (host?.free ?? 0) - FIT_MARGIN;
+  return { host: o.maxRam ?? (countWeights ? hostDefault : hostDefault), gpu: o.maxVram };
+}
+
+/** Largest value in [lo, hi] (stepped) for which `fits` holds, or undefined. `fits` must be monotone. */
+async function largest(lo: number, hi: number, step: number, fits: (v: number) => Promise<boolean>): Promise<number | undefined> {
+  let a = Math.ceil(lo / step);
+  let b = Math.floor(hi / step);
+  if (b < a) return undefined;
+  if (await fits(b * step)) return b * step;
+  if (!(await fits(a * step))) return undefined;
+  while (b - a > 1) {
+    const m = Math.floor((a + b) / 2);
+    if (await fits(m * step)) a = m;
+    else b = m;
+  }
+  return a * step;
+}
+
+async function largestLayers(hi: number, fits: (v: number) => Promise<boolean>): Promise<number | undefined> {
+  return largest(0, hi, 1, fits);
+}
+
+/**
+ * Chooses GPU layers and context size for a model file so weights, KV cache and compute buffers
+ * fit the budget. Numbers in the options are kept as given (and checked); "auto" is fitted.
+ */
+export async function fitModel(path: string, o: FitOptions = {}, countWeights = true): Promise<FitResult> {
+  const reasons: string[] = [];
+  const base: EstimateOptions = { ...o, gpuLayers: 0, contextSize: 256 };
+  const probe = await estimateMemory(path, base);
+  const hasGpu = probe.devices.some((d) => !d.host) || (await gpuPresent(path, base));
+  const budget = defaultBudget(o, countWeights, probe);
+  const allLayers = probe.layers + 1;
+  const trained = probe.trainedContextSize || 4096;
+  const est = (gpuLayers: number, contextSize: number) => estimateMemory(path, { ...o, gpuLayers, contextSize });
+  const fits = async (gpuLayers: number, contextSize: number) => overBy(await est(gpuLayers, contextSize), budget, countWeights) <= 0;
+
+  const wantCtx = o.contextSize ?? Math.min(4096, trained);
+  if (wantCtx !== "auto" && (!Number.isInteger(wantCtx) || wantCtx < 1)) invalidArgument('contextSize must be a positive integer or "auto"');
+  const layerCtx = wantCtx === "auto" ? Math.min(4096, trained) : wantCtx;
+
+  let gpuLayers: number;
+  const g = o.gpuLayers ?? 0;
+  if (g === "auto" || g === "max") {
+    if (!hasGpu) {
+      gpuLayers = 0;
+      reasons.push("no GPU device: all layers run on the CPU");
+    } else if (g === "max") {
+      gpuLayers = allLayers;
+      reasons.push(`all ${allLayers} layers on the GPU`);
+    } else {
+      const n = await largestLayers(allLayers, (v) => fits(v, Math.min(layerCtx, 1024)));
+      gpuLayers = n ?? 0;
+      reasons.push(`${gpuLayers} of ${allLayers} layers fit the GPU budget`);
+    }
+  } else {
+    if (!Number.isInteger(g) || g < -1) invalidArgument('gpuLayers must be an integer >= -1, "auto" or "max"');
+    gpuLayers = g === -1 ? allLayers : g;
+  }
+
+  let contextSize: number;
+  if (wantCtx === "auto") {
+    const c = await largest(CONTEXT_STEP, trained, CONTEXT_STEP, (v) => fits(gpuLayers, v));
+    if (c === undefined) throw await notFit(path, o, budget, countWeights, gpuLayers, CONTEXT_STEP, trained);
+    contextSize = c;
+    reasons.push(
+      c >= trained
+        ? `contextSize ${c}: the trained context fits`
+        : `contextSize ${c}: the largest that fits the budget (${budgetText(budget)}); the model was trained for ${trained}`,
+    );
+  } else {
+    contextSize = wantCtx;
+  }
+  const final = await est(gpuLayers, contextSize);
+  if (overBy(final, budget, countWeights) > 0) throw await notFit(path, o, budget, countWeights, gpuLayers, contextSize, trained);
+  return { gpuLayers, contextSize, estimate: final, reasons };
+}
+
+/** Fits the context of an already loaded model (`createContext({ contextSize: "auto" })`). @internal */
+export async function fitContextSize(model: Model, o: ContextOptions): Promise<FitResult> {
+  return fitModel(model.path, { ...o, gpuLayers: model.gpuLayers, contextSize: "auto", repack: model.repack }, false);
+}
+
+async function gpuPresent(path: string, base: EstimateOptions): Promise<boolean> {
+  const all = await estimateMemory(path, { ...base, gpuLayers: -1 });
+  return all.devices.some((d) => !d.host);
+}
+
+function budgetText(b: Budget): string {
+  return `host ${formatBytes(b.host)}${b.gpu !== undefined ? `, GPU ${formatBytes(b.gpu)}` : ""}`;
+}
+
+/** The ERR_INSUFFICIENT_MEMORY for a request, naming what would fit instead. */
+async function notFit(
+  path: string, o: FitOptions, budget: Budget, countWeights: boolean, gpuLayers: number, contextSize: number, trained: number,
+): Promise<LlamemError> {
+  const need = await estimateMemory(path, { ...o, gpuLayers, contextSize });
+  const worst = [...need.devices].sort((a, b) => b.total - a.total)[0];
+  const ideas: string[] = [];
+  const fitsWith = async (extra: FitOptions, g: number, c: number) =>
+    overBy(await estimateMemory(path, { ...o, ...extra, gpuLayers: g, contextSize: c }), budget, countWeights) <= 0;
+  const ctxNow = await largest(CONTEXT_STEP, Math.min(contextSize, trained), CONTEXT_STEP, (c) => fitsWith({}, gpuLayers, c));
+  if (ctxNow !== undefined) ideas.push(`contextSize ${ctxNow}`);
+  const type = o.kvType ?? o.kvTypeK ?? "f16";
+  const smaller: KvCacheType = type === "q8_0" ? "q4_0" : "q8_0";
+  if (type !== "q4_0") {
+    try {
+      const ctxQ = await largest(CONTEXT_STEP, Math.min(contextSize, trained), CONTEXT_STEP, (c) =>
+        fitsWith({ kvType: smaller, kvTypeK: undefined, kvTypeV: undefined, flashAttention: "on" }, gpuLayers, c));
+      if (ctxQ !== undefined && ctxQ > (ctxNow ?? 0)) ideas.push(`contextSize ${ctxQ} with ${smaller} KV`);
+    } catch {
+      // the model cannot use a quantized KV cache (head size); skip that idea
+    }
+  }
+  if (gpuLayers > 0) {
+    const l = await largestLayers(gpuLayers - 1, (g) => fitsWith({}, g, contextSize));
+    if (l !== undefined) ideas.push(`at most ${l} GPU layers`);
+  }
+  const parts = worst
+    ? `${formatBytes(worst.kv + worst.compute + (countWeights ? worst.weights : 0))} on ${worst.device} ` +
+      `(weights ${formatBytes(worst.weights)}, KV ${formatBytes(worst.kv)}, compute ${formatBytes(worst.compute)})`
+    : "more memory";
+  return new LlamemError(
+    "ERR_INSUFFICIENT_MEMORY",
+    `contextSize ${contextSize} with ${gpuLayers} GPU layers needs ${parts}, over the budget (${budgetText(budget)})` +
+      (ideas.length > 0 ? `; would fit: ${ideas.join(", or ")}` : "; nothing smaller fits either"),
+  );
+}

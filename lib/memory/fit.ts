@@ -6,7 +6,7 @@
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import { formatBytes } from "./format.js";
-import { estimateMemory, type EstimateOptions, type MemoryEstimate } from "./estimate.js";
+import { estimateMemory, type DeviceEstimate, type EstimateOptions, type MemoryEstimate } from "./estimate.js";
 import type { Model } from "../model.js";
 import type { ContextOptions, KvCacheType } from "../context.js";
 
@@ -37,31 +37,48 @@ export interface FitResult {
 interface Budget {
   host: number;
   gpu: number | undefined;
+  /** Whether the weights count against the host / GPU limit (see {@link defaultBudget}). */
+  hostWeights: boolean;
+  gpuWeights: boolean;
 }
 
 function checkBudget(value: number | undefined, name: string): void {
   if (value !== undefined && (!Number.isFinite(value) || value <= 0)) invalidArgument(`${name} must be a positive number of bytes`);
 }
 
-/** Bytes over budget on the worst device (<= 0 when it fits); weights can be excluded when already loaded. */
-function overBy(est: MemoryEstimate, budget: Budget, countWeights: boolean): number {
+/** Bytes a device's share of the estimate counts against its budget. */
+function charged(d: DeviceEstimate, budget: Budget): number {
+  return d.kv + d.compute + ((d.host ? budget.hostWeights : budget.gpuWeights) ? d.weights : 0);
+}
+
+/** The limit of one device under the budget. */
+function limitOf(d: DeviceEstimate, budget: Budget): number {
+  return d.host ? budget.host : (budget.gpu ?? d.free - FIT_MARGIN);
+}
+
+/** Bytes over budget on the worst device (<= 0 when it fits). */
+function overBy(est: MemoryEstimate, budget: Budget): number {
   let worst = -Infinity;
-  for (const d of est.devices) {
-    const used = d.kv + d.compute + (countWeights ? d.weights : 0);
-    const limit = d.host ? budget.host : (budget.gpu ?? d.free - FIT_MARGIN);
-    worst = Math.max(worst, used - limit);
-  }
+  for (const d of est.devices) worst = Math.max(worst, charged(d, budget) - limitOf(d, budget));
   return worst;
 }
 
+/**
+ * The limits to fit in. A budget the user gives (maxRam, maxVram) covers weights + KV + compute,
+ * as documented, also for a model that is already loaded. Without one, the limit is the memory
+ * free now minus a margin; a loaded model's weights already take their part of that, so they
+ * are not counted again (`countWeights` false).
+ */
 function defaultBudget(o: FitOptions, countWeights: boolean, est: MemoryEstimate): Budget {
   checkBudget(o.maxRam, "maxRam");
   checkBudget(o.maxVram, "maxVram");
   const host = est.devices.find((d) => d.host);
-  // Without a budget, the host may use what is available now; a loaded model's mapped weights
-  // are already part of that, so they are not counted twice.
-  const hostDefault = (host?.free ?? 0) - FIT_MARGIN;
-  return { host: o.maxRam ?? (countWeights ? hostDefault : hostDefault), gpu: o.maxVram };
+  return {
+    host: o.maxRam ?? (host?.free ?? 0) - FIT_MARGIN,
+    gpu: o.maxVram,
+    hostWeights: countWeights || o.maxRam !== undefined,
+    gpuWeights: countWeights || o.maxVram !== undefined,
+  };
 }
 
 /** Largest value in [lo, hi] (stepped) for which `fits` holds, or undefined. `fits` must be monotone. */
@@ -96,7 +113,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
   const allLayers = probe.layers + 1;
   const trained = probe.trainedContextSize || 4096;
   const est = (gpuLayers: number, contextSize: number) => estimateMemory(path, { ...o, gpuLayers, contextSize });
-  const fits = async (gpuLayers: number, contextSize: number) => overBy(await est(gpuLayers, contextSize), budget, countWeights) <= 0;
+  const fits = async (gpuLayers: number, contextSize: number) => overBy(await est(gpuLayers, contextSize), budget) <= 0;
 
   const wantCtx = o.contextSize ?? Math.min(4096, trained);
   if (wantCtx !== "auto" && (!Number.isInteger(wantCtx) || wantCtx < 1)) invalidArgument('contextSize must be a positive integer or "auto"');
@@ -112,7 +129,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
       gpuLayers = allLayers;
       reasons.push(`all ${allLayers} layers on the GPU`);
     } else {
-      const n = await largestLayers(allLayers, (v) => fits(v, Math.min(layerCtx, 1024)));
+      const n = await largestLayers(allLayers, (v) => fits(v, layerCtx));
       gpuLayers = n ?? 0;
       reasons.push(`${gpuLayers} of ${allLayers} layers fit the GPU budget`);
     }
@@ -124,7 +141,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
   let contextSize: number;
   if (wantCtx === "auto") {
     const c = await largest(CONTEXT_STEP, trained, CONTEXT_STEP, (v) => fits(gpuLayers, v));
-    if (c === undefined) throw await notFit(path, o, budget, countWeights, gpuLayers, CONTEXT_STEP, trained);
+    if (c === undefined) throw await notFit(path, o, budget, gpuLayers, CONTEXT_STEP, trained);
     contextSize = c;
     reasons.push(
       c >= trained
@@ -135,7 +152,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
     contextSize = wantCtx;
   }
   const final = await est(gpuLayers, contextSize);
-  if (overBy(final, budget, countWeights) > 0) throw await notFit(path, o, budget, countWeights, gpuLayers, contextSize, trained);
+  if (overBy(final, budget) > 0) throw await notFit(path, o, budget, gpuLayers, contextSize, trained, final);
   return { gpuLayers, contextSize, estimate: final, reasons };
 }
 
@@ -155,13 +172,16 @@ function budgetText(b: Budget): string {
 
 /** The ERR_INSUFFICIENT_MEMORY for a request, naming what would fit instead. */
 async function notFit(
-  path: string, o: FitOptions, budget: Budget, countWeights: boolean, gpuLayers: number, contextSize: number, trained: number,
+  path: string, o: FitOptions, budget: Budget, gpuLayers: number, contextSize: number, trained: number, known?: MemoryEstimate,
 ): Promise<LlamemError> {
-  const need = await estimateMemory(path, { ...o, gpuLayers, contextSize });
-  const worst = [...need.devices].sort((a, b) => b.total - a.total)[0];
+  // A huge context's dry run is slow (llama.cpp sizes its per-cell bookkeeping): reuse the one we have.
+  const need = known ?? (await estimateMemory(path, { ...o, gpuLayers, contextSize }));
+  // Name the device that is most over its limit: that is the one the user has to act on.
+  const over = (d: DeviceEstimate) => charged(d, budget) - limitOf(d, budget);
+  const worst = [...need.devices].sort((a, b) => over(b) - over(a))[0];
   const ideas: string[] = [];
   const fitsWith = async (extra: FitOptions, g: number, c: number) =>
-    overBy(await estimateMemory(path, { ...o, ...extra, gpuLayers: g, contextSize: c }), budget, countWeights) <= 0;
+    overBy(await estimateMemory(path, { ...o, ...extra, gpuLayers: g, contextSize: c }), budget) <= 0;
   const ctxNow = await largest(CONTEXT_STEP, Math.min(contextSize, trained), CONTEXT_STEP, (c) => fitsWith({}, gpuLayers, c));
   if (ctxNow !== undefined) ideas.push(`contextSize ${ctxNow}`);
   const type = o.kvType ?? o.kvTypeK ?? "f16";
@@ -179,13 +199,24 @@ async function notFit(
     const l = await largestLayers(gpuLayers - 1, (g) => fitsWith({}, g, contextSize));
     if (l !== undefined) ideas.push(`at most ${l} GPU layers`);
   }
-  const parts = worst
-    ? `${formatBytes(worst.kv + worst.compute + (countWeights ? worst.weights : 0))} on ${worst.device} ` +
-      `(weights ${formatBytes(worst.weights)}, KV ${formatBytes(worst.kv)}, compute ${formatBytes(worst.compute)})`
-    : "more memory";
+  const parts = (d: DeviceEstimate | undefined) =>
+    d
+      ? `${formatBytes(charged(d, budget))} on ${d.device} ` +
+        `(weights ${formatBytes(d.weights)}, KV ${formatBytes(d.kv)}, compute ${formatBytes(d.compute)})`
+      : "more memory";
+  let tail: string;
+  if (ideas.length > 0) {
+    tail = `; would fit: ${ideas.join(", or ")}`;
+  } else if (contextSize <= CONTEXT_STEP) {
+    tail = "; nothing smaller fits either";
+  } else {
+    // Nothing fits: say how much the smallest context needs, so the user knows the budget to ask for.
+    const least = await estimateMemory(path, { ...o, gpuLayers, contextSize: CONTEXT_STEP });
+    const d = [...least.devices].sort((a, b) => over(b) - over(a))[0];
+    tail = `; nothing smaller fits either: even contextSize ${least.contextSize} needs ${parts(d)}`;
+  }
   return new LlamemError(
     "ERR_INSUFFICIENT_MEMORY",
-    `contextSize ${contextSize} with ${gpuLayers} GPU layers needs ${parts}, over the budget (${budgetText(budget)})` +
-      (ideas.length > 0 ? `; would fit: ${ideas.join(", or ")}` : "; nothing smaller fits either"),
+    `contextSize ${contextSize} with ${gpuLayers} GPU layers needs ${parts(worst)}, over the budget (${budgetText(budget)})${tail}`,
   );
 }

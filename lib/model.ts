@@ -11,10 +11,16 @@ import { native, type NativeModel, type NativeModelInfo } from "./native.js";
 import { Context, type ContextOptions } from "./context.js";
 import { Lifetime } from "./lifetime.js";
 
-/** How the weights are brought into memory. */
-export type LoadMode = "mmap" | "none" | "mlock" | "mmap+mlock" | "directIo" | "auto";
+/**
+ * How the weights are brought into memory. "auto" (the default) maps the file unless the CPU
+ * backend would repack most of the weights into its own layout: then the mapped pages would be
+ * resident beside the repacked copy, so the file is read instead ("none"), halving RAM.
+ */
+export type LoadMode = "auto" | "mmap" | "none" | "mlock" | "mmap+mlock" | "directIo";
 
-const LOAD_MODES: Record<LoadMode, number> = { auto: -1, none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 };
+/** The load modes llama.cpp knows (llama_load_mode). */
+type NativeLoadMode = Exclude<LoadMode, "auto">;
+const LOAD_MODES: Record<NativeLoadMode, number> = { none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 };
 
 /** Options of {@link loadModel}. */
 export interface LoadModelOptions {
@@ -34,7 +40,7 @@ export interface LoadModelOptions {
    * over several machines. No authentication: loopback or a private network only.
    */
   rpcServers?: string[];
-  /** Map the file instead of reading it (default true). Shorthand for `loadMode: "mmap"` / `"none"`. */
+  /** Map the file (true) or read it (false). Shorthand for `loadMode: "mmap"` / `"none"`; default "auto". */
   mmap?: boolean;
   /** Lock the weights in RAM so the OS cannot page them out (default false). */
   mlock?: boolean;
@@ -102,7 +108,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (typeof path !== "string" || path.length === 0) invalidArgument("loadModel(path): path must be a non-empty string");
   const { signal } = options;
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted before it started");
-  const loadMode = resolveLoadMode(options);
+  const requestedMode = requestedLoadMode(options);
   const g = options.gpuLayers ?? 0;
   if (g !== "auto" && g !== "max" && (!Number.isInteger(g) || g < -1)) invalidArgument('gpuLayers must be an integer >= -1, "auto" or "max"');
 
@@ -118,11 +124,13 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     typeof g === "number"
       ? g
       : (await fitModel(path, { gpuLayers: g, contextSize: options.contextSize, maxVram: options.maxVram, maxRam: options.maxRam, repack })).gpuLayers;
+  const vocabOnly = options.vocabOnly ?? false;
+  const loadMode = requestedMode !== "auto" ? requestedMode : vocabOnly ? "mmap" : await autoLoadMode(path, gpuLayers, repack);
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
 
   const { promise, cancel } = native().Model.load(
     path,
-    { gpuLayers, loadMode, repack, vocabOnly: options.vocabOnly ?? false, checkTensors: false },
+    { gpuLayers, loadMode: LOAD_MODES[loadMode], repack, vocabOnly, checkTensors: false },
     options.onProgress,
   );
   const onAbort = () => cancel();
@@ -133,7 +141,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
       handle.dispose();
       throw new LlamemError("ERR_ABORTED", "model load was aborted");
     }
-    return new Model(handle, gguf, { gpuLayers, repack, vocabOnly: options.vocabOnly ?? false });
+    return new Model(handle, gguf, { gpuLayers, repack, loadMode, vocabOnly });
   } catch (err) {
     throw fromNative(err);
   } finally {
@@ -141,15 +149,34 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   }
 }
 
-function resolveLoadMode(o: LoadModelOptions): number {
+function requestedLoadMode(o: LoadModelOptions): LoadMode {
   if (o.loadMode !== undefined) {
-    const mode = LOAD_MODES[o.loadMode];
-    if (mode === undefined) invalidArgument(`loadMode must be one of ${Object.keys(LOAD_MODES).join(", ")}`);
-    return mode;
+    if (o.loadMode !== "auto" && LOAD_MODES[o.loadMode] === undefined) {
+      invalidArgument(`loadMode must be one of auto, ${Object.keys(LOAD_MODES).join(", ")}`);
+    }
+    return o.loadMode;
   }
+  if (o.mmap === undefined && !o.mlock) return "auto";
   const mmap = o.mmap ?? true;
-  const mlock = o.mlock ?? false;
-  return mmap ? (mlock ? LOAD_MODES["mmap+mlock"] : LOAD_MODES.mmap) : mlock ? LOAD_MODES.mlock : LOAD_MODES.none;
+  return mmap ? (o.mlock ? "mmap+mlock" : "mmap") : o.mlock ? "mlock" : "none";
+}
+
+/**
+ * Reads the file instead of mapping it when llama.cpp's dry run shows that the CPU backend
+ * repacks at least half of the host weights (their mapped pages would stay resident as a
+ * second copy); maps it otherwise, so plain weights stay shared, lazily paged file cache.
+ */
+async function autoLoadMode(path: string, gpuLayers: number, repack: boolean): Promise<NativeLoadMode> {
+  if (!repack) return "mmap";
+  let rows;
+  try {
+    rows = (await native().Model.estimate(path, { gpuLayers, repack }, { contextSize: 256 })).rows;
+  } catch (err) {
+    throw fromNative(err);
+  }
+  const host = rows.filter((r) => r.host).reduce((s, r) => s + r.model, 0);
+  const repacked = rows.filter((r) => r.host && /REPACK|AMX/i.test(r.bufferType)).reduce((s, r) => s + r.model, 0);
+  return repacked > 0 && repacked * 2 >= host ? "none" : "mmap";
 }
 
 /** A loaded model. Dispose it (or use `await using`) to free its memory. */
@@ -168,15 +195,18 @@ export class Model {
   readonly gpuLayers: number;
   /** Whether CPU weight repacking was allowed. */
   readonly repack: boolean;
+  /** How the weights were loaded ("auto" resolved to "mmap" or "none"). */
+  readonly loadMode: LoadMode;
 
   /** @internal Use {@link loadModel}. */
-  constructor(handle: NativeModel, gguf: GgufFile, o: { gpuLayers: number; repack: boolean; vocabOnly: boolean }) {
+  constructor(handle: NativeModel, gguf: GgufFile, o: { gpuLayers: number; repack: boolean; loadMode: LoadMode; vocabOnly: boolean }) {
     this.#native = handle;
     this.#gguf = gguf;
     this.path = gguf.path;
     this.vocabOnly = o.vocabOnly;
     this.gpuLayers = o.gpuLayers;
     this.repack = o.repack;
+    this.loadMode = o.loadMode;
     this.#info = toInfo(handle.info(), gguf.fileSize);
   }
 

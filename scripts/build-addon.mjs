@@ -6,6 +6,8 @@
 //   LLAMEM_PORTABLE=1                  baseline CPU flags instead of -march=native
 //   LLAMEM_ASAN=1                      AddressSanitizer + UBSan build (into build-asan/)
 //   LLAMA_CPP_DIR=/path                build against your own llama.cpp checkout
+//   LLAMEM_CUDA_ARCHS=90               CUDA architectures to build for (default: llama.cpp's list)
+//   LLAMEM_BUILD_DIR=/path             build tree (default build/, or build-asan/ with LLAMEM_ASAN)
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -27,8 +29,9 @@ function options() {
   return {
     gpu,
     portable: process.env.LLAMEM_PORTABLE === "1",
+    cudaArchs: process.env.LLAMEM_CUDA_ARCHS ?? "",
     asan,
-    outDir: join(root, asan ? "build-asan" : "build"),
+    outDir: process.env.LLAMEM_BUILD_DIR ? resolve(process.env.LLAMEM_BUILD_DIR) : join(root, asan ? "build-asan" : "build"),
   };
 }
 
@@ -61,6 +64,7 @@ export function buildAddon({ force = false } = {}) {
     `--CDLLAMEM_GPU=${opts.gpu}`,
     `--CDLLAMEM_PORTABLE=${opts.portable ? "ON" : "OFF"}`,
     `--CDLLAMEM_ASAN=${opts.asan ? "ON" : "OFF"}`,
+    ...(opts.cudaArchs ? [`--CDCMAKE_CUDA_ARCHITECTURES=${opts.cudaArchs}`] : []),
   ];
   if (spawnSync("ninja", ["--version"], { stdio: "ignore" }).status === 0) args.push("--generator", "Ninja");
   process.stderr.write(`llamem: building the native addon (${opts.gpu}${opts.portable ? ", portable" : ""}${opts.asan ? ", asan" : ""}); this takes a few minutes\n`);

@@ -1,0 +1,50 @@
+#!/usr/bin/env node
+// Peak RSS and speed per load mode (mmap, none, auto) on synthetic 1.1B models, each run in its
+// own process: shows the double residency of repacked weights under mmap, and that "auto"
+// avoids it. Writes bench/results/<date>-load-modes.json.
+//   npx tsc && node scripts/bench-load-modes.mjs [--types q4_0,q8_0,f16] [--preset 1b]
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const args = process.argv.slice(2);
+const arg = (n, d) => (args.includes(n) ? args[args.indexOf(n) + 1] : d);
+
+if (args[0] === "--child") {
+  const [, path, mode] = args;
+  const { loadModel } = await import(join(root, "dist", "lib", "index.js"));
+  const t0 = performance.now();
+  const model = await loadModel(path, { loadMode: mode });
+  const loadMs = performance.now() - t0;
+  const ctx = await model.createContext({ contextSize: 512 });
+  const r = await ctx.complete("The memory of a long conversation", { maxTokens: 32, temperature: 0 });
+  const mem = await ctx.memory();
+  console.log(JSON.stringify({
+    resolved: model.loadMode, loadMs, tg: r.generatedTokensPerSecond, pp: r.promptTokensPerSecond,
+    peakRssBytes: process.resourceUsage().maxRSS * 1024, weightsRows: mem.rows.map((x) => [x.bufferType, x.model]),
+  }));
+  await ctx.dispose();
+  await model.dispose();
+  process.exit(0);
+}
+
+const { writeSyntheticModel } = await import(join(root, "dist", "lib", "synthetic.js"));
+const preset = arg("--preset", "1b");
+const types = arg("--types", "q4_0,q8_0,f16").split(",");
+const modes = ["mmap", "none", "auto"];
+const out = { date: new Date().toISOString(), preset, results: [] };
+mkdirSync(join(root, "bench", "work"), { recursive: true });
+for (const type of types) {
+  const path = join(root, "bench", "work", `${preset}-${type}.gguf`);
+  if (!existsSync(path)) await writeSyntheticModel(path, { preset, type, seed: 1 });
+  execFileSync("cat", [path], { stdio: ["ignore", "ignore", "ignore"] }); // warm the page cache for every mode alike
+  for (const mode of modes) {
+    const res = JSON.parse(execFileSync(process.execPath, [fileURLToPath(import.meta.url), "--child", path, mode]).toString());
+    out.results.push({ type, mode, ...res });
+    console.log(`${preset} ${type} ${mode.padEnd(5)} -> ${res.resolved.padEnd(5)} peak RSS ${(res.peakRssBytes / 2 ** 30).toFixed(2)} GiB, load ${res.loadMs.toFixed(0)} ms, tg ${res.tg.toFixed(1)} t/s`);
+  }
+}
+mkdirSync(join(root, "bench", "results"), { recursive: true });
+writeFileSync(join(root, "bench", "results", `${out.date.slice(0, 10)}-load-modes.json`), `${JSON.stringify(out, null, 2)}\n`);

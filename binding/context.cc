@@ -38,6 +38,16 @@ void CheckDecode(int32_t rc) {
   Throw("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
 }
 
+// llama_memory_can_shift, except a quantized K cache whose heads are not a multiple of 64
+// wide: this llama.cpp's K-shift graph for it (no Hadamard rotation) crashes the process.
+bool CanShift(llama_context* ctx, const llama_model* model, const llama_context_params& p) {
+  if (!llama_memory_can_shift(llama_get_memory(ctx))) return false;
+  if (!IsQuantized(p.type_k)) return true;
+  const int32_t n_head = llama_model_n_layer(model) > 0 ? llama_model_n_head(model) : 0;
+  const int32_t head_dim = n_head > 0 ? llama_model_n_embd(model) / n_head : 0;
+  return head_dim > 0 && head_dim % 64 == 0;
+}
+
 class CreateWorker : public PromiseWorker {
  public:
   CreateWorker(Napi::Env env, std::shared_ptr<ModelHandle> model, llama_context_params params)
@@ -61,6 +71,7 @@ class CreateWorker : public PromiseWorker {
     handle_->n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(ctx));
     handle_->n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx));
     handle_->batch = llama_batch_init(handle_->n_batch, 0, 1);
+    handle_->can_shift = CanShift(ctx, model_->model, params_);
     ggml_threadpool_params tp = ggml_threadpool_params_default(params_.n_threads);
     handle_->threadpool = ggml_threadpool_new(&tp);
     if (params_.n_threads_batch != params_.n_threads) {
@@ -119,7 +130,8 @@ class EvalWorker : public PromiseWorker {
         b.pos[j] = static_cast<llama_pos>(start + i + j);
         b.n_seq_id[j] = 1;
         b.seq_id[j][0] = seq_;
-        b.logits[j] = (i + j == n - 1 && sampler_) ? 1 : 0;
+        // The last token's logits are always computed, so an evaluated prompt is ready to sample.
+        b.logits[j] = (i + j == n - 1) ? 1 : 0;
       }
       CheckDecode(llama_decode(ctx, b));
     }
@@ -198,6 +210,8 @@ class StateSetWorker : public PromiseWorker {
     // llama.cpp validates the layout (layers, cell counts, types) and returns 0 on a mismatch.
     if (llama_state_seq_set_data(h_->ctx, data_.data(), data_.size(), seq_) == 0) {
       std::string why = TakeLastNativeError();
+      // A partial restore can leave cells behind: the sequence must come out empty.
+      llama_memory_seq_rm(llama_get_memory(h_->ctx), seq_, -1, -1);
       Throw("ERR_STATE_MISMATCH", "the saved state does not fit this context" + (why.empty() ? "" : ": " + why));
     }
     pos_max_ = llama_memory_seq_pos_max(llama_get_memory(h_->ctx), seq_);
@@ -246,7 +260,7 @@ class EvalBatchWorker : public PromiseWorker {
         b.pos[i] = static_cast<llama_pos>(start + static_cast<llama_pos>(j));
         b.n_seq_id[i] = 1;
         b.seq_id[i][0] = entry.seq;
-        b.logits[i] = (j + 1 == entry.tokens.size() && entry.sampler) ? 1 : 0;
+        b.logits[i] = (j + 1 == entry.tokens.size()) ? 1 : 0;
       }
       last[e] = b.n_tokens - 1;
     }
@@ -440,7 +454,7 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
   out.Set("sequences", h->n_seq_max);
   out.Set("threads", llama_n_threads(h->ctx));
   out.Set("threadsBatch", llama_n_threads_batch(h->ctx));
-  out.Set("canShift", llama_memory_can_shift(llama_get_memory(h->ctx)));
+  out.Set("canShift", h->can_shift);
   return out;
 }
 
@@ -533,9 +547,10 @@ Napi::Value Context::SeqShift(const Napi::CallbackInfo& info) {
   const int32_t delta = static_cast<int32_t>(args.Int(3, "delta", -h->n_ctx, h->n_ctx));
   LLAMEM_LOCK_OR_BUSY(h);
   llama_memory_t mem = llama_get_memory(h->ctx);
-  // Recurrent and some SWA caches cannot move positions; llama.cpp would assert.
-  if (!llama_memory_can_shift(mem)) {
-    throw MakeError(env, "ERR_UNSUPPORTED", "this model's KV cache cannot shift positions; re-evaluate instead");
+  // Recurrent and some SWA caches cannot move positions (llama.cpp would assert), and a
+  // quantized K cache with narrow heads crashes in the shift graph.
+  if (!h->can_shift) {
+    throw MakeError(env, "ERR_UNSUPPORTED", "this context's KV cache cannot shift positions; re-evaluate instead");
   }
   llama_memory_seq_add(mem, seq, p0, p1, delta);
   return env.Undefined();

@@ -29,6 +29,8 @@ struct ContextHandle : public Closable {
   int32_t n_ctx = 0;
   int32_t n_ctx_seq = 0;
   int32_t n_seq_max = 0;
+  // Whether positions can be shifted (llama_memory_can_shift, minus the cases below).
+  bool can_shift = false;
   std::mutex mu;
   std::atomic<bool> abort{false};
 

@@ -1,6 +1,10 @@
 // The backend devices llama.cpp sees (CPU, GPUs, RPC servers) and their memory, and the RPC
 // backend: adding remote servers as devices, and serving this machine's devices.
+#include <cstdio>
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "addon.h"
@@ -8,7 +12,6 @@
 #include "errors.h"
 #include "ggml-backend.h"
 #include "ggml-rpc.h"
-#include "worker.h"
 
 namespace llamem {
 
@@ -24,34 +27,18 @@ const char* DeviceTypeName(enum ggml_backend_dev_type t) {
   }
 }
 
-// Serves this machine's devices to remote llama.cpp clients until the process ends.
-class RpcServerWorker : public PromiseWorker {
- public:
-  RpcServerWorker(Napi::Env env, std::string endpoint, size_t threads)
-      : PromiseWorker(env), endpoint_(std::move(endpoint)), threads_(threads) {}
-
- protected:
-  void Run() override {
-    std::vector<ggml_backend_dev_t> devs;
-    for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
-      ggml_backend_dev_t d = ggml_backend_dev_get(i);
-      if (ggml_backend_dev_backend_reg(d) == ggml_backend_rpc_reg()) continue;  // never re-export remote devices
-      if (ggml_backend_dev_type(d) != GGML_BACKEND_DEVICE_TYPE_CPU || devs.empty()) devs.push_back(d);
-    }
-    // Prefer GPUs: serve the CPU only when it is the sole device.
-    std::vector<ggml_backend_dev_t> gpus;
-    for (auto* d : devs) if (ggml_backend_dev_type(d) != GGML_BACKEND_DEVICE_TYPE_CPU) gpus.push_back(d);
-    std::vector<ggml_backend_dev_t>& use = gpus.empty() ? devs : gpus;
-    TakeLastNativeError();
-    ggml_backend_rpc_start_server(endpoint_.c_str(), nullptr, threads_, use.size(), use.data());
-    std::string why = TakeLastNativeError();
-    Throw("ERR_IO", "the RPC server on " + endpoint_ + " stopped" + (why.empty() ? "" : ": " + why));
+// The devices a server exports: GPUs when there are any, else the CPU; never remote devices.
+std::vector<ggml_backend_dev_t> ServedDevices() {
+  std::vector<ggml_backend_dev_t> cpus, gpus;
+  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+    ggml_backend_dev_t d = ggml_backend_dev_get(i);
+    if (ggml_backend_dev_backend_reg(d) == ggml_backend_rpc_reg()) continue;
+    (ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_CPU ? cpus : gpus).push_back(d);
   }
-
- private:
-  std::string endpoint_;
-  size_t threads_;
-};
+  if (!gpus.empty()) return gpus;
+  if (!cpus.empty()) cpus.resize(1);
+  return cpus;
+}
 
 }  // namespace
 
@@ -80,23 +67,38 @@ Napi::Value RpcAddServer(const Napi::CallbackInfo& info) {
   Args args(info, "rpcAddServer(endpoint)");
   std::string endpoint = args.String(0, "endpoint");
   if (endpoint.find(':') == std::string::npos) args.Fail("endpoint", "must be host:port");
+  // ggml's backend registry is process-wide, so is the set of servers registered in it.
+  static std::mutex mu;
+  static std::set<std::string> registered;
+  std::lock_guard<std::mutex> lock(mu);
+  if (registered.count(endpoint) != 0) return env.Undefined();
   TakeLastNativeError();
   ggml_backend_reg_t reg = ggml_backend_rpc_add_server(endpoint.c_str());
   if (reg == nullptr) {
     std::string why = TakeLastNativeError();
     throw MakeError(env, "ERR_IO", "cannot reach the RPC server " + endpoint + (why.empty() ? "" : ": " + why));
   }
+  // Registered devices are what llama.cpp offloads to when a model loads.
+  ggml_backend_register(reg);
+  registered.insert(endpoint);
   return env.Undefined();
 }
 
-// rpcServe("host:port", threads): a promise that settles only if the server stops.
+// rpcServe("host:port", threads): serves on a thread of its own (never a libuv pool thread,
+// which it would hold forever) until the process exits.
 Napi::Value RpcServe(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "rpcServe(endpoint, threads)");
   std::string endpoint = args.String(0, "endpoint");
   if (endpoint.find(':') == std::string::npos) args.Fail("endpoint", "must be host:port");
   const size_t threads = static_cast<size_t>(args.Int(1, "threads", 1, 1024));
-  return (new RpcServerWorker(env, std::move(endpoint), threads))->Start();
+  std::vector<ggml_backend_dev_t> devs = ServedDevices();
+  if (devs.empty()) throw MakeError(env, "ERR_UNSUPPORTED", "no local device to serve");
+  std::thread([endpoint, threads, devs]() mutable {
+    ggml_backend_rpc_start_server(endpoint.c_str(), nullptr, threads, devs.size(), devs.data());
+    std::fprintf(stderr, "llamem: the RPC server on %s stopped (is the port in use?)\n", endpoint.c_str());
+  }).detach();
+  return env.Undefined();
 }
 
 }  // namespace llamem

@@ -8,7 +8,7 @@ import { Lifetime } from "./lifetime.js";
 import { native, type NativeContext, type NativeContextInfo, type NativeContextOptions, type NativeMemoryRow } from "./native.js";
 import type { Model } from "./model.js";
 import { Sequence, type GenerateOptions, type GenerationResult, type SequenceHost } from "./sequence.js";
-import { fitContextSize } from "./memory/fit.js";
+import { fitContextSize, type FitResult } from "./memory/fit.js";
 
 export type { GenerateOptions, GenerationResult, StopReason } from "./sequence.js";
 
@@ -95,6 +95,10 @@ export function defaultThreads(): number {
   return physicalCores;
 }
 
+function kvName(id: number): string {
+  return Object.entries(KV_TYPES).find(([, v]) => v === id)?.[0] ?? String(id);
+}
+
 function kvType(name: KvCacheType | undefined, option: string): number {
   if (name === undefined) return KV_TYPES.f16;
   const id = KV_TYPES[name];
@@ -144,11 +148,15 @@ export class Context {
   #running: number | undefined;
   /** The model this context runs. */
   readonly model: Model;
+  /** What `contextSize: "auto"` or a memory budget decided, and why; undefined without either. */
+  readonly fit: FitResult | undefined;
 
-  private constructor(model: Model, handle: NativeContext) {
+  private constructor(model: Model, handle: NativeContext, opts: NativeContextOptions, fit: FitResult | undefined) {
     this.model = model;
     this.#native = handle;
+    this.fit = fit;
     this.#info = handle.info();
+    const layout = `${opts.sequences} sequences${opts.kvUnified ? " (unified KV)" : ""}, K ${kvName(opts.typeK)}, V ${kvName(opts.typeV)}`;
     const host: SequenceHost = {
       model,
       native: handle,
@@ -159,17 +167,20 @@ export class Context {
       },
       sequenceContextSize: this.#info.sequenceContextSize,
       canShift: this.#info.canShift,
+      layout,
     };
     for (let i = 0; i < this.#info.sequences; i++) this.#sequences.push(new Sequence(host, i));
   }
 
   /** @internal Use {@link Model.createContext}. */
   static async create(model: Model, o: ContextOptions): Promise<Context> {
-    const contextSize =
-      o.contextSize === "auto" ? (await fitContextSize(model, o)).contextSize : (o.contextSize ?? defaultContextSize(model));
+    // "auto" is fitted; a fixed size with a budget is checked against it before allocating.
+    const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
+    const fit = budgeted ? await fitContextSize(model, o) : undefined;
+    const contextSize = fit?.contextSize ?? (o.contextSize === "auto" ? defaultContextSize(model) : (o.contextSize ?? defaultContextSize(model)));
     const opts = nativeContextOptions(o, contextSize);
     try {
-      return new Context(model, await native().Context.create(model.native, opts));
+      return new Context(model, await native().Context.create(model.native, opts), opts, fit);
     } catch (err) {
       throw fromNative(err);
     }

@@ -187,7 +187,7 @@ export interface NativeBinding {
   devices(): NativeDevice[];
   quantize(input: string, output: string, options: { ftype: number; threads?: number; allowRequantize?: boolean; pure?: boolean }): Promise<void>;
   rpcAddServer(endpoint: string): void;
-  rpcServe(endpoint: string, threads: number): Promise<void>;
+  rpcServe(endpoint: string, threads: number): void;
 }
 
 export { packageRoot };

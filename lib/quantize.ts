@@ -3,6 +3,7 @@
  * only when complete (written to a temporary file, then renamed).
  */
 import { stat } from "node:fs/promises";
+import { dirname, resolve } from "node:path";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import { readGguf } from "./gguf.js";
 import { native } from "./native.js";
@@ -28,11 +29,17 @@ export interface QuantizeOptions {
 
 /** Quantizes `input` into `output` as `type` (e.g. "q4_0", "q4_k_m", "q8_0"). */
 export async function quantize(input: string, output: string, type: QuantType, options: QuantizeOptions = {}): Promise<void> {
-  const ftype = QUANT_TYPES[type];
+  // Own keys only: "toString" or "constructor" must not pass as a type.
+  const ftype = typeof type === "string" && Object.hasOwn(QUANT_TYPES, type) ? QUANT_TYPES[type] : undefined;
   if (ftype === undefined) invalidArgument(`type must be one of ${Object.keys(QUANT_TYPES).join(", ")}`);
   const st = await stat(input).catch(() => undefined);
   if (!st) throw new LlamemError("ERR_FILE_NOT_FOUND", `model file not found: ${input}`);
   if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${input}`);
+  if (resolve(input) === resolve(output)) invalidArgument("quantize: the output must be another file than the input");
+  // llama.cpp only reports "iostream error" when it cannot create the output: check the folder first.
+  const dir = await stat(dirname(resolve(output))).catch(() => undefined);
+  if (!dir) throw new LlamemError("ERR_FILE_NOT_FOUND", `the output folder does not exist: ${dirname(resolve(output))}`);
+  if (!dir.isDirectory()) throw new LlamemError("ERR_NOT_A_FILE", `the output folder is not a folder: ${dirname(resolve(output))}`);
   await readGguf(input);
   try {
     await native().quantize(input, output, { ftype, threads: options.threads ?? 0, allowRequantize: options.allowRequantize ?? false, pure: options.pure ?? false });

@@ -10,7 +10,11 @@ import { defaultThreads } from "./context.js";
 const added = new Set<string>();
 
 function checkEndpoint(endpoint: string): void {
-  if (typeof endpoint !== "string" || !/^[^\s:]+:\d{1,5}$/.test(endpoint)) invalidArgument(`RPC endpoint must be "host:port" (got ${String(endpoint)})`);
+  const port = typeof endpoint === "string" ? /^[^\s:]+:(\d{1,5})$/.exec(endpoint)?.[1] : undefined;
+  // The port must also be one TCP has: "host:99999" would reach llama.cpp and fail obscurely there.
+  if (port === undefined || Number(port) < 1 || Number(port) > 65535) {
+    invalidArgument(`RPC endpoint must be "host:port" with a port in [1, 65535] (got ${String(endpoint)})`);
+  }
 }
 
 /** Adds remote RPC servers as devices (once per endpoint per process). */
@@ -28,12 +32,17 @@ export function addRpcServers(endpoints: readonly string[]): void {
 }
 
 /**
- * Serves this machine's devices on `endpoint` ("127.0.0.1:50052"). The returned promise settles
- * only if the server stops; the server runs until the process exits.
+ * Serves this machine's devices on `endpoint` ("127.0.0.1:50052") from a thread of its own,
+ * until the process exits. The returned promise never settles; it keeps the process alive.
  */
-export function serveRpc(endpoint: string, options: { threads?: number } = {}): Promise<void> {
+export function serveRpc(endpoint: string, options: { threads?: number } = {}): Promise<never> {
   checkEndpoint(endpoint);
-  return native().rpcServe(endpoint, options.threads ?? defaultThreads()).catch((err: unknown) => {
-    throw fromNative(err);
-  });
+  try {
+    native().rpcServe(endpoint, options.threads ?? defaultThreads());
+  } catch (err) {
+    return Promise.reject(fromNative(err));
+  }
+  // The server lives on a native thread Node does not know about: hold the event loop open.
+  setInterval(() => undefined, 1 << 30);
+  return new Promise<never>(() => undefined);
 }

@@ -57,6 +57,8 @@ export interface SequenceHost {
   /** Tokens one sequence can hold. */
   readonly sequenceContextSize: number;
   readonly canShift: boolean;
+  /** Sequences, KV types and pooling: saved states restore only into the same layout. */
+  readonly layout: string;
 }
 
 /** One sequence of a context. Get it with `context.sequence(id)`. */
@@ -155,20 +157,25 @@ export class Sequence {
   async saveState(): Promise<Buffer> {
     this.#ensureIdle();
     const data = await this.host.enqueue(() => this.host.native.stateSeqGet(this.id));
-    return encodeState(await this.host.model.fingerprint(), this.#tokens, data);
+    return encodeState(await this.host.model.fingerprint(), this.host.layout, this.#tokens, data);
   }
 
   /** Replaces this sequence's cache with a saved state; ERR_STATE_MISMATCH if it is another model's. */
   async restoreState(state: Buffer): Promise<void> {
     this.#ensureIdle();
-    const { fingerprint, tokens, data } = decodeState(state);
+    const { fingerprint, layout, tokens, data } = decodeState(state);
     const mine = await this.host.model.fingerprint();
     if (fingerprint !== mine) {
       throw new LlamemError("ERR_STATE_MISMATCH", "this state was saved from a different model; load that model to restore it");
     }
+    if (layout !== this.host.layout) {
+      throw new LlamemError("ERR_STATE_MISMATCH",
+        `this state was saved from a context with ${layout}; this one has ${this.host.layout}: create the context with the same sequences, kvUnified and KV types`);
+    }
     if (tokens.length > this.host.sequenceContextSize) {
       throw new LlamemError("ERR_CONTEXT_FULL", `the state holds ${tokens.length} tokens; this context holds ${this.host.sequenceContextSize} per sequence`);
     }
+    // Whatever happens next, the old cells are gone (the native side empties the sequence on failure).
     this.#tokens = [];
     const restored = await this.host.enqueue(() => this.host.native.stateSeqSet(this.id, data));
     if (restored !== tokens.length) {

@@ -4,28 +4,37 @@
  * fail with ERR_STATE_MISMATCH instead of loading garbage cells.
  *
  * Layout: "LLMEMST1" (8 bytes) | u32 LE header length | UTF-8 JSON header | llama.cpp state.
+ * The header holds a sha256 of the state bytes (a flipped bit in the cache is refused, not
+ * restored) and the context layout the cells were saved from.
  */
+import { createHash } from "node:crypto";
 import { LlamemError } from "./errors.js";
 
 const MAGIC = Buffer.from("LLMEMST1", "latin1");
-const VERSION = 1;
+const VERSION = 2;
 
 interface Header {
   version: number;
   model: string;
+  /** Sequences, KV types and pooling of the context: llama.cpp's state is only valid in the same layout. */
+  layout: string;
+  sha256: string;
   tokens: number[];
 }
 
+const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex");
+
 /** Builds a state buffer. */
-export function encodeState(fingerprint: string, tokens: readonly number[], data: Buffer): Buffer {
-  const header = Buffer.from(JSON.stringify({ version: VERSION, model: fingerprint, tokens: [...tokens] } satisfies Header), "utf8");
+export function encodeState(fingerprint: string, layout: string, tokens: readonly number[], data: Buffer): Buffer {
+  const h: Header = { version: VERSION, model: fingerprint, layout, sha256: sha256(data), tokens: [...tokens] };
+  const header = Buffer.from(JSON.stringify(h), "utf8");
   const len = Buffer.alloc(4);
   len.writeUInt32LE(header.length);
   return Buffer.concat([MAGIC, len, header, data]);
 }
 
 /** Parses a state buffer; ERR_STATE_MISMATCH when it is not one. */
-export function decodeState(buf: Buffer): { fingerprint: string; tokens: number[]; data: Buffer } {
+export function decodeState(buf: Buffer): { fingerprint: string; layout: string; tokens: number[]; data: Buffer } {
   const bad = (why: string) => new LlamemError("ERR_STATE_MISMATCH", `not a llamem sequence state: ${why}`);
   if (!Buffer.isBuffer(buf) || buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) throw bad("wrong magic");
   const len = buf.readUInt32LE(8);
@@ -37,8 +46,13 @@ export function decodeState(buf: Buffer): { fingerprint: string; tokens: number[
     throw bad("unreadable header");
   }
   if (header.version !== VERSION) throw bad(`version ${String(header.version)} (this llamem reads ${VERSION})`);
-  if (typeof header.model !== "string" || !Array.isArray(header.tokens) || !header.tokens.every((t) => Number.isInteger(t) && t >= 0)) {
+  if (
+    typeof header.model !== "string" || typeof header.layout !== "string" || typeof header.sha256 !== "string" ||
+    !Array.isArray(header.tokens) || !header.tokens.every((t) => Number.isInteger(t) && t >= 0)
+  ) {
     throw bad("malformed header");
   }
-  return { fingerprint: header.model, tokens: header.tokens, data: buf.subarray(12 + len) };
+  const data = buf.subarray(12 + len);
+  if (sha256(data) !== header.sha256) throw bad("the cache data is damaged (checksum mismatch)");
+  return { fingerprint: header.model, layout: header.layout, tokens: header.tokens, data };
 }

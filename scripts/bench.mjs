@@ -1,17 +1,21 @@
 #!/usr/bin/env node
-// llamem against llama.cpp's own llama-bench, side by side, on this machine.
+// llamem against llama.cpp's own llama-bench (the baseline) and node-llama-cpp, side by side, on
+// this machine.
 //
 //   npm run bench -- [--models 1b:q4_0,1b:q8_0] [--reps 3] [--threads N] [--flash-attn auto]
-//                    [--contenders llamem,llama-bench] [--quick] [--out bench/results]
+//                    [--contenders llamem,llama-bench,node-llama-cpp] [--quick] [--out bench/results]
 //   node scripts/bench.mjs --render bench/results/<file>.json     (redraw the .md and .svg)
 //
 // Every repetition of every contender runs in its own child process (so warm-up, peak RSS and
-// thread pools are per run), interleaved: rep 1 model A: llamem, llama-bench; model B: llamem,
-// llama-bench; rep 2 ... The figures are medians over the repetitions; ratios are
-// contender / baseline (llama-bench). See bench/README.md for how to read the output.
+// thread pools are per run), interleaved: rep 1 model A: llamem, llama-bench, node-llama-cpp;
+// model B: ...; rep 2 ... The figures are medians over the repetitions; ratios are medians over
+// medians: every contender against the baseline (llama-bench), plus the pairs a contender names
+// in `compareTo` (llamem / node-llama-cpp). See bench/README.md for how to read the output.
 //
 // Contenders and figures are plain lists (CONTENDERS, FIGURES) so another runtime or another
-// measurement is one entry more. `--child <json>` is the llamem contender's own child mode.
+// measurement is one entry more. `--child <json>` is the llamem contender's own child mode and
+// `--nlc-child <json>` the node-llama-cpp one. node-llama-cpp is never a dependency of llamem:
+// it is installed on demand, with npm, into bench/work/node-llama-cpp/ (git-ignored).
 import { spawn, spawnSync, execFileSync } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -38,13 +42,18 @@ const TOKEN_SEED = 0x5eed;
 /** Synthetic models are written with this seed and cached in bench/work/. */
 const MODEL_SEED = 1;
 
+/** The node-llama-cpp contender: this exact version, with its prebuilt CPU binary, in a scratch folder. */
+const NLC_VERSION = "3.22.1";
+const nlcDir = join(root, "bench", "work", "node-llama-cpp");
+const nlcEntry = join(nlcDir, "node_modules", "node-llama-cpp", "dist", "index.js");
+
 const DEFAULT_MODELS = "1b:q4_0,1b:q8_0";
 const QUICK_MODELS = "tiny:q4_0,tiny:q8_0";
 const DEFAULT_REPS = 3;
 
 // ---------------------------------------------------------------------------------------------
 // Figures: what is measured. `better` orients the ratio; a figure is compared (ratio, chart)
-// wherever the baseline and another contender both report it.
+// wherever both contenders of a comparison report it.
 
 const FIGURES = [
   { id: `pp${N_PROMPT}`, label: `pp${N_PROMPT}`, unit: "t/s", better: "higher", digits: 1,
@@ -52,15 +61,17 @@ const FIGURES = [
   { id: `tg${N_GEN}`, label: `tg${N_GEN}`, unit: "t/s", better: "higher", digits: 1,
     what: `generation: ${N_GEN} single-token decodes from an empty KV cache, no sampling` },
   { id: `generate_tg${N_GEN}`, label: `generate() tg${N_GEN}`, unit: "t/s", better: "higher", digits: 1,
-    what: `ctx.generate() after a ${N_PROMPT}-token prompt, greedy sampling and detokenizing included` },
+    what: `generation through the library's text API after a ${N_PROMPT}-token prompt, greedy sampling and detokenizing included ` +
+      "(llamem: ctx.generate(); node-llama-cpp: LlamaCompletion.generateCompletionWithMeta()); tokens after the first over the time after the first" },
   { id: `ttft${N_PROMPT}`, label: `time to first token (${N_PROMPT}-token prompt)`, unit: "ms", better: "lower", digits: 0,
-    what: `ctx.generate(): from the call to the first text piece, prompt of ${N_PROMPT} token ids, fresh context` },
+    what: `the same generation: from the call to the first text piece, prompt of ${N_PROMPT} tokens, fresh context` },
   { id: "load", label: "model load", unit: "ms", better: "lower", digits: 0,
     what: "loadModel() (file checks, GGUF parse, llama.cpp load with mmap); page cache warm" },
   { id: "peak_rss", label: "peak RSS", unit: "MiB", better: "lower", digits: 0,
     what: "largest resident set of the contender's whole process over the run (weights are mmapped and count as they are touched)" },
   { id: "runtime_rss", label: "RSS before the model loads", unit: "MiB", better: "lower", digits: 0,
-    what: "resident set of the process once the runtime and the library are loaded, before loadModel(): the part of peak RSS that is not llama.cpp" },
+    what: "resident set of the process once the runtime and the library are loaded, before loadModel() " +
+      "(node-llama-cpp: after getLlama(), which loads its binary): the part of peak RSS that is not the model" },
 ];
 
 // ---------------------------------------------------------------------------------------------
@@ -149,7 +160,7 @@ async function llamemChild(spec) {
       try {
         if (spec.warmup) {
           await ctx.evaluate(prompt);
-          ctx.clear();
+          await ctx.clear();
         }
         const t0 = performance.now();
         const decodeUs = await ctx.evaluate(prompt);
@@ -167,7 +178,7 @@ async function llamemChild(spec) {
       try {
         if (spec.warmup) {
           await ctx.evaluate(ids.subarray(0, 1));
-          ctx.clear();
+          await ctx.clear();
         }
         let decodeUs = 0;
         const t0 = performance.now();
@@ -220,6 +231,176 @@ async function llamemChild(spec) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// node-llama-cpp child mode: one repetition with node-llama-cpp's own API, measured the way
+// llamemChild measures llamem. Prints one JSON line on stdout.
+
+/** getLlama() options: the prebuilt CPU binary only, never a download or a build; threads as asked. */
+const NLC_LLAMA_OPTIONS = {
+  gpu: false, build: "never", usePrebuiltBinaries: true, skipDownload: true, progressLogs: false, logLevel: "error",
+  // 0: no thread budget shared between contexts, so a context's `threads` is the number it uses.
+  maxThreads: 0,
+};
+
+/** The ggml CPU backend variant the prebuilt binary picked at run time (it ships one per CPU generation). */
+function loadedCpuBackends() {
+  try {
+    const names = new Set();
+    for (const m of readFileSync("/proc/self/maps", "utf8").matchAll(/\/(libggml-cpu[\w.-]*\.(?:so|dylib|dll))$/gm)) names.add(m[1]);
+    return [...names];
+  } catch {
+    return undefined;
+  }
+}
+
+async function nlcLoad() {
+  if (!existsSync(nlcEntry)) throw new Error(`${relative(root, nlcEntry)} is missing`);
+  const t0 = performance.now();
+  const nlc = await import(pathToFileURL(nlcEntry).href);
+  const importMs = performance.now() - t0;
+  const importRss = process.memoryUsage().rss / 2 ** 20;
+  const t1 = performance.now();
+  const llama = await nlc.getLlama(NLC_LLAMA_OPTIONS);
+  return { nlc, llama, importMs, importRss, getLlamaMs: performance.now() - t1 };
+}
+
+function nlcBuildFacts(nlc, llama) {
+  return {
+    gpu: llama.gpu,
+    buildType: llama.buildType,
+    llamaCppRelease: llama.llamaCppRelease,
+    cpuMathCores: llama.cpuMathCores,
+    systemInfo: llama.systemInfo?.trim(),
+    cpuBackends: loadedCpuBackends(),
+  };
+}
+
+/** `--nlc-probe`: loads the prebuilt binary once and prints what it is (prepare() runs this). */
+async function nlcProbe() {
+  const { nlc, llama, getLlamaMs } = await nlcLoad();
+  const facts = { ...nlcBuildFacts(nlc, llama), moduleVersion: await nlc.getModuleVersion(), getLlamaMs };
+  await llama.dispose();
+  process.stdout.write(`${JSON.stringify(facts)}\n`);
+}
+
+async function nodeLlamaCppChild(spec) {
+  if (spec.batch !== spec.ubatch) throw new Error("node-llama-cpp always runs ubatch = batch");
+  const { nlc, llama, importMs, importRss, getLlamaMs } = await nlcLoad();
+  const figures = { runtime_rss: process.memoryUsage().rss / 2 ** 20 };
+  const detail = { importMs, importRss, getLlamaMs, ...nlcBuildFacts(nlc, llama) };
+  const flashAttention = { auto: "auto", on: true, off: false }[spec.flashAttention];
+  // ubatch: node-llama-cpp's addon sets n_ubatch = n_batch. KV cache: F16 is its default for keys and values.
+  const ctxOptions = { batchSize: spec.batch, threads: spec.threads, flashAttention, failedCreationRemedy: false };
+  const contextInfo = (ctx) => ({
+    contextSize: ctx.contextSize, batchSize: ctx.batchSize, flashAttention: ctx.flashAttention,
+    idealThreads: ctx.idealThreads, currentThreads: ctx.currentThreads,
+  });
+
+  const tLoad = performance.now();
+  const model = await llama.loadModel({ modelPath: spec.model, useMmap: true });
+  figures.load = performance.now() - tLoad;
+  try {
+    const vocabSize = model.fileInfo?.metadata?.tokenizer?.ggml?.tokens?.length ?? TOKEN_HI;
+    const ids = Array.from(benchTokens(Math.max(spec.nPrompt, spec.nGen), vocabSize));
+    const prompt = ids.slice(0, spec.nPrompt);
+    detail.kvCacheTypes = { key: nlc.GgmlType?.[model.defaultContextKvCacheKeyType], value: nlc.GgmlType?.[model.defaultContextKvCacheValueType] };
+
+    // pp. node-llama-cpp evaluates at most contextSize - 1 tokens before it shifts the context, so
+    // the context is asked for nPrompt + 1; llama.cpp pads n_ctx to 256 cells anyway (768 here),
+    // and a decode only attends over the used cells padded to 256 (512), as in a context of 512.
+    {
+      const ctx = await model.createContext({ ...ctxOptions, contextSize: spec.nPrompt + 1 });
+      try {
+        const seq = ctx.getSequence();
+        if (spec.warmup) {
+          await seq.evaluateWithoutGeneratingNewTokens(prompt);
+          await seq.clearHistory();
+        }
+        const t0 = performance.now();
+        await seq.evaluateWithoutGeneratingNewTokens(prompt);
+        const ms = performance.now() - t0;
+        if (seq.nextTokenIndex !== spec.nPrompt) throw new Error(`pp: the sequence holds ${seq.nextTokenIndex} tokens, not ${spec.nPrompt}`);
+        figures[`pp${spec.nPrompt}`] = (spec.nPrompt / ms) * 1000;
+        detail.pp = { wallMs: ms, context: contextInfo(ctx) };
+      } finally {
+        await ctx.dispose();
+      }
+    }
+
+    // tg: nGen single-token evaluations from an empty context after a one-token warm-up.
+    {
+      const ctx = await model.createContext({ ...ctxOptions, contextSize: spec.nGen + 1 });
+      try {
+        const seq = ctx.getSequence();
+        if (spec.warmup) {
+          await seq.evaluateWithoutGeneratingNewTokens(ids.slice(0, 1));
+          await seq.clearHistory();
+        }
+        const t0 = performance.now();
+        for (let i = 0; i < spec.nGen; i++) await seq.evaluateWithoutGeneratingNewTokens(ids.slice(i, i + 1));
+        const ms = performance.now() - t0;
+        if (seq.nextTokenIndex !== spec.nGen) throw new Error(`tg: the sequence holds ${seq.nextTokenIndex} tokens, not ${spec.nGen}`);
+        figures[`tg${spec.nGen}`] = (spec.nGen / ms) * 1000;
+        detail.tg = { wallMs: ms, context: contextInfo(ctx) };
+      } finally {
+        await ctx.dispose();
+      }
+    }
+
+    // generate: LlamaCompletion on a fresh sequence, greedy, no repeat penalty (llamem's default is none).
+    // LlamaCompletion puts BOS in front of token input when the vocabulary wants one, so it then gets
+    // nPrompt - 1 ids and the prompt is nPrompt tokens, as for llamem.
+    {
+      const ctx = await model.createContext({ ...ctxOptions, contextSize: spec.nPrompt + spec.nGen + 8 });
+      const seq = ctx.getSequence();
+      const completion = new nlc.LlamaCompletion({ contextSequence: seq });
+      try {
+        const vt = model.vocabularyType;
+        const bos = vt === "rwkv" || vt === "ugm" ? null : vt === "wpm" || model.tokens.shouldPrependBosToken ? model.tokens.bos : null;
+        const input = bos == null ? prompt : prompt.slice(0, spec.nPrompt - 1);
+        let firstText = 0;
+        let firstToken = 0;
+        let generated = 0;
+        const t0 = performance.now();
+        const res = await completion.generateCompletionWithMeta(input, {
+          maxTokens: spec.nGen, temperature: 0, repeatPenalty: false,
+          onToken: (tokens) => {
+            if (firstToken === 0) firstToken = performance.now();
+            generated += tokens.length;
+          },
+          onTextChunk: (text) => {
+            if (firstText === 0 && text.length > 0) firstText = performance.now();
+          },
+        });
+        const tEnd = performance.now();
+        const genMs = firstToken > 0 ? tEnd - firstToken : 0;
+        figures[`generate_tg${spec.nGen}`] = genMs > 0 && generated > 1 ? ((generated - 1) / genMs) * 1000 : 0;
+        figures[`ttft${spec.nPrompt}`] = (firstText || firstToken || tEnd) - t0;
+        detail.generate = {
+          wallMs: tEnd - t0,
+          promptTokens: input.length + (bos == null ? 0 : 1),
+          generatedTokens: generated,
+          stopReason: res.metadata?.stopReason,
+          timeToFirstTokenMs: firstToken > 0 ? firstToken - t0 : null,
+          timeToFirstTextMs: firstText > 0 ? firstText - t0 : null,
+          generatedTokensPerSecond: figures[`generate_tg${spec.nGen}`],
+          tokensInContext: seq.nextTokenIndex,
+          context: contextInfo(ctx),
+        };
+      } finally {
+        completion.dispose();
+        await ctx.dispose();
+      }
+    }
+    detail.model = { description: model.typeDescription, size: model.size, trainContextSize: model.trainContextSize, vocabSize };
+  } finally {
+    await model.dispose();
+    await llama.dispose();
+  }
+  detail.selfMaxRssKb = process.resourceUsage().maxRSS;
+  process.stdout.write(`${JSON.stringify({ figures, detail })}\n`);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Contenders. prepare(settings) returns build facts (or throws: the contender is skipped);
 // command(job) gives the child process to run for one repetition; parse(stdout) returns
 // { figures, detail }. Peak RSS is measured around the process by the runner, the same way for all.
@@ -229,6 +410,8 @@ const CONTENDERS = [
     id: "llamem",
     label: "llamem",
     description: "this package (dist/ + the built addon), in a Node child process",
+    /** Ratios to these contenders too, besides the one to the baseline. */
+    compareTo: ["node-llama-cpp"],
     prepare() {
       if (!existsSync(join(distLib, "index.js"))) throw new Error("dist/lib/index.js is missing: run `npx tsc -p tsconfig.json`");
       const stale = staleDist();
@@ -236,16 +419,10 @@ const CONTENDERS = [
       return addonFacts();
     },
     command(job) {
-      const spec = {
-        model: job.modelPath, threads: job.threads, flashAttention: job.flashAttention,
-        nPrompt: N_PROMPT, nGen: N_GEN, batch: BATCH, ubatch: UBATCH, warmup: true,
-      };
-      return { cmd: process.execPath, args: [selfScript, "--child", JSON.stringify(spec)] };
+      return { cmd: process.execPath, args: [selfScript, "--child", JSON.stringify(childSpec(job))] };
     },
     parse(stdout) {
-      const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).pop();
-      if (!line) throw new Error("the llamem child printed no JSON");
-      return JSON.parse(line);
+      return lastJsonLine(stdout, "the llamem child");
     },
   },
   {
@@ -293,7 +470,105 @@ const CONTENDERS = [
       return { figures, detail };
     },
   },
+  {
+    id: "node-llama-cpp",
+    label: "node-llama-cpp",
+    description: `node-llama-cpp ${NLC_VERSION} with its prebuilt CPU binary from the npm registry, installed on demand into ` +
+      "bench/work/node-llama-cpp/ (never a dependency of llamem), in a Node child process",
+    async prepare() {
+      const plat = nlcPlatformPackage();
+      if (!plat) throw new Error(`node-llama-cpp ${NLC_VERSION} has no CPU-only prebuilt binary for ${process.platform}-${process.arch}`);
+      const pkg = `@node-llama-cpp/${plat}`;
+      const pkgDir = join(nlcDir, "node_modules", ...pkg.split("/"));
+      const version = (dir) => {
+        try {
+          return JSON.parse(readFileSync(join(dir, "package.json"), "utf8")).version;
+        } catch {
+          return null;
+        }
+      };
+      if (version(join(nlcDir, "node_modules", "node-llama-cpp")) !== NLC_VERSION || version(pkgDir) !== NLC_VERSION) {
+        nlcInstall(pkg);
+        if (version(join(nlcDir, "node_modules", "node-llama-cpp")) !== NLC_VERSION) throw new Error(`npm did not install node-llama-cpp@${NLC_VERSION}`);
+        if (version(pkgDir) !== NLC_VERSION) throw new Error(`npm did not install its prebuilt binary package ${pkg}@${NLC_VERSION}`);
+      }
+      // Load the prebuilt binary once in a child: a binary that cannot run here skips the contender.
+      const r = spawnSync(process.execPath, [selfScript, "--nlc-probe"], { cwd: root, encoding: "utf8", timeout: 300000, stdio: ["ignore", "pipe", "pipe"] });
+      if (r.error || r.status !== 0) {
+        const said = /^nlc-probe-error: (.*)$/m.exec(`${r.stderr}`)?.[1];
+        const why = r.error ? r.error.message : said ?? `exit ${r.status ?? r.signal}: ${`${r.stderr}`.trim().split("\n").slice(-4).join(" / ") || "no message"}`;
+        throw new Error(`its prebuilt binary (${pkg}@${NLC_VERSION}) does not load on this machine (${why})`);
+      }
+      const facts = lastJsonLine(r.stdout, "the node-llama-cpp probe");
+      // The binaries are in bins/ or bins/<platform>/ (linux-x64: bins/linux-x64/).
+      const binsDir = [join(pkgDir, "bins"), join(pkgDir, "bins", plat)].find((d) => existsSync(join(d, "llama-addon.node")));
+      let buildMetadata;
+      try {
+        buildMetadata = JSON.parse(readFileSync(join(binsDir, "_nlcBuildMetadata.json"), "utf8")).buildOptions;
+      } catch {
+        // another layout; the probe's facts still say what loaded
+      }
+      return {
+        package: `node-llama-cpp@${facts.moduleVersion}`,
+        prebuiltPackage: `${pkg}@${version(pkgDir)}`,
+        binary: relative(root, binsDir ? join(binsDir, "llama-addon.node") : pkgDir),
+        ...facts,
+        buildMetadata,
+        note: "a prebuilt binary from the npm registry: its compile flags are not on this machine; ggml picks the CPU backend " +
+          `variant at run time${facts.cpuBackends?.length ? `: ${facts.cpuBackends.join(", ")}` : ""}`,
+      };
+    },
+    command(job) {
+      return { cmd: process.execPath, args: [selfScript, "--nlc-child", JSON.stringify(childSpec(job))] };
+    },
+    parse(stdout) {
+      return lastJsonLine(stdout, "the node-llama-cpp child");
+    },
+  },
 ];
+
+/** The workload a Node child (llamem, node-llama-cpp) gets for one repetition. */
+function childSpec(job) {
+  return {
+    model: job.modelPath, threads: job.threads, flashAttention: job.flashAttention,
+    nPrompt: N_PROMPT, nGen: N_GEN, batch: BATCH, ubatch: UBATCH, warmup: true,
+  };
+}
+
+function lastJsonLine(stdout, who) {
+  const line = stdout.trim().split("\n").filter((l) => l.startsWith("{")).pop();
+  if (!line) throw new Error(`${who} printed no JSON`);
+  return JSON.parse(line);
+}
+
+/** node-llama-cpp's package of prebuilt CPU binaries for this platform (see its getLlama: gpu false). */
+function nlcPlatformPackage() {
+  const { platform, arch } = process;
+  if (platform === "linux") return { x64: "linux-x64", arm64: "linux-arm64", arm: "linux-armv7l", riscv64: "linux-riscv64" }[arch];
+  if (platform === "darwin") return arch === "x64" ? "mac-x64" : undefined; // Apple silicon: only a Metal build is prebuilt
+  if (platform === "win32") return { x64: "win-x64", arm64: "win-arm64" }[arch];
+  return undefined;
+}
+
+/**
+ * Installs node-llama-cpp and its prebuilt CPU binary package with npm into the scratch folder.
+ * --ignore-scripts: its postinstall would try to download or build llama.cpp. --omit=optional
+ * leaves out the other optional binary packages (CUDA, Vulkan: hundreds of MB); the CPU one is
+ * named explicitly instead.
+ */
+function nlcInstall(pkg) {
+  mkdirSync(nlcDir, { recursive: true });
+  writeFileSync(join(nlcDir, "package.json"), `${JSON.stringify({ private: true, type: "module" })}\n`);
+  const args = [
+    "install", "--prefix", nlcDir, "--no-save", "--no-audit", "--no-fund", "--ignore-scripts", "--omit=optional",
+    `node-llama-cpp@${NLC_VERSION}`, `${pkg}@${NLC_VERSION}`,
+  ];
+  log(`bench: installing node-llama-cpp@${NLC_VERSION} and ${pkg} into ${relative(root, nlcDir)}/ (npm ${args.join(" ")}; once)`);
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const r = spawnSync(npm, args, { cwd: nlcDir, stdio: ["ignore", 2, 2], shell: process.platform === "win32", timeout: 600000 });
+  if (r.error) throw new Error(`cannot run npm: ${r.error.message}`);
+  if (r.status !== 0) throw new Error(`npm install failed (exit ${r.status ?? r.signal}); its output is above`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Build facts.
@@ -523,8 +798,31 @@ function warmPageCache(path) {
 // ---------------------------------------------------------------------------------------------
 // Summaries and reports.
 
-function summarize(models, contenders, samples) {
+/**
+ * The ratios to report: every contender against the baseline, then the pairs contenders name in
+ * `compareTo`, where both ran. Each is { id: "of/to", of, to, label }; the ratio is of / to.
+ */
+function comparisonsFor(contenders) {
+  const out = [];
+  const add = (of, to) => {
+    if (!of || !to || of === to || out.some((p) => p.of === of.id && p.to === to.id)) return;
+    out.push({ id: `${of.id}/${to.id}`, of: of.id, to: to.id, label: `${of.label} / ${to.label}` });
+  };
   const baseline = contenders.find((c) => c.baseline);
+  if (baseline) for (const c of contenders) if (c !== baseline) add(c, baseline);
+  for (const c of contenders) for (const id of c.compareTo ?? []) add(c, contenders.find((x) => x.id === id));
+  return out;
+}
+
+/** A report's comparisons; reports before `comparisons` (schema 1) keyed ratios by contender id, against the baseline. */
+function reportComparisons(report) {
+  if (Array.isArray(report.comparisons)) return report.comparisons;
+  const baseline = report.contenders.find((c) => c.baseline);
+  if (!baseline) return [];
+  return report.contenders.filter((c) => c !== baseline).map((c) => ({ id: c.id, of: c.id, to: baseline.id, label: `${c.label} / ${baseline.label}` }));
+}
+
+function summarize(models, contenders, comparisons, samples) {
   return models.map((m) => {
     const figures = {};
     for (const f of FIGURES) {
@@ -535,11 +833,8 @@ function summarize(models, contenders, samples) {
       }
       if (Object.keys(per).length === 0) continue;
       const ratios = {};
-      if (baseline && per[baseline.id]) {
-        for (const c of contenders) {
-          if (c === baseline || !per[c.id]) continue;
-          ratios[c.id] = per[c.id].median / per[baseline.id].median;
-        }
+      for (const p of comparisons) {
+        if (per[p.of] && per[p.to] && per[p.to].median !== 0) ratios[p.id] = per[p.of].median / per[p.to].median;
       }
       figures[f.id] = { ...per, ratios };
     }
@@ -549,9 +844,8 @@ function summarize(models, contenders, samples) {
 
 function markdown(report) {
   const { contenders, settings, machine } = report;
-  const baseline = contenders.find((c) => c.baseline);
-  const others = contenders.filter((c) => !c.baseline);
-  const ratioCols = baseline ? others.map((c) => `${c.label} / ${baseline.label}`) : [];
+  const comparisons = reportComparisons(report);
+  const ratioCols = comparisons.map((p) => p.label);
   const lines = [];
   lines.push(`# llamem benchmark: ${report.date}, ${machine.cpuModel}`);
   lines.push("");
@@ -564,7 +858,7 @@ function markdown(report) {
     `one warm-up each; median of ${settings.reps} repetition${settings.reps === 1 ? "" : "s"}, each in its own process, interleaved` +
     `${settings.quick ? " (--quick: a smoke test, not a measurement)" : ""}.`,
   );
-  lines.push(`Cells: median (min–max). Ratios: median over median; ↑ higher is better, ↓ lower is better.`);
+  lines.push(`Cells: median (min–max). Ratios: median over median (${ratioCols.join(", ") || "none"}); ↑ higher is better, ↓ lower is better.`);
   if (report.loadAverage) {
     lines.push(`Load average before / after: ${report.loadAverage.before.map((x) => x.toFixed(2)).join(" ")} / ${report.loadAverage.after.map((x) => x.toFixed(2)).join(" ")}.`);
   }
@@ -580,7 +874,7 @@ function markdown(report) {
         if (!v) return "–";
         return v.n > 1 ? `${fmt(v.median, f.digits)} (${fmt(v.min, f.digits)}–${fmt(v.max, f.digits)})` : fmt(v.median, f.digits);
       });
-      const ratios = baseline ? others.map((c) => (row.ratios[c.id] === undefined ? "–" : `**${row.ratios[c.id].toFixed(2)}**`)) : [];
+      const ratios = comparisons.map((p) => (row.ratios[p.id] === undefined ? "–" : `**${row.ratios[p.id].toFixed(2)}**`));
       lines.push(`| ${r.label} | ${f.label} (${f.unit}) ${f.better === "higher" ? "↑" : "↓"} | ${cells.join(" | ")}${ratios.length ? ` | ${ratios.join(" | ")}` : ""} |`);
     }
   }
@@ -622,9 +916,9 @@ function tickLabel(t) {
  * same length), hand-written SVG.
  */
 function svgChart(report) {
-  const baseline = report.contenders.find((c) => c.baseline);
-  const baseName = baseline ? baseline.label : "the baseline";
-  const others = report.contenders.filter((c) => !c.baseline);
+  const comparisons = reportComparisons(report);
+  const [first, ...rest] = report.contenders;
+  const title = rest.length > 0 ? `${first.label} vs ${rest.map((c) => c.label).join(" and ")}` : first?.label ?? "";
   const colors = ["#2f6fb0", "#d9822b", "#3a9a5b", "#a04ca8", "#b03a3a"];
   const rows = [];
   for (const r of report.results) {
@@ -634,14 +928,17 @@ function svgChart(report) {
       rows.push({ label: `${r.label} · ${f.label}`, hint: f.better === "higher" ? "higher is better" : "lower is better", ratios: row.ratios });
     }
   }
-  const W = 780;
-  const labelW = 230;
+  // Row labels are right-aligned before the bars: about 6.6 px per character at 12 px.
+  const labelW = Math.round(Math.min(360, Math.max(200, ...rows.map((r) => r.label.length * 6.6))));
+  const W = labelW + 560;
   const x0 = labelW + 16;
   const x1 = W - 70;
   const barH = 16;
   const barGap = 3;
   const groupGap = 16;
-  const top = 82;
+  const perLegendRow = 3;
+  const legendRows = Math.max(1, Math.ceil(comparisons.length / perLegendRow));
+  const top = 82 + (legendRows - 1) * 16;
   const logs = rows.flatMap((r) => Object.values(r.ratios)).filter((v) => v > 0).map((v) => Math.abs(Math.log2(v)));
   const span = Math.max(Math.log2(1.25), ...logs) * 1.08;
   const mid = (x0 + x1) / 2;
@@ -664,19 +961,20 @@ function svgChart(report) {
     }
   }
   ticks = spaced;
-  const groupH = Math.max(1, others.length) * (barH + barGap) - barGap;
+  const groupH = Math.max(1, comparisons.length) * (barH + barGap) - barGap;
   const bottom = top + rows.length * (groupH + groupGap);
   const H = bottom + 52;
   const out = [];
   out.push(`<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="system-ui, -apple-system, Segoe UI, sans-serif" font-size="12">`);
   out.push(`<rect width="${W}" height="${H}" fill="#ffffff"/>`);
-  out.push(`<text x="12" y="22" font-size="15" font-weight="600">${xml(`${others.map((c) => c.label).join(", ")} vs ${baseName}: ${report.machine.cpuModel}, ${report.settings.threads} threads`)}</text>`);
-  out.push(`<text x="12" y="40" fill="#555">${xml(`${report.date} · ratio of medians over ${report.settings.reps} rep${report.settings.reps === 1 ? "" : "s"} · 1.00× = same as ${baseName} · log scale${report.settings.quick ? " · --quick smoke test" : ""}`)}</text>`);
+  out.push(`<text x="12" y="22" font-size="15" font-weight="600">${xml(`${title}: ${report.machine.cpuModel}, ${report.settings.threads} threads`)}</text>`);
+  out.push(`<text x="12" y="40" fill="#555">${xml(`${report.date} · ratio of medians over ${report.settings.reps} rep${report.settings.reps === 1 ? "" : "s"} · bars: A / B as in the legend · log scale${report.settings.quick ? " · --quick smoke test" : ""}`)}</text>`);
   out.push(`<text x="12" y="56" fill="#555">${xml("Throughput (t/s): right of 1.00× is faster. Memory (RSS): left of 1.00× is smaller.")}</text>`);
-  others.forEach((c, i) => {
-    const lx = 12 + i * 200;
-    out.push(`<rect x="${lx}" y="64" width="12" height="12" fill="${colors[i % colors.length]}"/>`);
-    out.push(`<text x="${lx + 18}" y="74">${xml(`${c.label} / ${baseName}`)}</text>`);
+  comparisons.forEach((p, i) => {
+    const lx = 12 + (i % perLegendRow) * 240;
+    const ly = 64 + Math.floor(i / perLegendRow) * 16;
+    out.push(`<rect x="${lx}" y="${ly}" width="12" height="12" fill="${colors[i % colors.length]}"/>`);
+    out.push(`<text x="${lx + 18}" y="${ly + 10}">${xml(p.label)}</text>`);
   });
   for (const t of ticks) {
     const gx = x(t).toFixed(1);
@@ -688,8 +986,8 @@ function svgChart(report) {
     const gy = top + gi * (groupH + groupGap);
     out.push(`<text x="${labelW}" y="${gy + groupH / 2 - 1}" text-anchor="end">${xml(r.label)}</text>`);
     out.push(`<text x="${labelW}" y="${gy + groupH / 2 + 12}" text-anchor="end" fill="#888" font-size="10">${xml(r.hint)}</text>`);
-    others.forEach((c, i) => {
-      const v = r.ratios[c.id];
+    comparisons.forEach((p, i) => {
+      const v = r.ratios[p.id];
       if (v === undefined || !(v > 0)) return;
       const y = gy + i * (barH + barGap);
       const a = Math.min(x(1), x(v));
@@ -699,7 +997,7 @@ function svgChart(report) {
       out.push(`<text x="${lx.toFixed(1)}" y="${y + barH - 4}">${xml(ratioLabel(v))}</text>`);
     });
   });
-  out.push(`<text x="${mid}" y="${bottom + 38}" text-anchor="middle" fill="#555">${xml(`contender median / ${baseName} median`)}</text>`);
+  out.push(`<text x="${mid}" y="${bottom + 38}" text-anchor="middle" fill="#555">${xml("median of A / median of B")}</text>`);
   out.push("</svg>");
   return `${out.join("\n")}\n`;
 }
@@ -710,7 +1008,9 @@ function svgChart(report) {
 const HELP = `usage: node scripts/bench.mjs [options]     (npm run bench -- [options])
 
 Benchmarks llamem against llama.cpp's llama-bench (built from the same vendored source with
-the same CPU flags into build-tools/), interleaved, one process per repetition.
+the same CPU flags into build-tools/; the baseline) and node-llama-cpp ${NLC_VERSION} (its prebuilt
+CPU binary, installed with npm into bench/work/node-llama-cpp/ on first use), interleaved, one
+process per repetition.
 
   --models LIST       comma-separated preset:type (presets tiny|1b|8b, types f32|f16|q8_0|q4_0)
                       or .gguf paths (default ${DEFAULT_MODELS}); synthetic models are cached in bench/work/
@@ -735,6 +1035,8 @@ async function main() {
       quick: { type: "boolean", default: false },
       out: { type: "string", default: join(root, "bench", "results") },
       child: { type: "string" },
+      "nlc-child": { type: "string" },
+      "nlc-probe": { type: "boolean", default: false },
       render: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -742,6 +1044,20 @@ async function main() {
   });
   if (values.child) {
     await llamemChild(JSON.parse(values.child));
+    return;
+  }
+  if (values["nlc-child"]) {
+    await nodeLlamaCppChild(JSON.parse(values["nlc-child"]));
+    return;
+  }
+  if (values["nlc-probe"]) {
+    try {
+      await nlcProbe();
+    } catch (err) {
+      // one line for prepare() to quote
+      process.stderr.write(`nlc-probe-error: ${err?.name ?? "Error"}: ${String(err?.message ?? err).trim().replace(/\s*\n\s*/g, " ")}\n`);
+      process.exit(1);
+    }
     return;
   }
   if (values.help) {
@@ -797,6 +1113,7 @@ async function main() {
     }
   }
   if (contenders.length === 0) fail("no contender can run");
+  const comparisons = comparisonsFor(contenders);
   for (const m of models) warmPageCache(m.path);
 
   const settings = {
@@ -804,7 +1121,7 @@ async function main() {
     nPrompt: N_PROMPT, nGen: N_GEN, warmup: "one per test, as llama-bench does (pp: a full prompt run; tg: one token)",
     order: "for each repetition, for each model, every contender in turn",
     peakRss: pickRssMethod(), quick,
-    promptTokens: `fixed pseudo-random ids in [${TOKEN_LO}, ${TOKEN_HI}) (mulberry32, seed ${TOKEN_SEED}) for llamem; llama-bench draws its own random ids`,
+    promptTokens: `fixed pseudo-random ids in [${TOKEN_LO}, ${TOKEN_HI}) (mulberry32, seed ${TOKEN_SEED}), the same for llamem and node-llama-cpp; llama-bench draws its own random ids`,
   };
   log(`bench: ${contenders.map((c) => c.id).join(" vs ")} on ${models.map((m) => m.id).join(", ")}; ${reps} rep(s), ${threads} threads, flash attention ${flashAttention}; peak RSS via ${settings.peakRss}`);
 
@@ -844,7 +1161,7 @@ async function main() {
 
   const date = localDate();
   const report = {
-    schema: 1,
+    schema: 2,
     date,
     generatedAt: new Date().toISOString(),
     durationS: Math.round((Date.now() - t0) / 1000),
@@ -854,7 +1171,8 @@ async function main() {
     contenders: contenders.map((c) => ({ id: c.id, label: c.label, baseline: Boolean(c.baseline), description: c.description, build: builds[c.id] })),
     skipped,
     figures: FIGURES,
-    results: summarize(models, contenders, samples),
+    comparisons,
+    results: summarize(models, contenders, comparisons, samples),
     samples,
   };
 

@@ -14,9 +14,16 @@ import { EXIT, flush, reportError, type CommandRegistrar } from "./output.js";
 import { registerPrompt } from "./prompt.js";
 import { registerInspect } from "./inspect.js";
 import { registerMakeModel } from "./make-model.js";
+import { registerFit } from "./fit.js";
+import { registerDevices } from "./devices.js";
+import { registerQuantize } from "./quantize.js";
+import { registerBench } from "./bench.js";
+import { registerRpcServer } from "./rpc-server.js";
 
 /** The commands, in the order `llamem --help` lists them. */
-const COMMANDS: readonly CommandRegistrar[] = [registerPrompt, registerInspect, registerMakeModel];
+const COMMANDS: readonly CommandRegistrar[] = [
+  registerPrompt, registerInspect, registerFit, registerDevices, registerBench, registerQuantize, registerMakeModel, registerRpcServer,
+];
 
 function packageVersion(): string {
   try {
@@ -49,7 +56,12 @@ Examples:
   $ llamem prompt "The capital of France is"
   $ echo "Write a haiku about memory" | llamem prompt --chat -m model.gguf
   $ llamem inspect model.gguf
+  $ llamem fit model.gguf --max-ram 8G
+  $ llamem devices
+  $ llamem bench -m model.gguf --reps 3
+  $ llamem quantize model-f16.gguf model-q4_k_m.gguf q4_k_m
   $ llamem make-model tiny.gguf --preset tiny --type q8_0
+  $ llamem rpc-server --port 50052
 
 Exit codes: 0 ok, 1 other error, 2 usage, 3 file not found, 4 not a valid GGUF,
 5 llama.cpp failure (load, context, decode), 6 aborted, 7 native addon missing,

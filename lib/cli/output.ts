@@ -37,6 +37,7 @@ export const EXIT = Object.freeze({
   LLAMA: 5,
   ABORTED: 6,
   NATIVE: 7,
+  MEMORY: 8,
   SIGINT: 130,
   SIGTERM: 143,
 });
@@ -55,6 +56,8 @@ const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
   ERR_CONTEXT_FULL: EXIT.LLAMA,
   ERR_ABORTED: EXIT.ABORTED,
   ERR_NATIVE_LOAD: EXIT.NATIVE,
+  ERR_INSUFFICIENT_MEMORY: EXIT.MEMORY,
+  ERR_QUANTIZE: EXIT.LLAMA,
 };
 
 /** The exit code for a {@link LlamemError} code. */

@@ -156,9 +156,13 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
   return { gpuLayers, contextSize, estimate: final, reasons };
 }
 
-/** Fits the context of an already loaded model (`createContext({ contextSize: "auto" })`). @internal */
+/**
+ * Fits or checks the context of an already loaded model: `contextSize: "auto"` is fitted, a
+ * fixed size is checked against `maxRam`/`maxVram`. @internal
+ */
 export async function fitContextSize(model: Model, o: ContextOptions): Promise<FitResult> {
-  return fitModel(model.path, { ...o, gpuLayers: model.gpuLayers, contextSize: "auto", repack: model.repack }, false);
+  const contextSize = o.contextSize ?? Math.min(4096, model.info.trainedContextSize || 4096);
+  return fitModel(model.path, { ...o, gpuLayers: model.gpuLayers, contextSize, repack: model.repack }, false);
 }
 
 async function gpuPresent(path: string, base: EstimateOptions): Promise<boolean> {

@@ -229,6 +229,8 @@ struct BatchEntry {
   int32_t seq = -1;
   std::vector<llama_token> tokens;
   std::shared_ptr<SamplerHandle> sampler;
+  bool accept = false;  // feed the tokens to the sampler's history (penalties see the prompt)
+  bool sample = false;  // sample one token after the decode
   llama_token token = -1;
   bool eog = false;
   std::string piece;
@@ -270,6 +272,10 @@ class EvalBatchWorker : public PromiseWorker {
     for (size_t e = 0; e < entries_.size(); e++) {
       BatchEntry& entry = entries_[e];
       if (!entry.sampler) continue;
+      if (entry.accept) {
+        for (llama_token t : entry.tokens) llama_sampler_accept(entry.sampler->chain, t);
+      }
+      if (!entry.sample) continue;
       entry.token = llama_sampler_sample(entry.sampler->chain, ctx, last[e]);
       entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
       if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
@@ -284,7 +290,7 @@ class EvalBatchWorker : public PromiseWorker {
       r.Set("seq", entry.seq);
       r.Set("evaluated", static_cast<double>(entry.tokens.size()));
       r.Set("decodeUs", static_cast<double>(decode_us_));
-      if (entry.sampler) {
+      if (entry.sample) {
         r.Set("token", entry.token);
         r.Set("eog", entry.eog);
         r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
@@ -605,8 +611,9 @@ Napi::Value Context::StateSeqSet(const Napi::CallbackInfo& info) {
   return (new StateSetWorker(env, std::move(h), seq, std::move(data)))->Start();
 }
 
-// evalBatch([{ seq, tokens, sampler? }]) -> Promise<result[]>: all sequences' tokens in one
-// llama_decode (continuous batching), then one sample per entry that has a sampler.
+// evalBatch([{ seq, tokens, sampler?, accept?, sample? }]) -> Promise<result[]>: all sequences'
+// tokens in one llama_decode (continuous batching); an entry with a sampler can feed its tokens
+// to the sampler's history (accept) and sample one token (sample, default true).
 Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = Live(env, info);
@@ -634,6 +641,8 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     if (e.tokens.empty()) args.Fail("entries", "need at least one token each");
     Napi::Value s = o.Get("sampler");
     if (!s.IsUndefined() && !s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
+    e.accept = e.sampler && OptBool(o, "accept", false);
+    e.sample = e.sampler && OptBool(o, "sample", true);
     total += e.tokens.size();
     entries.push_back(std::move(e));
   }

@@ -24,3 +24,20 @@ export type { Device } from "./devices.js";
 export { quantize, QUANT_TYPES } from "./quantize.js";
 export type { QuantType, QuantizeOptions } from "./quantize.js";
 export { addRpcServers, serveRpc } from "./rpc.js";
+export { ChatSession, createSession, loadSession } from "./session/session.js";
+export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions } from "./session/session.js";
+export type {
+  SessionMessage,
+  SessionMessageInput,
+  Turn,
+  Summarizer,
+  ModelSummaryOptions,
+  ArchiveOptions,
+  ArchivedTurn,
+  MemoryOptions,
+  MemoryStrategy,
+  MemoryEvent,
+  MemoryEventKind,
+} from "./session/memory.js";
+export { createPool, SessionPool } from "./session/pool.js";
+export type { PoolOptions, PoolStats } from "./session/pool.js";

@@ -10,6 +10,7 @@ import { addRpcServers } from "./rpc.js";
 import { native, type NativeModel, type NativeModelInfo } from "./native.js";
 import { Context, type ContextOptions } from "./context.js";
 import { Lifetime } from "./lifetime.js";
+import type { ChatSession, SessionOptions } from "./session/session.js";
 
 /**
  * How the weights are brought into memory. "auto" (the default) maps the file unless the CPU
@@ -304,6 +305,13 @@ export class Model {
     this.#contexts.add(ctx);
     ctx.onDispose(() => this.#contexts.delete(ctx));
     return ctx;
+  }
+
+  /** Starts a chat session on a new context of this model; see {@link createSession}. */
+  async createSession(options: SessionOptions = {}): Promise<ChatSession> {
+    // Imported on use: the session layer builds on this module.
+    const { createSession } = await import("./session/session.js");
+    return createSession(this, options);
   }
 
   /**

@@ -100,6 +100,10 @@ export interface NativeBatchEntry {
   seq: number;
   tokens: Int32Array;
   sampler?: NativeSampler;
+  /** Feed the tokens to the sampler's history first (repetition penalties see the prompt). */
+  accept?: boolean;
+  /** Sample one token after the decode (default true when a sampler is given). */
+  sample?: boolean;
 }
 
 export interface NativeBatchResult {

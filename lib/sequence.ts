@@ -70,7 +70,8 @@ export class Sequence {
 
   /** @internal */
   constructor(
-    private readonly host: SequenceHost,
+    /** @internal The context side of this sequence (sessions and pools use it). */
+    readonly host: SequenceHost,
     /** The sequence id in the context. */
     readonly id: number,
   ) {}

@@ -13,13 +13,14 @@ import {
   type GgufFile,
   type GgufMetadataEntry,
 } from "../gguf.js";
+import { estimateMemory as estimate } from "../memory/estimate.js";
 import { formatBytes, formatCount, formatTable, styleFor } from "./output.js";
 
-/** KV cache types the estimate covers, with bytes per element (q8_0: 34 bytes per 32, q4_0: 18 per 32). */
-const KV_BYTES_PER_ELEMENT = { f16: 2, q8_0: 34 / 32, q4_0: 18 / 32 } as const;
+/** KV cache types the memory table covers. */
+const ESTIMATE_KV_TYPES = ["f16", "q8_0", "q4_0"] as const;
 
 /** A KV cache type in the estimate. */
-export type EstimateKvType = keyof typeof KV_BYTES_PER_ELEMENT;
+export type EstimateKvType = (typeof ESTIMATE_KV_TYPES)[number];
 
 /** Context sizes the estimate shows, clipped at the trained length. */
 const ESTIMATE_CONTEXT_SIZES = [2048, 8192, 32768] as const;
@@ -27,24 +28,26 @@ const ESTIMATE_CONTEXT_SIZES = [2048, 8192, 32768] as const;
 /** Arrays longer than this are printed as { type, length } in --json. */
 const JSON_ARRAY_MAX = 256;
 
-/** One row of the memory estimate. */
+/** One row of the memory table. */
 export interface MemoryEstimateRow {
   contextSize: number;
   kvType: EstimateKvType;
+  /** Weights as llama.cpp would place them (repacked weights included). */
+  weightsBytes: number;
   /** K and V for all layers at this context size. */
   kvCacheBytes: number;
-  /** Weights plus KV cache. */
+  /** Compute buffers for a batch of 512. */
+  computeBytes: number;
+  /** Weights plus KV cache plus compute buffers. */
   totalBytes: number;
 }
 
-/** The header-based memory estimate; `rows` is empty when the header lacks what it needs. */
+/** The memory table: llama.cpp's dry run on the CPU for a few context sizes and KV types. */
 export interface MemoryEstimate {
-  /** What the numbers are and what they leave out. */
+  /** What the numbers are. */
   note: string;
-  /** Sum of the tensor sizes in the file. */
-  weightsBytes: number;
   rows: MemoryEstimateRow[];
-  /** Why there are no rows, when there are none. */
+  /** Why some or all rows are missing. */
   unavailable?: string;
 }
 
@@ -79,8 +82,7 @@ export interface InspectSummary {
 }
 
 const ESTIMATE_NOTE =
-  "estimate from the GGUF header: weights (sum of tensor sizes) + KV cache " +
-  "(layers x context x KV width x 2 x bytes per element); compute buffers and runtime overhead are not included";
+  "llama.cpp's own dry run (no_alloc) on the CPU for each context size and KV type: weights as placed (repacked ones included), KV cache, compute buffers for a batch of 512";
 
 /** A number or per-layer numbers for `key`, or null. */
 function numberOrPerLayer(file: GgufFile, key: string): number | number[] | null {
@@ -93,51 +95,32 @@ function numberOrPerLayer(file: GgufFile, key: string): number | number[] | null
   return metadataNumber(file, key) ?? null;
 }
 
-function perLayer(value: number | number[] | null, layers: number): number[] | undefined {
-  if (value === null) return undefined;
-  if (typeof value === "number") return new Array<number>(layers).fill(value);
-  return value.length === layers ? value : undefined;
-}
 
 /**
- * Estimates the memory of a model at a few context sizes from its header: weights plus a KV
- * cache of n_layer x ctx x n_embd_kv x 2 (K and V) elements, where n_embd_kv is
- * (embedding_length / head_count) x head_count_kv (or key_length / value_length x head_count_kv
- * when the header gives them).
+ * The memory table: for each context size (clipped at the trained length) and KV type, the
+ * bytes llama.cpp's own dry run (no_alloc) sizes for weights, KV cache and compute buffers on
+ * the CPU. Nothing is allocated; only the header is read.
  */
-export function estimateMemory(file: GgufFile, h: InspectHparams, arch: string | null): MemoryEstimate {
-  const weightsBytes = file.tensors.reduce((s, t) => s + t.size, 0);
-  const none = (why: string): MemoryEstimate => ({ note: ESTIMATE_NOTE, weightsBytes, rows: [], unavailable: why });
-  const layers = h.blockCount;
-  if (!arch || !layers || !h.embeddingLength) return none("the header lacks block_count or embedding_length");
-  const heads = perLayer(h.headCount, layers);
-  const kvHeads = perLayer(h.headCountKv ?? h.headCount, layers);
-  if (!heads || !kvHeads) return none("the header lacks attention.head_count");
-  const embd = h.embeddingLength;
-  const keyLength = metadataNumber(file, `${arch}.attention.key_length`);
-  const valueLength = metadataNumber(file, `${arch}.attention.value_length`);
-  // K and V elements per token summed over layers.
-  let perToken = 0;
-  for (let i = 0; i < layers; i++) {
-    const nHead = heads[i] ?? 0;
-    const nKv = kvHeads[i] ?? 0;
-    if (nKv === 0) continue; // a layer without attention (hybrid models) holds no KV
-    if (nHead === 0) return none("attention.head_count is 0 for an attention layer");
-    const headDim = embd / nHead;
-    perToken += nKv * ((keyLength ?? headDim) + (valueLength ?? headDim));
-  }
-  const trained = h.contextLength;
+export async function memoryTable(path: string, trained: number | null): Promise<MemoryEstimate> {
   const sizes = [...new Set([...ESTIMATE_CONTEXT_SIZES, ...(trained ? [trained] : [])].map((c) => (trained ? Math.min(c, trained) : c)))].sort(
     (a, b) => a - b,
   );
   const rows: MemoryEstimateRow[] = [];
-  for (const contextSize of sizes) {
-    for (const kvType of Object.keys(KV_BYTES_PER_ELEMENT) as EstimateKvType[]) {
-      const kvCacheBytes = Math.ceil(perToken * contextSize * KV_BYTES_PER_ELEMENT[kvType]);
-      rows.push({ contextSize, kvType, kvCacheBytes, totalBytes: weightsBytes + kvCacheBytes });
+  const skipped: string[] = [];
+  for (const kvType of ESTIMATE_KV_TYPES) {
+    for (const contextSize of sizes) {
+      try {
+        // A quantized V cache needs flash attention.
+        const est = await estimate(path, { contextSize, kvType, flashAttention: kvType === "f16" ? "auto" : "on" });
+        rows.push({ contextSize, kvType, weightsBytes: est.weights, kvCacheBytes: est.kv, computeBytes: est.compute, totalBytes: est.total });
+      } catch (err) {
+        skipped.push(`${kvType}: ${err instanceof Error ? err.message : String(err)}`);
+        break;
+      }
     }
   }
-  return { note: ESTIMATE_NOTE, weightsBytes, rows };
+  rows.sort((a, b) => a.contextSize - b.contextSize || ESTIMATE_KV_TYPES.indexOf(a.kvType) - ESTIMATE_KV_TYPES.indexOf(b.kvType));
+  return { note: ESTIMATE_NOTE, rows, ...(skipped.length > 0 ? { unavailable: skipped.join("; ") } : {}) };
 }
 
 /** Builds the report of `inspect` from a parsed header. */
@@ -170,7 +153,7 @@ export function summarize(file: GgufFile): InspectSummary {
     parameters,
     hparams,
     chatTemplate: metadataString(file, "tokenizer.chat_template") !== undefined,
-    memoryEstimate: estimateMemory(file, hparams, arch),
+    memoryEstimate: { note: ESTIMATE_NOTE, rows: [] },
   };
 }
 
@@ -227,15 +210,15 @@ function renderText(s: InspectSummary): string {
   ];
   const lines = [style.bold(s.path), formatTable(facts.map(([k, v]) => [style.dim(k), v]), "  "), ""];
   const m = s.memoryEstimate;
-  lines.push(style.bold("Memory estimate") + " (from the header, not a measurement)");
-  lines.push(`  weights ${formatBytes(m.weightsBytes)} + KV cache; compute buffers and runtime overhead not included`);
-  if (m.rows.length === 0) {
-    lines.push(`  unavailable: ${m.unavailable ?? "not enough metadata"}`);
-  } else {
-    const table: string[][] = [["context", "kv type", "kv cache", "total"].map((c) => style.dim(c))];
-    for (const r of m.rows) table.push([String(r.contextSize), r.kvType, formatBytes(r.kvCacheBytes), formatBytes(r.totalBytes)]);
+  lines.push(style.bold("Memory") + " (llama.cpp's dry run on the CPU: nothing loaded; batch 512)");
+  if (m.rows.length > 0) {
+    const table: string[][] = [["context", "kv type", "weights", "kv cache", "compute", "total"].map((c) => style.dim(c))];
+    for (const r of m.rows) {
+      table.push([String(r.contextSize), r.kvType, formatBytes(r.weightsBytes), formatBytes(r.kvCacheBytes), formatBytes(r.computeBytes), formatBytes(r.totalBytes)]);
+    }
     lines.push(formatTable(table, "  "));
   }
+  if (m.unavailable) lines.push(`  not available: ${m.unavailable}`);
   return lines.join("\n") + "\n";
 }
 
@@ -260,6 +243,7 @@ Examples:
     .action(async (path: string, options: { json?: boolean }) => {
       const file = await readGguf(path);
       const summary = summarize(file);
+      summary.memoryEstimate = await memoryTable(path, summary.hparams.contextLength);
       if (options.json) {
         const metadata: Record<string, JsonValue> = {};
         for (const [k, entry] of file.metadata) metadata[k] = metadataToJson(entry);

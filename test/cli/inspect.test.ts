@@ -34,7 +34,7 @@ describe("llamem inspect", () => {
     expect(line("kv heads")).toMatch(new RegExp(`${tiny.nHeadKv}$`));
     expect(line("vocab size")).toMatch(/32000$/);
     expect(line("chat template")).toMatch(/yes$/);
-    expect(r.stdout).toMatch(/Memory estimate.*from the header/);
+    expect(r.stdout).toMatch(/Memory.*dry run/);
     // Rows for 2048 and the trained 4096 (8192 and 32768 clip to it), three KV types each.
     expect(r.stdout).toMatch(/\n\s+2048\s+f16\s/);
     expect(r.stdout).toMatch(/\n\s+4096\s+q4_0\s/);
@@ -53,7 +53,10 @@ describe("llamem inspect", () => {
       hparams: Record<string, unknown>;
       chatTemplate: boolean;
       metadata: Record<string, unknown>;
-      memoryEstimate: { note: string; weightsBytes: number; rows: { contextSize: number; kvType: string; kvCacheBytes: number; totalBytes: number }[] };
+      memoryEstimate: {
+        note: string;
+        rows: { contextSize: number; kvType: string; weightsBytes: number; kvCacheBytes: number; computeBytes: number; totalBytes: number }[];
+      };
     };
     expect(json.architecture).toBe("llama");
     expect(json.fileSize).toBe(statSync(model).size);
@@ -76,7 +79,7 @@ describe("llamem inspect", () => {
     // KV cache = n_layer * ctx * n_embd_kv * 2 * bytes per element.
     const nEmbdKv = (tiny.nEmbd / tiny.nHead) * tiny.nHeadKv;
     const est = json.memoryEstimate;
-    expect(est.note).toMatch(/estimate/);
+    expect(est.note).toMatch(/dry run/);
     expect(est.rows.map((row) => `${row.contextSize}/${row.kvType}`)).toEqual([
       "2048/f16", "2048/q8_0", "2048/q4_0", "4096/f16", "4096/q8_0", "4096/q4_0",
     ]);
@@ -84,9 +87,12 @@ describe("llamem inspect", () => {
     const q4 = est.rows.find((row) => row.contextSize === 4096 && row.kvType === "q4_0");
     expect(f16?.kvCacheBytes).toBe(tiny.nLayer * 2048 * nEmbdKv * 2 * 2);
     expect(q4?.kvCacheBytes).toBe((tiny.nLayer * 4096 * nEmbdKv * 2 * 18) / 32);
-    expect(f16?.totalBytes).toBe(est.weightsBytes + (f16?.kvCacheBytes ?? 0));
-    expect(est.weightsBytes).toBeGreaterThan(0);
-    expect(est.weightsBytes).toBeLessThan(json.fileSize);
+    for (const row of est.rows) {
+      expect(row.totalBytes).toBe(row.weightsBytes + row.kvCacheBytes + row.computeBytes);
+      expect(row.weightsBytes).toBeGreaterThan(0);
+      expect(row.weightsBytes).toBeLessThan(json.fileSize);
+      expect(row.computeBytes).toBeGreaterThan(0);
+    }
   }, 30_000);
 
   describe("exit codes", () => {

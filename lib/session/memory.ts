@@ -1,0 +1,237 @@
+/**
+ * The memory policy of a chat session: what its options mean, how history splits into turns,
+ * and the archive evicted turns go to.
+ */
+import { appendFile, readFile } from "node:fs/promises";
+import { LlamemError, invalidArgument } from "../errors.js";
+import type { ChatMessage } from "../model.js";
+
+/** One message of a session's history. */
+export interface SessionMessage {
+  readonly role: ChatMessage["role"];
+  readonly content: string;
+  /** Pinned messages (and the turns holding them) are never evicted. */
+  readonly pinned?: boolean;
+  /** When the message was added, in ms since the epoch. */
+  readonly timestamp: number;
+}
+
+/** A message given to {@link ChatSession.setHistory}; the timestamp defaults to now. */
+export interface SessionMessageInput {
+  readonly role: ChatMessage["role"];
+  readonly content: string;
+  readonly pinned?: boolean;
+  readonly timestamp?: number;
+}
+
+/** A user message and the replies that follow it (never split by eviction). */
+export type Turn = readonly SessionMessage[];
+
+/**
+ * Writes the summary of turns that are folded out of the prompt. Receives exactly the turns
+ * evicted this time and the summary written before (if any); returns the new running summary.
+ */
+export type Summarizer = (turns: readonly Turn[], previousSummary: string | undefined) => Promise<string>;
+
+/** Summaries written by the session's own model. */
+export interface ModelSummaryOptions {
+  /** The instruction appended after the turns to summarize (a default asks for a short factual summary). */
+  prompt?: string;
+  /** Most tokens of a summary (default: a quarter of the budget, at most 128). */
+  maxTokens?: number;
+}
+
+/** Where evicted turns go. */
+export interface ArchiveOptions {
+  /** Append evicted turns to this JSONL file (one {@link ArchivedTurn} a line) instead of keeping them in memory. */
+  path?: string;
+  /** Turns whose newest message is older than this many ms are archived at the next prompt. */
+  maxAge?: number;
+}
+
+/** How a session keeps its prompt within bounds. */
+export type MemoryStrategy = "slidingWindow" | "tokenBudget" | "summarize";
+
+/** Options of a session's memory. */
+export interface MemoryOptions {
+  /**
+   * Most tokens of a formatted prompt: an integer >= 1, or a fraction in (0, 1) of the
+   * sequence's context. Default: the sequence's context minus the reply's maxTokens minus 16.
+   */
+  budget?: number;
+  /**
+   * "tokenBudget" (default) drops the oldest whole turns until the prompt fits; "slidingWindow"
+   * keeps the last `keepLastTurns` turns (and drops more if the budget demands); "summarize"
+   * folds the oldest turns into a running summary, keeping `keepLastTurns` turns verbatim.
+   */
+  strategy?: MemoryStrategy;
+  /**
+   * Never leave out the system prompt (default true). With false, a prompt that is still over
+   * the budget when no turn is left to evict is sent without it.
+   */
+  keepSystem?: boolean;
+  /** Turns kept verbatim besides the new one (default 8 for slidingWindow, 2 for summarize); fewer when the budget demands. */
+  keepLastTurns?: number;
+  /** Pins more messages: those it returns true for are never evicted, like `pinned: true` ones. */
+  pinned?: (message: SessionMessage) => boolean;
+  /** For "summarize": a function, or options of summaries written by the model itself (default). */
+  summarize?: Summarizer | ModelSummaryOptions;
+  /** Where evicted turns go (default: an in-memory list). */
+  archive?: ArchiveOptions;
+  /**
+   * How the KV cache follows an eviction. "shift" (default) cuts the evicted turns' cells out
+   * and shifts the later ones back, evaluating only what is new; the kept cells were computed
+   * while the evicted turns were visible, so this approximates a fresh evaluation (as llama.cpp's
+   * context shift does). "prefix" keeps only the cells before the first evicted token and
+   * evaluates the rest again: slower, and exactly what a fresh context would compute.
+   */
+  kvReuse?: "shift" | "prefix";
+}
+
+/** An evicted turn as the archive keeps it. */
+export interface ArchivedTurn {
+  readonly messages: Turn;
+  /** When it was archived, in ms since the epoch. */
+  readonly archivedAt: number;
+  /** The policy that evicted it. */
+  readonly reason: MemoryEventKind;
+}
+
+/** What a memory decision did: "prune" dropped turns, "summarize" folded them into the summary, "archive" moved turns past maxAge, "omitSystem" left the system prompt out. */
+export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem";
+
+/** One memory decision, reported through `onMemoryEvent`. */
+export interface MemoryEvent {
+  readonly kind: MemoryEventKind;
+  /** Why, in words (the budget and size, the window, the age limit). */
+  readonly reason: string;
+  /** The turns taken out of the prompt (for "omitSystem", the system message). */
+  readonly dropped: readonly Turn[];
+  /** Prompt tokens before and after this decision. */
+  readonly tokensBefore: number;
+  readonly tokensAfter: number;
+  /** Time taken by the decision (summarizing included) in ms. */
+  readonly ms: number;
+  /**
+   * Whether the messages kept after the evicted ones stayed in the KV cache (cut out and shifted
+   * in place). False when they had to be evaluated again: kvReuse "prefix", a cache that cannot
+   * shift, or a new summary placed before them.
+   */
+  readonly kvReused: boolean;
+  /** Tokens of kept messages evaluated again because of this turn's evictions. */
+  readonly reevaluatedTokens: number;
+}
+
+/** The options with defaults applied. @internal */
+export interface ResolvedMemory {
+  readonly budget: number | undefined;
+  readonly strategy: MemoryStrategy;
+  readonly keepSystem: boolean;
+  readonly keepLastTurns: number;
+  readonly pinned: ((message: SessionMessage) => boolean) | undefined;
+  readonly summarize: Summarizer | ModelSummaryOptions;
+  readonly archivePath: string | undefined;
+  readonly maxAge: number | undefined;
+  readonly kvReuse: "shift" | "prefix";
+}
+
+const STRATEGIES: readonly MemoryStrategy[] = ["slidingWindow", "tokenBudget", "summarize"];
+
+/** Validates memory options and applies the defaults. @internal */
+export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
+  const strategy = o.strategy ?? "tokenBudget";
+  if (!STRATEGIES.includes(strategy)) invalidArgument(`memory.strategy must be one of ${STRATEGIES.join(", ")}`);
+  const b = o.budget;
+  if (b !== undefined && !(Number.isFinite(b) && ((b > 0 && b < 1) || (Number.isInteger(b) && b >= 1)))) {
+    invalidArgument("memory.budget must be an integer >= 1 (tokens) or a fraction in (0, 1) of the context");
+  }
+  const keepLastTurns = o.keepLastTurns ?? (strategy === "slidingWindow" ? 8 : 2);
+  if (!Number.isInteger(keepLastTurns) || keepLastTurns < 0) invalidArgument("memory.keepLastTurns must be a non-negative integer");
+  const maxAge = o.archive?.maxAge;
+  if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) invalidArgument("memory.archive.maxAge must be a non-negative number of ms");
+  const kvReuse = o.kvReuse ?? "shift";
+  if (kvReuse !== "shift" && kvReuse !== "prefix") invalidArgument('memory.kvReuse must be "shift" or "prefix"');
+  const s = o.summarize ?? {};
+  if (typeof s !== "function") {
+    if (s.maxTokens !== undefined && (!Number.isInteger(s.maxTokens) || s.maxTokens < 1)) invalidArgument("memory.summarize.maxTokens must be a positive integer");
+  }
+  return {
+    budget: b,
+    strategy,
+    keepSystem: o.keepSystem ?? true,
+    keepLastTurns,
+    pinned: o.pinned,
+    summarize: s,
+    archivePath: o.archive?.path,
+    maxAge,
+    kvReuse,
+  };
+}
+
+/** The prompt budget in tokens for a sequence of `contextSize` tokens and replies of `maxTokens`. @internal */
+export function budgetTokens(memory: ResolvedMemory, contextSize: number, maxTokens: number): number {
+  const b = memory.budget;
+  const tokens = b === undefined ? contextSize - maxTokens - 16 : b < 1 ? Math.floor(b * contextSize) : b;
+  if (tokens < 1) {
+    invalidArgument(`the prompt budget is ${tokens} tokens: the sequence holds ${contextSize} and a reply takes up to ${maxTokens}; set memory.budget or a smaller maxTokens`);
+  }
+  // A prompt must leave room for at least one generated token.
+  return Math.min(tokens, contextSize - 1);
+}
+
+/** Splits history into turns: each user message starts one; leading other messages form their own. @internal */
+export function splitTurns<T extends { readonly role: string }>(history: readonly T[]): T[][] {
+  const turns: T[][] = [];
+  for (const m of history) {
+    const last = turns[turns.length - 1];
+    if (m.role === "user" || !last) turns.push([m]);
+    else last.push(m);
+  }
+  return turns;
+}
+
+/** Where evicted turns are kept: in memory, or appended to a JSONL file. @internal */
+export class Archive {
+  readonly #memory: ArchivedTurn[] = [];
+
+  constructor(readonly path: string | undefined) {}
+
+  async add(turns: readonly Turn[], reason: MemoryEventKind, at: number): Promise<void> {
+    const entries = turns.map((messages) => ({ messages, archivedAt: at, reason }));
+    if (this.path === undefined) {
+      this.#memory.push(...entries);
+      return;
+    }
+    try {
+      await appendFile(this.path, entries.map((e) => `${JSON.stringify(e)}\n`).join(""));
+    } catch (err) {
+      throw new LlamemError("ERR_IO", `cannot append to the archive ${this.path}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The in-memory entries (empty when archiving to a file). */
+  get entries(): readonly ArchivedTurn[] {
+    return this.#memory;
+  }
+
+  /** Restores in-memory entries from a saved session. */
+  restore(entries: readonly ArchivedTurn[]): void {
+    this.#memory.push(...entries);
+  }
+
+  /** Every archived turn, oldest first. */
+  async read(): Promise<ArchivedTurn[]> {
+    if (this.path === undefined) return [...this.#memory];
+    let text: string;
+    try {
+      text = await readFile(this.path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw new LlamemError("ERR_IO", `cannot read the archive ${this.path}: ${(err as Error).message}`, { cause: err });
+    }
+    return text
+      .split("\n")
+      .filter((line) => line.length > 0)
+      .map((line) => JSON.parse(line) as ArchivedTurn);
+  }
+}

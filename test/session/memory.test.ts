@@ -1,0 +1,282 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSession, loadModel, type MemoryEvent, type MemoryStrategy, type Model, type Turn } from "../../lib/index.js";
+import { tinyModel } from "../helpers/models.js";
+import { THREADS, codeOf, expectWholeTurns, formatted } from "./helpers.js";
+
+const SYSTEM = "You are a helpful assistant. Keep every answer short and friendly.";
+const PINNED = "Remember this for the whole conversation: my name is Ada and I live in Lisbon.";
+
+let model: Model;
+let dir: string;
+
+beforeAll(async () => {
+  model = await loadModel(await tinyModel("f16"));
+  dir = mkdtempSync(join(tmpdir(), "llamem-session-memory-"));
+});
+afterAll(async () => {
+  await model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const userText = (i: number) => `Message ${i}: tell me something about topic ${i % 7}.`;
+
+describe("memory strategies", () => {
+  it.each<MemoryStrategy>(["tokenBudget", "slidingWindow", "summarize"])(
+    "%s keeps 200 turns under the budget; system and pinned messages survive; pairs are never split",
+    async (strategy) => {
+      // System, pinned turn, summary and new message take ~160 tokens: the budget leaves room for turns.
+      const budget = 200;
+      // The window (one turn) binds before the budget does, so slidingWindow is tested as a window.
+      const keepLastTurns = strategy === "slidingWindow" ? 1 : 2;
+      const events: MemoryEvent[] = [];
+      const calls: { turns: readonly Turn[]; previous: string | undefined; result: string }[] = [];
+      await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+      const session = await createSession(ctx, {
+        system: SYSTEM,
+        maxTokens: 3,
+        temperature: 0,
+        memory: {
+          strategy,
+          budget,
+          keepLastTurns,
+          summarize: async (turns, previous) => {
+            const result = `${turns.length} turn(s) folded, call ${calls.length + 1}`;
+            calls.push({ turns, previous, result });
+            return result;
+          },
+        },
+        onMemoryEvent: (e) => events.push(e),
+      });
+      const systemTokens = (await formatted(model, [{ role: "system", content: SYSTEM }], false)).length;
+      const t0 = performance.now();
+      for (let i = 0; i < 200; i++) {
+        await session.prompt(i === 3 ? PINNED : userText(i), i === 3 ? { pinned: true } : {});
+        const g = session.lastGeneration;
+        expect(g?.promptTokens).toBeLessThanOrEqual(budget);
+        expectWholeTurns(session.history);
+        if (i >= 3) expect(session.history.some((m) => m.content === PINNED && m.pinned)).toBe(true);
+        // The system prompt is still the start of the cache.
+        const cached = await model.detokenize(session.sequence?.tokens.slice(0, systemTokens) ?? [], { special: true });
+        expect(cached).toContain(SYSTEM);
+        if (strategy === "slidingWindow") {
+          const unpinnedTurns = session.history.filter((m) => m.role === "user" && !m.pinned).length;
+          expect(unpinnedTurns).toBeLessThanOrEqual(keepLastTurns + 1);
+        }
+      }
+      const ms = performance.now() - t0;
+
+      const stats = await session.stats();
+      expect(stats.turnsEvicted).toBeGreaterThan(150);
+      expect(events.length).toBeGreaterThan(0);
+      for (const e of events) {
+        expect(e.dropped.length).toBeGreaterThan(0);
+        expect(e.ms).toBeGreaterThanOrEqual(0);
+        for (const turn of e.dropped) {
+          expect(turn[0]?.role).toBe("user");
+          expect(turn.some((m) => m.pinned)).toBe(false);
+        }
+      }
+      // Evicted turns and the history together are every turn, in order, each exactly once.
+      const archived = session.archive.flatMap((a) => a.messages.filter((m) => m.role === "user").map((m) => m.content));
+      const live = session.history.filter((m) => m.role === "user" && !m.pinned).map((m) => m.content);
+      expect([...archived, ...live]).toEqual(Array.from({ length: 200 }, (_, i) => i).filter((i) => i !== 3).map(userText));
+      expect(session.archive.length).toBe(stats.turnsEvicted);
+      for (const a of session.archive) {
+        expect(a.archivedAt).toBeGreaterThanOrEqual(Math.max(...a.messages.map((m) => m.timestamp)));
+        expect(a.messages.map((m) => m.role)).toEqual(["user", "assistant"]);
+      }
+
+      if (strategy === "summarize") {
+        expect(stats.summaries).toBe(calls.length);
+        expect(events.every((e) => e.kind === "summarize")).toBe(true);
+        // Called with exactly the turns each event evicted, and the summary written before.
+        expect(calls.map((c) => c.turns)).toEqual(events.map((e) => e.dropped));
+        expect(calls.flatMap((c) => c.turns)).toEqual(session.archive.map((a) => a.messages));
+        calls.forEach((c, i) => expect(c.previous).toBe(i === 0 ? undefined : calls[i - 1]?.result));
+        expect(session.summary).toBe(calls[calls.length - 1]?.result);
+      } else {
+        expect(calls).toHaveLength(0);
+        expect(events.every((e) => e.kind === "prune")).toBe(true);
+        if (strategy === "slidingWindow") expect(events.every((e) => e.reason.startsWith("sliding window"))).toBe(true);
+        // Pruning cut the turns out of the KV cache in place: nothing kept was evaluated again.
+        expect(events.every((e) => e.kvReused && e.reevaluatedTokens === 0)).toBe(true);
+      }
+      console.log(`${strategy}: 200 turns in ${ms.toFixed(0)} ms, ${events.length} memory events, ${stats.evaluatedTokens} tokens evaluated`);
+    },
+  );
+
+  it("tokenBudget does not evaluate the kept conversation again after pruning", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 4,
+      temperature: 0,
+      memory: { budget: 150 },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 30; i++) {
+      await session.prompt(userText(i));
+      if (i < 2) continue;
+      const g = session.lastGeneration;
+      // The messages up to the previous user message were in the cache and stayed there: only the
+      // previous reply (re-tokenized), the new message and the assistant header are evaluated.
+      const kept = session.history.slice(0, -3);
+      const keptTokens = (await formatted(model, [{ role: "system", content: SYSTEM }, ...kept], false)).length;
+      expect(g?.evaluatedPromptTokens).toBeLessThanOrEqual((g?.promptTokens ?? 0) - keptTokens);
+    }
+    expect(events.length).toBeGreaterThan(10);
+  });
+
+  it("summarize folds all but keepLastTurns turns when the budget allows", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const kept: number[] = [];
+    const folded: number[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 300, keepLastTurns: 2, summarize: async (turns) => `${turns.length} turns` },
+      onMemoryEvent: (e) => {
+        folded.push(e.dropped.length);
+        // Called after the eviction: the history holds the kept turns and the new message.
+        kept.push(session.history.filter((m) => m.role === "user").length);
+      },
+    });
+    for (let i = 0; i < 40; i++) await session.prompt(userText(i));
+    expect(kept.length).toBeGreaterThan(3);
+    expect(kept.every((n) => n === 3)).toBe(true);
+    // The first fold takes every turn but the last two; later folds take what came since.
+    expect(folded.slice(1).every((n) => n === folded[1])).toBe(true);
+  });
+
+  it("summarizes with the model itself when no function is given", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 170, keepLastTurns: 1, summarize: { maxTokens: 6 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 12; i++) {
+      await session.prompt(userText(i));
+      expect(session.lastGeneration?.promptTokens).toBeLessThanOrEqual(170);
+    }
+    const summaries = events.filter((e) => e.kind === "summarize");
+    expect(summaries.length).toBeGreaterThan(0);
+    expect(session.summary?.length).toBeGreaterThan(0);
+    // The summary sits before the kept turns, so they are evaluated again after it: reported.
+    expect(summaries.every((e) => !e.kvReused && e.reevaluatedTokens > 0)).toBe(true);
+    const cached = await model.detokenize(session.sequence?.tokens ?? [], { special: true });
+    expect(cached).toContain(`Summary of the earlier conversation:\n${session.summary}`);
+    expect((await session.stats()).summaries).toBe(summaries.length);
+  });
+
+  it("appends evicted turns to a JSONL archive with their timestamps", async () => {
+    const path = join(dir, "archive.jsonl");
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 3, temperature: 0, memory: { budget: 140, archive: { path } } });
+    const t0 = Date.now();
+    for (let i = 0; i < 20; i++) await session.prompt(userText(i));
+    const lines = readFileSync(path, "utf8").trim().split("\n");
+    const entries = lines.map((l) => JSON.parse(l) as { messages: { role: string; content: string; timestamp: number }[]; archivedAt: number; reason: string });
+    expect(entries.length).toBe((await session.stats()).turnsEvicted);
+    expect(entries.length).toBeGreaterThan(5);
+    entries.forEach((e, i) => {
+      expect(e.reason).toBe("prune");
+      expect(e.messages[0]?.content).toBe(userText(i));
+      expect(e.messages.map((m) => m.role)).toEqual(["user", "assistant"]);
+      for (const m of e.messages) expect(m.timestamp).toBeGreaterThanOrEqual(t0);
+      expect(e.archivedAt).toBeGreaterThanOrEqual(e.messages[1]?.timestamp ?? Infinity);
+    });
+    expect(await session.readArchive()).toEqual(entries);
+    expect(session.archive).toHaveLength(0);
+  });
+
+  it("archives turns older than maxAge at the next prompt", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { archive: { maxAge: 60_000 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    const old = Date.now() - 10 * 60_000;
+    session.setHistory([
+      { role: "user", content: "an old question", timestamp: old },
+      { role: "assistant", content: "an old answer", timestamp: old + 1000 },
+      { role: "user", content: "an old pinned note", timestamp: old, pinned: true },
+      { role: "assistant", content: "noted", timestamp: old + 1000 },
+      { role: "user", content: "a recent question" },
+      { role: "assistant", content: "a recent answer" },
+    ]);
+    await session.prompt("and now?");
+    expect(events.map((e) => e.kind)).toEqual(["archive"]);
+    expect(events[0]?.dropped.map((t) => t.map((m) => m.content))).toEqual([["an old question", "an old answer"]]);
+    expect(session.archive.map((a) => [a.reason, a.messages[0]?.timestamp])).toEqual([["archive", old]]);
+    expect(session.history.map((m) => m.content).slice(0, 5)).toEqual(["an old pinned note", "noted", "a recent question", "a recent answer", "and now?"]);
+  });
+
+  it("keeps the system prompt over the budget unless keepSystem is false", async () => {
+    const longSystem = `${SYSTEM} `.repeat(4);
+    for (const keepSystem of [true, false]) {
+      await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+      const events: MemoryEvent[] = [];
+      const session = await createSession(ctx, { system: longSystem, maxTokens: 2, temperature: 0, memory: { budget: 60, keepSystem }, onMemoryEvent: (e) => events.push(e) });
+      await session.prompt("Hello there, who are you?");
+      const cached = await model.detokenize(session.sequence?.tokens ?? [], { special: true });
+      if (keepSystem) {
+        expect(events).toHaveLength(0);
+        expect(session.lastGeneration?.promptTokens).toBeGreaterThan(60);
+        expect(cached).toContain(longSystem);
+      } else {
+        expect(events.map((e) => e.kind)).toEqual(["omitSystem"]);
+        expect(session.lastGeneration?.promptTokens).toBeLessThanOrEqual(60);
+        expect(cached).not.toContain("helpful assistant");
+        expect(session.system).toBe(longSystem);
+      }
+    }
+  });
+
+  it("history is data: a session given another's history replies the same", async () => {
+    await using a = await model.createContext({ contextSize: 512, ...THREADS });
+    await using b = await model.createContext({ contextSize: 512, ...THREADS });
+    const first = await createSession(a, { system: SYSTEM, maxTokens: 6, temperature: 0 });
+    for (let i = 0; i < 3; i++) await first.prompt(userText(i));
+    const second = await createSession(b, { system: SYSTEM, maxTokens: 6, temperature: 0 });
+    second.setHistory(first.history);
+    expect(second.history).toEqual(first.history);
+    const expected = await first.prompt("One more thing?");
+    expect(await second.prompt("One more thing?")).toBe(expected);
+    expect(second.lastGeneration?.promptTokens).toBe(first.lastGeneration?.promptTokens);
+  });
+
+  it("an aborted turn leaves the history as it was; a second turn at once is ERR_BUSY", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const session = await createSession(ctx, { system: SYSTEM, temperature: 0 });
+    await session.prompt("Hi", { maxTokens: 3 });
+    const before = [...session.history];
+    const ac = new AbortController();
+    const pieces: string[] = [];
+    const run = (async () => {
+      for await (const piece of session.stream("Tell me a long story", { maxTokens: 200, signal: ac.signal })) {
+        pieces.push(piece);
+        if (pieces.length === 3) ac.abort();
+      }
+    })();
+    expect(await codeOf(session.prompt("concurrent"))).toBe("ERR_BUSY");
+    expect(await codeOf(run)).toBe("ERR_ABORTED");
+    expect(session.history).toEqual(before);
+    expect(await session.prompt("Still there?", { maxTokens: 2 })).toBeTypeOf("string");
+    expect(session.history).toHaveLength(before.length + 2);
+    expect(await codeOf(createSession(ctx))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(createSession(ctx.sequence(0), { memory: { strategy: "lru" as never } }))).toBe("ERR_INVALID_ARGUMENT");
+  });
+});

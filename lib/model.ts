@@ -129,15 +129,26 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const loadMode = requestedMode !== "auto" ? requestedMode : vocabOnly ? "mmap" : await autoLoadMode(path, gpuLayers, repack);
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
 
+  // Native progress arrives through the event loop and can trail the load's completion: report
+  // only increasing values, and 1 before the promise resolves, never after.
+  let last = -1;
+  let settled = false;
+  const report = (p: number) => {
+    if (settled || p <= last) return;
+    last = p;
+    options.onProgress?.(p);
+  };
   const { promise, cancel } = native().Model.load(
     path,
     { gpuLayers, loadMode: LOAD_MODES[loadMode], repack, vocabOnly, checkTensors: false },
-    options.onProgress,
+    options.onProgress ? report : undefined,
   );
   const onAbort = () => cancel();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
     const handle = await promise;
+    report(1);
+    settled = true;
     if (signal?.aborted) {
       handle.dispose();
       throw new LlamemError("ERR_ABORTED", "model load was aborted");
@@ -146,6 +157,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   } catch (err) {
     throw fromNative(err);
   } finally {
+    settled = true;
     signal?.removeEventListener("abort", onAbort);
   }
 }

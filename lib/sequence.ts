@@ -8,7 +8,7 @@ import type { Model } from "./model.js";
 import { Sampler, type SamplingOptions } from "./sampler.js";
 import { decodeState, encodeState } from "./state.js";
 import { writeFileAtomic } from "./gguf-writer.js";
-import { readFile } from "node:fs/promises";
+import { readWholeFile } from "./container.js";
 
 /** Options of {@link Sequence.generate}. */
 export interface GenerateOptions extends SamplingOptions {
@@ -194,14 +194,7 @@ export class Sequence {
 
   /** Restores a state written by {@link saveStateFile}. */
   async loadStateFile(path: string): Promise<void> {
-    let buf: Buffer;
-    try {
-      buf = await readFile(path);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      throw new LlamemError(code === "ENOENT" ? "ERR_FILE_NOT_FOUND" : "ERR_IO", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
-    }
-    await this.restoreState(buf);
+    await this.restoreState(await readWholeFile(path));
   }
 
   /**

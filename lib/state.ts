@@ -9,6 +9,7 @@
  */
 import { createHash } from "node:crypto";
 import { LlamemError } from "./errors.js";
+import { decodeContainer, encodeContainer } from "./container.js";
 
 const MAGIC = Buffer.from("LLMEMST1", "latin1");
 const VERSION = 2;
@@ -27,32 +28,20 @@ const sha256 = (data: Buffer) => createHash("sha256").update(data).digest("hex")
 /** Builds a state buffer. */
 export function encodeState(fingerprint: string, layout: string, tokens: readonly number[], data: Buffer): Buffer {
   const h: Header = { version: VERSION, model: fingerprint, layout, sha256: sha256(data), tokens: [...tokens] };
-  const header = Buffer.from(JSON.stringify(h), "utf8");
-  const len = Buffer.alloc(4);
-  len.writeUInt32LE(header.length);
-  return Buffer.concat([MAGIC, len, header, data]);
+  return encodeContainer(MAGIC, h, data);
 }
 
 /** Parses a state buffer; ERR_STATE_MISMATCH when it is not one. */
 export function decodeState(buf: Buffer): { fingerprint: string; layout: string; tokens: number[]; data: Buffer } {
   const bad = (why: string) => new LlamemError("ERR_STATE_MISMATCH", `not a llamem sequence state: ${why}`);
-  if (!Buffer.isBuffer(buf) || buf.length < 12 || !buf.subarray(0, 8).equals(MAGIC)) throw bad("wrong magic");
-  const len = buf.readUInt32LE(8);
-  if (12 + len > buf.length) throw bad("truncated header");
-  let header: Header;
-  try {
-    header = JSON.parse(buf.subarray(12, 12 + len).toString("utf8")) as Header;
-  } catch {
-    throw bad("unreadable header");
-  }
-  if (header.version !== VERSION) throw bad(`version ${String(header.version)} (this llamem reads ${VERSION})`);
+  const { header: raw, payload: data } = decodeContainer(buf, MAGIC, VERSION, "a llamem sequence state");
+  const header = raw as unknown as Header;
   if (
     typeof header.model !== "string" || typeof header.layout !== "string" || typeof header.sha256 !== "string" ||
     !Array.isArray(header.tokens) || !header.tokens.every((t) => Number.isInteger(t) && t >= 0)
   ) {
     throw bad("malformed header");
   }
-  const data = buf.subarray(12 + len);
   if (sha256(data) !== header.sha256) throw bad("the cache data is damaged (checksum mismatch)");
   return { fingerprint: header.model, layout: header.layout, tokens: header.tokens, data };
 }

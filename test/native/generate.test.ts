@@ -3,6 +3,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, LlamemError, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
+import { codeOf } from "../helpers/errors.js";
 
 interface ReferenceCase {
   preset: string;
@@ -31,15 +32,6 @@ async function collect(it: AsyncIterable<string>): Promise<string[]> {
   return out;
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return (err as LlamemError).code;
-  }
-  return undefined;
-}
 
 describe("generation", () => {
   it.each(reference.cases)("greedy tokens match llama.cpp's examples/simple ($type)", async (c) => {

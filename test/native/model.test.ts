@@ -7,6 +7,7 @@ import { defaultVocabPath } from "../../lib/synthetic.js";
 import { native } from "../../lib/native.js";
 import { fromNative } from "../../lib/errors.js";
 import { tinyModel } from "../helpers/models.js";
+import { codeOf } from "../helpers/errors.js";
 
 let modelPath: string;
 const scratch = mkdtempSync(join(tmpdir(), "llamem-model-test-"));
@@ -15,15 +16,6 @@ beforeAll(async () => {
   modelPath = await tinyModel("f16");
 });
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return (err as LlamemError).code;
-  }
-  return undefined;
-}
 
 describe("loadModel", () => {
   it("loads a model with progress and reports its metadata", async () => {

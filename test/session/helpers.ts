@@ -48,16 +48,7 @@ export async function formatted(model: Model, messages: { role: string; content:
   return model.info.addBos && tokens[0] !== model.info.bos ? [model.info.bos, ...tokens] : tokens;
 }
 
-/** The error code a promise rejects with (undefined if it resolves). */
-export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return (err as LlamemError).code;
-  }
-  return undefined;
-}
+export { codeOf } from "../helpers/errors.js";
 
 /** Replies alternate user/assistant: no turn was split. */
 export function expectWholeTurns(history: readonly { role: string }[]): void {

@@ -12,6 +12,7 @@ import { Command } from "commander";
 import { packageRoot } from "../native.js";
 import { EXIT, flush, reportError, type CommandRegistrar } from "./output.js";
 import { registerPrompt } from "./prompt.js";
+import { registerChat } from "./chat.js";
 import { registerInspect } from "./inspect.js";
 import { registerMakeModel } from "./make-model.js";
 import { registerFit } from "./fit.js";
@@ -22,7 +23,7 @@ import { registerRpcServer } from "./rpc-server.js";
 
 /** The commands, in the order `llamem --help` lists them. */
 const COMMANDS: readonly CommandRegistrar[] = [
-  registerPrompt, registerInspect, registerFit, registerDevices, registerBench, registerQuantize, registerMakeModel, registerRpcServer,
+  registerPrompt, registerChat, registerInspect, registerFit, registerDevices, registerBench, registerQuantize, registerMakeModel, registerRpcServer,
 ];
 
 function packageVersion(): string {
@@ -60,11 +61,13 @@ Examples:
   $ llamem devices
   $ llamem bench -m model.gguf --reps 3
   $ llamem quantize model-f16.gguf model-q4_k_m.gguf q4_k_m
+  $ llamem chat -m model.gguf --strategy summarize --budget 0.75
   $ llamem make-model tiny.gguf --preset tiny --type q8_0
   $ llamem rpc-server --port 50052
 
-Exit codes: 0 ok, 1 other error, 2 usage, 3 file not found, 4 not a valid GGUF,
-5 llama.cpp failure (load, context, decode), 6 aborted, 7 native addon missing,
+Exit codes: 0 ok, 1 other error, 2 usage, 3 file not found, 4 not a valid GGUF
+(or a saved state that does not fit), 5 llama.cpp failure (load, context, decode,
+quantize), 6 aborted, 7 native addon missing, 8 does not fit in memory,
 130 interrupted (Ctrl-C).`,
   );
   return program;

@@ -10,10 +10,11 @@
  * | 1    | anything else (I/O failure, internal error, an unexpected exception)               |
  * | 2    | usage: unknown command or option, missing or invalid argument (ERR_INVALID_ARGUMENT) |
  * | 3    | file not found, or not a regular file (ERR_FILE_NOT_FOUND, ERR_NOT_A_FILE)         |
- * | 4    | not a GGUF file, truncated or invalid GGUF (ERR_NOT_GGUF, ERR_GGUF_TRUNCATED, ERR_GGUF_INVALID) |
- * | 5    | llama.cpp failed: model load, context creation, decode, out of memory, context full |
+ * | 4    | not a GGUF file, truncated or invalid GGUF, or a saved state/session that does not fit (ERR_STATE_MISMATCH) |
+ * | 5    | llama.cpp failed: model load, context creation, decode, quantize, out of memory, context full |
  * | 6    | aborted by something other than a signal (ERR_ABORTED)                             |
  * | 7    | the native addon cannot be loaded (ERR_NATIVE_LOAD)                                |
+ * | 8    | does not fit the memory or the budget (ERR_INSUFFICIENT_MEMORY)                     |
  * | 130  | interrupted by SIGINT (Ctrl-C); 143 for SIGTERM (128 + signal number)              |
  *
  * @packageDocumentation
@@ -49,6 +50,7 @@ const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
   ERR_NOT_GGUF: EXIT.GGUF,
   ERR_GGUF_TRUNCATED: EXIT.GGUF,
   ERR_GGUF_INVALID: EXIT.GGUF,
+  ERR_STATE_MISMATCH: EXIT.GGUF,
   ERR_MODEL_LOAD: EXIT.LLAMA,
   ERR_CONTEXT_CREATE: EXIT.LLAMA,
   ERR_DECODE: EXIT.LLAMA,

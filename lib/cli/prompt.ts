@@ -24,7 +24,7 @@ import {
 } from "./output.js";
 
 /** KV cache element types accepted by --kv-type (those llama.cpp's context accepts). */
-const KV_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const satisfies readonly KvCacheType[];
+export const KV_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const satisfies readonly KvCacheType[];
 
 /** The options of `llamem prompt`, as commander hands them over. */
 interface PromptOptions {
@@ -77,7 +77,7 @@ export function demoModelPath(): string {
 }
 
 /** -m, else $LLAMEM_MODEL, else the demo model (which must exist). */
-function resolveModel(option: string | undefined): { path: string; demo: boolean } {
+export function resolveModel(option: string | undefined): { path: string; demo: boolean } {
   if (option !== undefined) return { path: option, demo: false };
   const env = process.env["LLAMEM_MODEL"];
   if (env) return { path: env, demo: false };
@@ -111,7 +111,8 @@ function unescape(s: string): string {
   return s.replace(/\\(n|r|t|\\)/g, (_m, c: string) => (c === "n" ? "\n" : c === "r" ? "\r" : c === "t" ? "\t" : "\\"));
 }
 
-function gpuLayersArg(value: string): number {
+/** Parses --gpu-layers: an integer >= -1, or "all" (-1). */
+export function gpuLayersArg(value: string): number {
   return value === "all" ? -1 : intArg(-1)(value);
 }
 

@@ -91,9 +91,9 @@ describe("llamem fit", () => {
     expect(r.stdout).toMatch(/^CPU\s+[\d.]+ MiB\s+272 KiB\s+[\d.]+ MiB\s+[\d.]+ MiB\s+1\.00 GiB$/m);
   });
 
-  it("exits 1 when nothing fits; --json still prints one object saying why", async () => {
+  it("exits 8 when nothing fits; --json still prints one object saying why", async () => {
     const r = await runCli(["fit", q8, "--max-ram", "1M", "--json"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(8);
     const j = JSON.parse(r.stdout) as FitJsonResult;
     expect(j.fits).toBe(false);
     expect(j.error?.code).toBe("ERR_INSUFFICIENT_MEMORY");
@@ -153,7 +153,7 @@ describe("llamem quantize", () => {
     expect((await runCli(["quantize", text, out, "q4_0"])).code).toBe(4);
     // Re-quantizing a quantized model is refused by llama.cpp unless asked for.
     const requant = await runCli(["quantize", q8, out, "q4_0", "--threads", "1"]);
-    expect(requant.code).toBe(1);
+    expect(requant.code).toBe(5);
     expect(requant.stderr).toMatch(/--allow-requantize/);
     expect((await runCli(["quantize", f16, f16, "q4_0"])).code).toBe(2);
   });

@@ -1,0 +1,433 @@
+/**
+ * `llamem chat`: an interactive conversation on a chat session, with its memory policy.
+ *
+ * Each line read from stdin is one user message and each reply is streamed to stdout, followed
+ * by a newline. stdout carries the replies and nothing else (plus the "> " marker when a person
+ * types at a terminal); everything for humans (progress, memory events, /stats, errors) goes to
+ * stderr. Lines starting with "/" are commands: /save, /load, /stats, /history, /help, /exit.
+ */
+import { createInterface, type Interface } from "node:readline";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { LlamemError } from "../errors.js";
+import { loadModel, type Model } from "../model.js";
+import type { Context, KvCacheType } from "../context.js";
+import { setLogLevel } from "../native.js";
+import { createSession, loadSession, checkFingerprint, type ChatSession, type LoadSessionOptions } from "../session/session.js";
+import { readSession } from "../session/persist.js";
+import type { MemoryEvent, MemoryOptions, MemoryStrategy, SessionMessage } from "../session/memory.js";
+import {
+  CliExit,
+  EXIT,
+  ProgressBar,
+  formatBytes,
+  formatTable,
+  intArg,
+  numberArg,
+  reportError,
+  styleFor,
+  type OutStream,
+  type Style,
+} from "./output.js";
+import { KV_TYPES, gpuLayersArg, resolveModel } from "./prompt.js";
+
+const STRATEGIES = ["slidingWindow", "tokenBudget", "summarize"] as const satisfies readonly MemoryStrategy[];
+
+/** The options of `llamem chat`, as commander hands them over. */
+interface ChatOptions {
+  model?: string;
+  system?: string;
+  budget?: number;
+  strategy?: MemoryStrategy;
+  keepLast?: number;
+  archive?: string;
+  load?: string;
+  maxTokens: number;
+  temperature: number;
+  seed?: number;
+  topK?: number;
+  topP?: number;
+  minP?: number;
+  repeatPenalty?: number;
+  ctx?: number;
+  gpuLayers?: number;
+  threads?: number;
+  kvType?: KvCacheType;
+  flashAttn: "auto" | "on" | "off";
+  mmap: boolean;
+  mlock?: boolean;
+  quiet?: boolean;
+  verbose?: boolean;
+}
+
+/** The one line printed for an unknown or malformed command. */
+const COMMAND_HELP = "commands: /save FILE, /load FILE, /stats, /history, /help, /exit (start a message with // to send a /)";
+
+/** Parses --budget: an integer >= 1 (tokens) or a fraction in (0, 1) of the context, as memory.budget takes. */
+function budgetArg(value: string): number {
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!(Number.isFinite(n) && ((n > 0 && n < 1) || (Number.isInteger(n) && n >= 1)))) {
+    throw new InvalidArgumentError("expected an integer >= 1 (tokens) or a fraction in (0, 1) of the context.");
+  }
+  return n;
+}
+
+/** Registers `llamem chat`. */
+export function registerChat(program: Command): Command {
+  const cmd = program
+    .command("chat")
+    .summary("chat with a model, keeping the conversation within a memory budget")
+    .description(
+      "Chat with a model: each line on stdin is a message, each reply is streamed to stdout. At a terminal it\n" +
+        "shows a \"> \" prompt; piped, every line is one message and the chat ends at end of input.\n" +
+        "The memory policy (--budget, --strategy, --keep-last) keeps the prompt bounded; --verbose shows its decisions.\n" +
+        "Commands: /save FILE, /load FILE, /stats, /history, /help, /exit (or end of input); \"//text\" sends \"/text\".\n" +
+        "Ctrl-C stops a reply; at the prompt it ends the chat (exit 130).\n" +
+        "Without -m the model is $LLAMEM_MODEL, else the bundled demo model (random weights: its text is noise).",
+    )
+    .option("-m, --model <path>", "GGUF model file (default: $LLAMEM_MODEL, else the demo model)")
+    .option("--system <text>", "system message (a session resumed with --load keeps its own)")
+    .option("--budget <n>", "most prompt tokens: an integer, or a fraction in (0, 1) of the context (default: context - max-tokens - 16)", budgetArg)
+    .addOption(new Option("--strategy <name>", "how old turns leave the prompt (default tokenBudget)").choices(STRATEGIES))
+    .option("--keep-last <n>", "turns kept verbatim besides the new one (default 8 for slidingWindow, 2 for summarize)", intArg(0))
+    .option("--archive <file>", "append evicted turns to this JSONL file (default: kept in memory)")
+    .option("--load <file>", "resume a session saved with /save")
+    .option("-n, --max-tokens <n>", "most tokens of a reply", intArg(0), 256)
+    .option("--temperature <t>", "sampling temperature; 0 is greedy and deterministic", numberArg(0), 0.8)
+    .option("--seed <n>", "random seed", intArg(0, 0xffffffff))
+    .option("--top-k <k>", "keep only the k most likely tokens (0 = off; default 40)", intArg(0))
+    .option("--top-p <p>", "nucleus sampling threshold (1 = off; default 0.95)", numberArg(0, 1))
+    .option("--min-p <p>", "drop tokens below p times the top probability (0 = off; default 0.05)", numberArg(0, 1))
+    .option("--repeat-penalty <f>", "penalty for repeating recent tokens (1 = off)", numberArg(0, Infinity, true))
+    .option("-c, --ctx <n>", "context size in tokens (default: min(4096, trained length))", intArg(1))
+    .option("--gpu-layers <n>", 'layers to offload to the GPU; -1 or "all" for all (default 0)', gpuLayersArg)
+    .option("-t, --threads <n>", "CPU threads (default: physical cores)", intArg(1))
+    .addOption(new Option("--kv-type <type>", "KV cache element type (default f16)").choices(KV_TYPES))
+    .addOption(new Option("--flash-attn <mode>", "flash attention").choices(["auto", "on", "off"]).default("auto"))
+    .option("--no-mmap", "read the weights into memory instead of mapping the file")
+    .option("--mlock", "lock the weights in RAM")
+    .addOption(new Option("-q, --quiet", "no progress bar or notes on stderr").conflicts("verbose"))
+    .option("-v, --verbose", "show memory events, per-reply timings and llama.cpp's log on stderr")
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ llamem chat -m model.gguf --system "You are a concise assistant."
+  $ llamem chat -m model.gguf --budget 2048 --strategy summarize --keep-last 4 --verbose
+  $ llamem chat -m model.gguf --strategy slidingWindow --keep-last 6 --archive old-turns.jsonl
+  $ printf 'Hi, I am Ada.\\nWhat is my name?\\n/save ada.llamem\\n' | llamem chat -m model.gguf --temperature 0
+  $ llamem chat -m model.gguf --load ada.llamem`,
+    )
+    .action(async (options: ChatOptions) => {
+      await runChat(options);
+    });
+  return cmd;
+}
+
+async function runChat(o: ChatOptions): Promise<void> {
+  const err = process.stderr;
+  const errStyle = styleFor(err);
+  const { path, demo } = resolveModel(o.model);
+  if (demo && !o.quiet) {
+    err.write(errStyle.yellow("llamem: using the demo model, whose weights are random: its text is noise (pass -m <model.gguf>)") + "\n");
+  }
+  if (o.verbose) setLogLevel("info");
+
+  const stdinTTY = process.stdin.isTTY === true;
+  // The marker is for a person typing; it goes to stdout at a terminal, else to stderr, so that
+  // redirected stdout holds only the replies.
+  const markerStream: NodeJS.WriteStream = process.stdout.isTTY ? process.stdout : process.stderr;
+  const interactive = stdinTTY;
+
+  // Ctrl-C handling. `current` is what an interrupt cancels (the model load or a reply); an
+  // interrupt with nothing to cancel, or a second one while a cancelled reply winds down, ends
+  // the chat. A third exits at once, for when the wind-down hangs.
+  let current: AbortController | undefined;
+  let phase: "load" | "reply" | "idle" = "load";
+  // Set by a signal handler (or a closed stdout) with the code the chat ends with. Read through
+  // endCode(): TypeScript's narrowing cannot see the handlers assign it.
+  let ending: { code: number } | undefined;
+  const endCode = (): number | undefined => ending?.code;
+  let rl: Interface | undefined;
+  let rlClosed = false;
+  const end = (code: number) => {
+    if (ending) process.exit(ending.code);
+    ending = { code };
+    current?.abort(new LlamemError("ERR_ABORTED", "interrupted"));
+    rl?.close();
+  };
+  const onSigint = () => {
+    if (phase === "reply" && current && !current.signal.aborted) {
+      current.abort(new LlamemError("ERR_ABORTED", "reply interrupted"));
+      return;
+    }
+    end(EXIT.SIGINT);
+  };
+  const onSigterm = () => end(EXIT.SIGTERM);
+  process.on("SIGINT", onSigint);
+  process.on("SIGTERM", onSigterm);
+  // A reader that went away (`| head`) ends the chat quietly.
+  const onStdoutError = () => {
+    if (!ending) end(EXIT.OK);
+  };
+  process.stdout.on("error", onStdoutError);
+
+  const bar = new ProgressBar("loading", { enabled: !o.quiet });
+  let model: Model | undefined;
+  let context: Context | undefined;
+  let session: ChatSession | undefined;
+  try {
+    current = new AbortController();
+    model = await loadModel(path, {
+      gpuLayers: o.gpuLayers,
+      mmap: o.mmap,
+      mlock: o.mlock,
+      onProgress: (p) => bar.update(p),
+      signal: current.signal,
+    });
+    bar.update(1);
+    // The CLI owns the context (rather than the session) so that /load can put another session
+    // on the same context and /stats can report its memory.
+    context = await model.createContext({ contextSize: o.ctx, threads: o.threads, kvType: o.kvType, flashAttention: o.flashAttn });
+    bar.done();
+    current = undefined;
+
+    const sessionOptions = chatSessionOptions(o, err, errStyle);
+    if (o.load !== undefined) {
+      if (o.system !== undefined && !o.quiet) err.write(errStyle.dim("llamem: --system is ignored with --load: the saved session keeps its own") + "\n");
+      session = await loadSession(context, o.load, sessionOptions);
+    } else {
+      session = await createSession(context, { ...sessionOptions, system: o.system });
+    }
+
+    // A signal during the load has nothing left to cancel; rl does not exist yet to be closed.
+    const loadEnd = endCode();
+    if (loadEnd !== undefined) throw new CliExit(loadEnd);
+    rl = createInterface({
+      input: process.stdin,
+      output: interactive ? markerStream : undefined,
+      terminal: interactive && markerStream.isTTY === true,
+      prompt: "> ",
+      historySize: interactive ? 100 : 0,
+    });
+    // At a terminal in raw mode Ctrl-C arrives as a keypress, which readline reports here.
+    rl.on("SIGINT", onSigint);
+    rl.on("close", () => {
+      rlClosed = true;
+    });
+    const showPrompt = () => {
+      if (interactive && !rlClosed && endCode() === undefined) rl?.prompt();
+    };
+    phase = "idle";
+    showPrompt();
+    for await (const input of rl) {
+      if (endCode() !== undefined) break;
+      const line = input.trim();
+      if (line === "") {
+        showPrompt();
+        continue;
+      }
+      if (line.startsWith("/") && !line.startsWith("//")) {
+        const result = await runCommand(line, { o, model, context, session, sessionOptions, style: errStyle });
+        if (result === "exit") break;
+        if (result instanceof Error) {
+          // A person can retry; a script must not carry on as if the command had worked.
+          if (!interactive) throw result;
+          reportError(result);
+        } else if (result !== undefined) {
+          session = result;
+        }
+        showPrompt();
+        continue;
+      }
+      current = new AbortController();
+      phase = "reply";
+      try {
+        // "//text" sends "/text": the way to start a message with a slash.
+        await reply(session, line.startsWith("//") ? line.slice(1) : line, current.signal, o);
+      } catch (e) {
+        const aborted = e instanceof LlamemError && e.code === "ERR_ABORTED";
+        if (!aborted) {
+          if (!interactive) throw e;
+          reportError(e);
+        } else if (endCode() === undefined && !o.quiet) {
+          err.write(errStyle.dim("llamem: reply interrupted") + "\n");
+        }
+      } finally {
+        current = undefined;
+        phase = "idle";
+      }
+      showPrompt();
+    }
+    // Ctrl-C at the prompt leaves the cursor after "> ": end that line for the shell.
+    const code = endCode();
+    if (code !== undefined && interactive) markerStream.write("\n");
+    if (code !== undefined) throw new CliExit(code);
+  } catch (e) {
+    const code = endCode();
+    if (code !== undefined && e instanceof LlamemError && e.code === "ERR_ABORTED") throw new CliExit(code);
+    throw e;
+  } finally {
+    bar.done();
+    rl?.close();
+    await session?.dispose();
+    await context?.dispose();
+    await model?.dispose();
+    process.stdout.off("error", onStdoutError);
+    process.off("SIGINT", onSigint);
+    process.off("SIGTERM", onSigterm);
+  }
+}
+
+/** The session options the command line sets (everything but the system prompt). */
+function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style): LoadSessionOptions {
+  const memory: MemoryOptions = {};
+  if (o.budget !== undefined) memory.budget = o.budget;
+  if (o.strategy !== undefined) memory.strategy = o.strategy;
+  if (o.keepLast !== undefined) memory.keepLastTurns = o.keepLast;
+  if (o.archive !== undefined) memory.archive = { path: o.archive };
+  return {
+    memory,
+    maxTokens: o.maxTokens,
+    temperature: o.temperature,
+    seed: o.seed,
+    topK: o.topK,
+    topP: o.topP,
+    minP: o.minP,
+    repeatPenalty: o.repeatPenalty,
+    onMemoryEvent: o.verbose ? (e) => err.write(style.dim(formatEvent(e)) + "\n") : undefined,
+  };
+}
+
+/** One stderr line for a memory decision: kind, prompt tokens before → after, time, KV reuse. */
+export function formatEvent(e: MemoryEvent): string {
+  const kv = e.kvReused ? "kv reused" : `kv not reused (${e.reevaluatedTokens} tokens re-evaluated)`;
+  return `llamem: memory ${e.kind}: ${e.tokensBefore} → ${e.tokensAfter} tokens, ${e.ms.toFixed(1)} ms, ${kv}: ${e.reason}`;
+}
+
+/** Streams one reply to stdout and ends it with a newline. */
+async function reply(session: ChatSession, text: string, signal: AbortSignal, o: ChatOptions): Promise<void> {
+  const out = process.stdout;
+  let last = "";
+  try {
+    for await (const piece of session.stream(text, { signal })) {
+      if (piece.length === 0) continue;
+      out.write(piece);
+      last = piece;
+    }
+  } finally {
+    // Also after an interrupted reply: the next prompt or reply starts on its own line.
+    if (!last.endsWith("\n")) out.write("\n");
+  }
+  const r = session.lastGeneration;
+  if (o.verbose && r) {
+    process.stderr.write(
+      `llamem: ${r.promptTokens} prompt tokens (${r.evaluatedPromptTokens} evaluated, ${r.promptTokens - r.evaluatedPromptTokens} from the cache), ` +
+        `${r.generatedTokens} generated (${r.generatedTokensPerSecond.toFixed(1)} tok/s), ` +
+        `first token ${r.timeToFirstTokenMs.toFixed(0)} ms, stop: ${r.stopReason}\n`,
+    );
+  }
+}
+
+/** What a command needs. */
+interface CommandScope {
+  o: ChatOptions;
+  model: Model;
+  context: Context;
+  session: ChatSession;
+  sessionOptions: LoadSessionOptions;
+  style: Style;
+}
+
+/**
+ * Runs a "/" command. Returns "exit" to end the chat, a new session (after /load), an Error the
+ * command failed with, or undefined.
+ */
+async function runCommand(line: string, s: CommandScope): Promise<"exit" | ChatSession | Error | undefined> {
+  const err = process.stderr;
+  const space = line.search(/\s/);
+  const name = space < 0 ? line : line.slice(0, space);
+  const arg = space < 0 ? "" : line.slice(space).trim();
+  const needFile = () => new LlamemError("ERR_INVALID_ARGUMENT", `${name} needs a file name (${COMMAND_HELP})`);
+  try {
+    switch (name) {
+      case "/exit":
+      case "/quit":
+        return "exit";
+      case "/help":
+        err.write(`${COMMAND_HELP}\n`);
+        return undefined;
+      case "/save": {
+        if (arg === "") return needFile();
+        const bytes = await s.session.save(arg);
+        if (!s.o.quiet) err.write(s.style.dim(`llamem: saved ${s.session.history.length} messages to ${arg} (${formatBytes(bytes)})`) + "\n");
+        return undefined;
+      }
+      case "/load": {
+        if (arg === "") return needFile();
+        return await replaceSession(arg, s);
+      }
+      case "/stats":
+        await writeStats(s.session, s.context);
+        return undefined;
+      case "/history":
+        writeHistory(s.session);
+        return undefined;
+      default:
+        err.write(`llamem: unknown command ${name}; ${COMMAND_HELP}\n`);
+        return undefined;
+    }
+  } catch (e) {
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}
+
+/** /load: swaps the session for the saved one, on the same context. */
+async function replaceSession(path: string, s: CommandScope): Promise<ChatSession> {
+  // Read and check the file before the current session is disposed, so that a wrong path or
+  // another model's file leaves the conversation as it was.
+  const { header } = await readSession(path);
+  await checkFingerprint(s.model, header, path);
+  const history: readonly SessionMessage[] = [...s.session.history];
+  const system = s.session.system;
+  // One session per sequence: the old one must go before the saved one takes sequence 0.
+  await s.session.dispose();
+  let next: ChatSession;
+  try {
+    next = await loadSession(s.context, path, s.sessionOptions);
+  } catch (e) {
+    // Keep the chat going on the conversation it had (its cache is evaluated again).
+    const fallback = await createSession(s.context, { ...s.sessionOptions, system });
+    fallback.setHistory(history);
+    reportError(e);
+    return fallback;
+  }
+  if (!s.o.quiet) process.stderr.write(s.style.dim(`llamem: loaded ${next.history.length} messages from ${path}`) + "\n");
+  return next;
+}
+
+/** /stats: the session's figures and the context's memory, on stderr. */
+async function writeStats(session: ChatSession, context: Context): Promise<void> {
+  const st = await session.stats();
+  const m = await context.memory();
+  const rows: string[][] = [
+    ["messages", `${st.messages} (${st.turns} turns)`],
+    ["kv tokens", `${st.kvTokens}`],
+    ["kv bytes", `${st.kvBytes} (${formatBytes(st.kvBytes)})`],
+    ["kv cells", `${m.cellsUsed} of ${m.cells}`],
+    ["summaries", `${st.summaries}`],
+    ["turns evicted", `${st.turnsEvicted}`],
+    ["tokens evaluated", `${st.evaluatedTokens}`],
+    ["tokens generated", `${st.generatedTokens}`],
+    ["memory", `weights ${formatBytes(m.weights)}, kv ${formatBytes(m.kv)}, compute ${formatBytes(m.compute)}`],
+  ];
+  process.stderr.write(formatTable(rows) + "\n");
+}
+
+/** /history: the conversation the prompt is built from, on stderr. */
+function writeHistory(session: ChatSession): void {
+  const lines: string[] = [];
+  if (session.system !== undefined) lines.push(`system: ${session.system}`);
+  if (session.summary !== undefined) lines.push(`summary: ${session.summary}`);
+  for (const m of session.history) lines.push(`${m.role}${m.pinned ? " (pinned)" : ""}: ${m.content}`);
+  process.stderr.write(lines.length > 0 ? lines.join("\n") + "\n" : "(no messages yet)\n");
+}

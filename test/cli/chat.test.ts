@@ -1,0 +1,220 @@
+/**
+ * `llamem chat`, run as a real process on a tiny synthetic model: piped conversations, the
+ * commands, save and resume, the memory policy, signals, a terminal, exit codes.
+ * Needs dist/ built first (npx tsc -p tsconfig.json).
+ */
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { tinyModel } from "../helpers/models.js";
+import { CLI, assertBuilt, cliEnv, hasScript, runCli, shellQuote, tempDir } from "./run.js";
+
+// One thread and short greedy replies: deterministic, and quick on a loaded machine.
+const FAST = ["--threads", "1", "--temperature", "0", "--max-tokens", "4"];
+
+let model = "";
+const tmp = tempDir();
+
+beforeAll(async () => {
+  assertBuilt();
+  model = await tinyModel("f16");
+}, 120_000);
+
+afterAll(() => tmp.cleanup());
+
+/** `llamem chat -m <tiny> <FAST> ...args` with `lines` piped on stdin. */
+function chat(lines: string[], args: string[] = []) {
+  return runCli(["chat", "-m", model, ...FAST, ...args], { input: lines.map((l) => `${l}\n`).join("") });
+}
+
+/** The lines of a reply stream (each reply ends with a newline). */
+function replyLines(stdout: string): string[] {
+  expect(stdout.endsWith("\n")).toBe(true);
+  return stdout.slice(0, -1).split("\n");
+}
+
+/** A chat whose stdin stays open, for the signal tests. */
+class LiveChat {
+  readonly child: ChildProcessWithoutNullStreams;
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+
+  constructor(args: string[]) {
+    this.child = spawn(process.execPath, [CLI, "chat", "-m", model, ...args], { env: cliEnv(), stdio: ["pipe", "pipe", "pipe"] });
+    this.child.stdout.on("data", (b: Buffer) => (this.stdout += b.toString("utf8")));
+    this.child.stderr.on("data", (b: Buffer) => (this.stderr += b.toString("utf8")));
+    this.child.stdin.on("error", () => undefined);
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), 30_000);
+    this.exited = new Promise((resolve) =>
+      this.child.on("close", (code) => {
+        clearTimeout(timer);
+        resolve(code);
+      }),
+    );
+  }
+
+  /** Resolves once `test` holds for what has been read so far (polling; the process may be slow). */
+  async until(test: () => boolean, what: string): Promise<void> {
+    for (let t = 0; !test(); t += 20) {
+      if (this.child.exitCode !== null || t > 20_000) throw new Error(`waited for ${what}; stdout: ${this.stdout} stderr: ${this.stderr}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+}
+
+describe("llamem chat", () => {
+  it("answers each piped line with one reply line, runs /stats, and exits 0 at end of input", async () => {
+    const r = await chat(["Hello there", "", "How are you?", "Tell me more", "/stats", "/history"]);
+    expect(r.code, r.stderr).toBe(0);
+    // The empty line is no message; stdout carries the replies and nothing else.
+    const replies = replyLines(r.stdout);
+    expect(replies).toHaveLength(3);
+    for (const line of replies) expect(line.trim().length).toBeGreaterThan(0);
+    expect(r.stdout).not.toContain("> ");
+    // /stats: 3 turns of 2 messages, the cache holds what was evaluated, nothing evicted.
+    const num = (label: string) => {
+      const m = new RegExp(`^${label}\\s+(\\d+)`, "m").exec(r.stderr);
+      expect(m, `${label} in ${r.stderr}`).not.toBeNull();
+      return Number(m?.[1]);
+    };
+    expect(num("messages")).toBe(6);
+    expect(num("kv tokens")).toBeGreaterThan(10);
+    expect(num("kv bytes")).toBeGreaterThan(0);
+    expect(num("kv cells")).toBe(num("kv tokens"));
+    expect(num("summaries")).toBe(0);
+    expect(num("turns evicted")).toBe(0);
+    expect(num("tokens generated")).toBe(12);
+    // Later turns reuse the cached prefix: fewer tokens evaluated than the cache holds plus the replies' prompts.
+    expect(num("tokens evaluated")).toBeLessThan(num("kv tokens"));
+    // /history shows the conversation.
+    expect(r.stderr).toContain("user: How are you?");
+    expect(r.stderr).toMatch(/^assistant: /m);
+  }, 30_000);
+
+  it("resumes a /saved session with --load: the next reply is that of an uninterrupted chat", async () => {
+    const messages = ["Hello there", "What is a cat?", "Tell me more about cats"];
+    const file = join(tmp.dir, "resume.llamem");
+    const [whole, fresh] = await Promise.all([chat(messages), chat([messages[2] as string])]);
+    expect(whole.code, whole.stderr).toBe(0);
+    const first = await chat([messages[0] as string, messages[1] as string, `/save ${file}`]);
+    expect(first.code, first.stderr).toBe(0);
+    expect(first.stderr).toMatch(/saved 4 messages/);
+    expect(existsSync(file)).toBe(true);
+    const second = await chat([messages[2] as string, "/stats"], ["--load", file]);
+    expect(second.code, second.stderr).toBe(0);
+    expect(first.stdout + second.stdout).toBe(whole.stdout);
+    // The third reply depends on the restored history: without it the model says something else.
+    expect(replyLines(second.stdout)[0]).not.toBe(replyLines(fresh.stdout)[0]);
+    expect(second.stderr).toMatch(/^messages\s+6 /m);
+  }, 30_000);
+
+  it("swaps the session with /load in a running chat", async () => {
+    const file = join(tmp.dir, "swap.llamem");
+    const saved = await chat(["Hello there", `/save ${file}`]);
+    expect(saved.code, saved.stderr).toBe(0);
+    const r = await chat(["Something else entirely", "/load " + file, "/stats", "/load " + join(tmp.dir, "missing.llamem")]);
+    // Piped, a failed command ends the chat with its error (3: file not found).
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(/loaded 2 messages/);
+    expect(r.stderr).toMatch(/^messages\s+2 /m);
+    expect(r.stderr).toMatch(/^llamem: .*missing\.llamem/m);
+  }, 30_000);
+
+  it("keeps a long chat within a small budget with --strategy slidingWindow, reporting prunes with --verbose", async () => {
+    const lines = Array.from({ length: 30 }, (_, i) => `This is message number ${i + 1}`);
+    const archive = join(tmp.dir, "archive.jsonl");
+    const args = ["--budget", "96", "--strategy", "slidingWindow", "--keep-last", "1", "--archive", archive];
+    const [verbose, quiet] = await Promise.all([chat([...lines, "/stats"], [...args, "--verbose"]), chat(lines, args)]);
+    expect(verbose.code, verbose.stderr).toBe(0);
+    expect(quiet.code, quiet.stderr).toBe(0);
+    expect(replyLines(verbose.stdout)).toHaveLength(30);
+    expect(quiet.stdout).toBe(verbose.stdout);
+    const prunes = verbose.stderr.split("\n").filter((l) => l.startsWith("llamem: memory prune: "));
+    expect(prunes.length).toBeGreaterThanOrEqual(20);
+    for (const p of prunes) {
+      const m = /^llamem: memory prune: (\d+) → (\d+) tokens, [\d.]+ ms, kv (not )?reused/.exec(p);
+      expect(m, p).not.toBeNull();
+      expect(Number(m?.[2])).toBeLessThan(Number(m?.[1]));
+      expect(Number(m?.[2])).toBeLessThanOrEqual(96);
+    }
+    expect(verbose.stderr).toMatch(/^turns evicted\s+(2[89])\b/m);
+    // Without --verbose nothing about memory is said.
+    expect(quiet.stderr).toBe("");
+    // Evicted turns went to the archive file (both runs appended to it).
+    const archived = readFileSync(archive, "utf8").trim().split("\n");
+    expect(archived.length).toBeGreaterThanOrEqual(2 * 28);
+  }, 30_000);
+
+  it("ends at /exit with 0 and prints a help line for an unknown command", async () => {
+    const r = await chat(["/frobnicate", "Hello", "//usr is a directory", "/history", "/exit", "never sent"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(replyLines(r.stdout)).toHaveLength(2);
+    // "//" escapes a message that starts with a slash.
+    expect(r.stderr).toContain("user: /usr is a directory");
+    expect(r.stderr).toMatch(/^llamem: unknown command \/frobnicate; commands: \/save FILE/m);
+  }, 30_000);
+
+  it("stops a reply on Ctrl-C and goes on; Ctrl-C at the prompt exits 130", async () => {
+    // Greedy, this reply runs for seconds: long enough to interrupt.
+    const c = new LiveChat(["--threads", "1", "--temperature", "0", "--max-tokens", "4000"]);
+    try {
+      await interruptAndExit(c);
+    } finally {
+      c.child.kill("SIGKILL"); // a no-op once it has exited
+    }
+  }, 30_000);
+
+  async function interruptAndExit(c: LiveChat): Promise<void> {
+    c.child.stdin.write("Hello\n");
+    await c.until(() => c.stdout.length > 0, "the reply to start");
+    c.child.kill("SIGINT");
+    await c.until(() => c.stderr.includes("reply interrupted") && c.stdout.endsWith("\n"), "the reply to stop");
+    // Still chatting: the interrupted turn left the history as it was.
+    c.child.stdin.write("/stats\n");
+    await c.until(() => /^tokens generated/m.test(c.stderr), "/stats");
+    expect(c.stderr).toMatch(/^messages\s+0 /m);
+    expect(c.child.exitCode).toBeNull();
+    c.child.kill("SIGINT");
+    expect(await c.exited).toBe(130);
+  }
+
+  it.skipIf(!hasScript())("shows a \"> \" prompt on a terminal", () => {
+    const cmd = [process.execPath, CLI, "chat", "-m", model, ...FAST, "--quiet"].map(shellQuote).join(" ");
+    const r = spawnSync("script", ["-qec", cmd, "/dev/null"], { env: cliEnv({ COLUMNS: "80" }), input: "Hello\n/exit\n", encoding: "utf8", timeout: 30_000 });
+    expect(r.status, r.stdout).toBe(0);
+    // The prompt, then the reply. (Whether it is drawn again after the reply depends on when
+    // `script` passes on the end of its input, which closes the chat.)
+    expect(r.stdout).toMatch(/> [^]*Hello[^]*\n/);
+    expect(r.stdout).not.toMatch(/llamem:/);
+  }, 30_000);
+
+  it("shows examples in --help", async () => {
+    const r = await runCli(["chat", "--help"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/Examples:\n\s+\$ llamem chat /);
+    for (const opt of ["--budget", "--strategy", "--keep-last", "--archive", "--load", "--system"]) expect(r.stdout).toContain(opt);
+  }, 30_000);
+
+  describe("exit codes", () => {
+    it("2 for a bad option value", async () => {
+      for (const args of [["--strategy", "forgetful"], ["--budget", "0"], ["--budget", "1.5"], ["--keep-last", "-1"]]) {
+        const r = await runCli(["chat", "-m", model, ...args]);
+        expect(r.code, args.join(" ")).toBe(2);
+        expect(r.stderr, args.join(" ")).toMatch(/^llamem: /);
+        expect(r.stdout).toBe("");
+      }
+    }, 30_000);
+
+    it("3 for a missing model and a missing --load file", async () => {
+      const r = await runCli(["chat", "-m", join(tmp.dir, "missing.gguf")], { input: "hi\n" });
+      expect(r.code).toBe(3);
+      expect(r.stderr).toMatch(/^llamem: .*missing\.gguf/);
+      expect(r.stdout).toBe("");
+      const load = await chat(["hi"], ["--load", join(tmp.dir, "missing.llamem")]);
+      expect(load.code).toBe(3);
+      expect(load.stdout).toBe("");
+    }, 30_000);
+  });
+});

@@ -51,7 +51,11 @@ void Throw(const std::string& code, const std::string& message) { throw CodedErr
 void RecordNativeError(const char* text) {
   std::string line(text);
   while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
-  if (!line.empty()) t_last_error = line;
+  // The first line usually names the cause ("key not found ..."), later ones the failing call:
+  // keep them all, bounded.
+  if (line.empty() || t_last_error.size() > 1000) return;
+  if (!t_last_error.empty()) t_last_error += "; ";
+  t_last_error += line;
 }
 
 std::string TakeLastNativeError() {

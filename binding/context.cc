@@ -654,19 +654,38 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   return (new EvalBatchWorker(env, std::move(h), std::move(entries)))->Start();
 }
 
+namespace {
+
+// Closes a context off the JS thread: freeing a large KV cache takes milliseconds per 100 MiB,
+// and Close() may wait for a decode in flight to see the abort flag.
+class CloseWorker : public PromiseWorker {
+ public:
+  CloseWorker(Napi::Env env, std::shared_ptr<ContextHandle> h) : PromiseWorker(env), h_(std::move(h)) {}
+
+ protected:
+  void Run() override {
+    if (h_) h_->Close();
+    h_.reset();
+  }
+
+ private:
+  std::shared_ptr<ContextHandle> h_;
+};
+
+}  // namespace
+
+// dispose() -> Promise<void>: aborts work in flight and frees the context.
 Napi::Value Context::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckTag(env, info.This(), kTag, "Context");
-  if (handle_) {
-    // Aborts and waits for a worker still in flight (lib/ awaits its own operations first).
-    handle_->Close();
-    handle_.reset();
-  }
+  if (handle_) handle_->abort.store(true);
+  auto* worker = new CloseWorker(env, std::move(handle_));
+  handle_.reset();
   if (external_bytes_ != 0) {
     Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
     external_bytes_ = 0;
   }
-  return env.Undefined();
+  return worker->Start();
 }
 
 }  // namespace llamem

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 #include "addon.h"
@@ -51,6 +52,10 @@ class LoadWorker : public PromiseWorker {
     handle_->model = model;
     handle_->vocab = llama_model_get_vocab(model);
     handle_->n_vocab = llama_vocab_n_tokens(handle_->vocab);
+    if (llama_vocab_type(handle_->vocab) == LLAMA_VOCAB_TYPE_NONE || handle_->n_vocab <= 0) {
+      handle_.reset();
+      Throw("ERR_UNSUPPORTED", "the model has no tokenizer (tokenizer.ggml.model is none); llamem cannot tokenize for it");
+    }
     if (cancel_->load()) {
       handle_.reset();
       Throw("ERR_ABORTED", "model load was cancelled");
@@ -94,6 +99,24 @@ class TokenizeWorker : public PromiseWorker {
  protected:
   void Run() override {
     if (text_.size() > static_cast<size_t>(INT32_MAX / 2)) Throw("ERR_INVALID_ARGUMENT", "text is too long to tokenize");
+    if (add_special_) {
+      // A vocabulary set to add a token it does not have would make llama.cpp assert.
+      const llama_vocab* v = h_->vocab;
+      if ((llama_vocab_get_add_bos(v) && llama_vocab_bos(v) == LLAMA_TOKEN_NULL) ||
+          (llama_vocab_get_add_eos(v) && llama_vocab_eos(v) == LLAMA_TOKEN_NULL) ||
+          (llama_vocab_get_add_sep(v) && llama_vocab_sep(v) == LLAMA_TOKEN_NULL)) {
+        Throw("ERR_UNSUPPORTED", "the vocabulary adds a BOS/EOS/SEP token it does not define; tokenize with addSpecial: false");
+      }
+    }
+    try {
+      Tokenize();
+    } catch (const std::out_of_range&) {
+      // e.g. an SPM vocabulary without byte tokens meeting a character it cannot spell.
+      Throw("ERR_UNSUPPORTED", "this vocabulary cannot tokenize the text (no token or byte fallback for some character)");
+    }
+  }
+
+  void Tokenize() {
     const int32_t len = static_cast<int32_t>(text_.size());
     int32_t n = llama_tokenize(h_->vocab, text_.data(), len, nullptr, 0, add_special_, parse_special_);
     if (n == INT32_MIN) Throw("ERR_INVALID_ARGUMENT", "text produces too many tokens");
@@ -380,15 +403,34 @@ Napi::Value Model::ApplyChatTemplate(const Napi::CallbackInfo& info) {
   return Napi::String::New(env, buf.data(), static_cast<size_t>(n));
 }
 
+namespace {
+
+// Drops a handle off the JS thread: when it is the last reference, freeing the weights (and
+// unmapping the file) can take milliseconds per hundred MiB.
+class ReleaseWorker : public PromiseWorker {
+ public:
+  ReleaseWorker(Napi::Env env, std::shared_ptr<ModelHandle> h) : PromiseWorker(env), h_(std::move(h)) {}
+
+ protected:
+  void Run() override { h_.reset(); }
+
+ private:
+  std::shared_ptr<ModelHandle> h_;
+};
+
+}  // namespace
+
+// dispose() -> Promise<void>: the model is freed once its contexts and workers let go.
 Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckTag(env, info.This(), kTag, "Model");
+  auto* worker = new ReleaseWorker(env, std::move(handle_));
   handle_.reset();
   if (external_bytes_ != 0) {
     Napi::MemoryManagement::AdjustExternalMemory(env, -external_bytes_);
     external_bytes_ = 0;
   }
-  return env.Undefined();
+  return worker->Start();
 }
 
 }  // namespace llamem

@@ -49,13 +49,13 @@ export class Lifetime {
    * Marks the object disposed (new calls throw), calls `abort` so work in flight ends soon,
    * waits for it, then calls `free`.
    */
-  async dispose(free: () => void, abort?: () => void): Promise<void> {
+  async dispose(free: () => void | Promise<void>, abort?: () => void): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
     abort?.();
     await Promise.allSettled([...this.#inFlight]);
     try {
-      free();
+      await free();
     } catch (err) {
       throw fromNative(err);
     } finally {

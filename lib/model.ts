@@ -3,6 +3,7 @@
  */
 import { createHash } from "node:crypto";
 import { open, stat } from "node:fs/promises";
+import { toTokenIds } from "./tokens.js";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import { readGguf, type GgufFile } from "./gguf.js";
 import { fitModel } from "./memory/fit.js";
@@ -150,7 +151,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     report(1);
     settled = true;
     if (signal?.aborted) {
-      handle.dispose();
+      await handle.dispose();
       throw new LlamemError("ERR_ABORTED", "model load was aborted");
     }
     return new Model(handle, gguf, { gpuLayers, repack, loadMode, vocabOnly });
@@ -281,7 +282,7 @@ export class Model {
 
   /** Converts token ids back to text (special tokens rendered when `special` is true). */
   async detokenize(tokens: ArrayLike<number>, options: { special?: boolean } = {}): Promise<string> {
-    const arr = Int32Array.from(tokens);
+    const arr = toTokenIds(tokens);
     const bytes = await this.#lifetime.run(() => this.#native.detokenize(arr, false, options.special ?? false));
     return bytes.toString("utf8");
   }

@@ -49,7 +49,8 @@ export interface NativeModel {
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): Promise<Buffer>;
   tokenToPiece(token: number, special: boolean): Buffer;
   applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean, template?: string): string;
-  dispose(): void;
+  /** Frees the model off the JS thread once its contexts and workers let go. */
+  dispose(): Promise<void>;
 }
 
 export interface NativeLoadOptions {
@@ -129,7 +130,8 @@ export interface NativeContext {
   stateSeqSet(seq: number, data: Buffer): Promise<number>;
   clear(): void;
   memory(): { rows: NativeMemoryRow[]; cellsUsed: number; cells: number };
-  dispose(): void;
+  /** Aborts work in flight and frees the context off the JS thread. */
+  dispose(): Promise<void>;
 }
 
 export interface NativeDevice {

@@ -2,6 +2,7 @@
  * One sequence of a context's KV cache: the tokens it holds, generation on it, and the cache
  * operations (remove and shift a range, copy to another sequence, save and restore its state).
  */
+import { toTokenIds } from "./tokens.js";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import type { NativeContext, NativeEvalResult, NativeSampler } from "./native.js";
 import type { Model } from "./model.js";
@@ -101,7 +102,7 @@ export class Sequence {
     this.#ensureIdle();
     this.#busy = true;
     try {
-      return (await this.#eval(Int32Array.from(tokens), null, false)).decodeUs;
+      return (await this.#eval(toTokenIds(tokens), null, false)).decodeUs;
     } finally {
       this.#busy = false;
     }
@@ -230,7 +231,7 @@ export class Sequence {
       const promptTokens =
         typeof prompt === "string"
           ? await this.host.model.tokenizeRaw(prompt, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false })
-          : Int32Array.from(prompt);
+          : toTokenIds(prompt, "prompt");
       promptLength = promptTokens.length;
       if (promptTokens.length === 0) invalidArgument("the prompt is empty");
       if (promptTokens.length >= capacity) {

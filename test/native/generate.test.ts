@@ -170,6 +170,11 @@ describe("generation", () => {
     expect(await codeOf(ctx.complete("x", { seed: -3 }))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(ctx.complete("x", { temperature: Number.NaN }))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(ctx.complete([5, 99999]))).toBe("ERR_INVALID_ARGUMENT");
+    // Non-integer ids are refused, not coerced into real tokens (1.5 -> 1, NaN -> 0).
+    expect(await codeOf(ctx.complete([5, 1.5]))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(ctx.evaluate([Number.NaN]))).toBe("ERR_INVALID_ARGUMENT");
+    expect(await codeOf(model.detokenize([2 ** 32 + 1]))).toBe("ERR_INVALID_ARGUMENT");
+    expect((await ctx.complete("x", { maxTokens: 2, temperature: 0 })).generatedTokens).toBeGreaterThan(0);
   });
 
   it("reports timings and the memory breakdown", async () => {

@@ -416,7 +416,9 @@ std::vector<MemoryRow> CollectBreakdown(const llama_context* ctx) {
     r.buffer_type = ggml_backend_buft_name(buft);
     ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
     r.device = dev != nullptr ? ggml_backend_dev_name(dev) : "";
-    r.host = ggml_backend_buft_is_host(buft);
+    // Host RAM: plain host buffers, and the CPU backend's extra types (CPU_REPACK, AMX), which
+    // are not "host" to ggml only because their layout is private.
+    r.host = ggml_backend_buft_is_host(buft) || dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
     r.model = mb.model;
     r.context = mb.context;
     r.compute = mb.compute;

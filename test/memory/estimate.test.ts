@@ -150,3 +150,25 @@ describe("KV cache bytes per token", () => {
     expect(mem.cellsUsed).toBe(ctx.sequence(0).tokens.length + ctx.sequence(1).tokens.length);
   });
 });
+
+describe("repacked weights are host memory", () => {
+  it("CPU_REPACK rows count as the CPU device, and the auto load mode follows the repacked share", async () => {
+    const path = await tinyModel("q4_0");
+    const est = await estimateMemory(path, { contextSize: 256 });
+    // One host device: a repack buffer type must not look like a separate (GPU-like) device.
+    expect(est.devices.map((d) => d.device)).toEqual(["CPU"]);
+    const model = await loadModel(path);
+    try {
+      const ctx = await model.createContext({ contextSize: 256, threads: 1 });
+      const rows = (await ctx.memory()).rows;
+      for (const r of rows) expect(r.host).toBe(true);
+      const repacked = rows.filter((r) => /REPACK|AMX/i.test(r.bufferType)).reduce((s, r) => s + r.model, 0);
+      const weights = rows.reduce((s, r) => s + r.model, 0);
+      // "auto" reads the file exactly when at least half the weights were repacked.
+      expect(model.loadMode).toBe(repacked > 0 && repacked * 2 >= weights ? "none" : "mmap");
+      await ctx.dispose();
+    } finally {
+      await model.dispose();
+    }
+  });
+});

@@ -9,6 +9,7 @@
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
+#include "ggml-backend.h"
 #include "worker.h"
 
 namespace llamem {
@@ -202,11 +203,69 @@ LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Objec
   opts.use_extra_bufts = OptBool(o, "repack", true);
   opts.vocab_only = OptBool(o, "vocabOnly", false);
   opts.check_tensors = OptBool(o, "checkTensors", false);
+  opts.split_mode = static_cast<llama_split_mode>(OptInt(o, "splitMode", LLAMA_SPLIT_MODE_LAYER, 0, 2));
+  opts.main_gpu = static_cast<int32_t>(OptInt(o, "mainGpu", 0, 0, static_cast<int64_t>(llama_max_devices()) - 1));
+  auto strings = [&](const char* key) {
+    std::vector<std::string> out;
+    Napi::Value v = o.Get(key);
+    if (v.IsUndefined() || v.IsNull()) return out;
+    if (!v.IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("option ") + key + " must be an array");
+    Napi::Array a = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value item = a.Get(i);
+      if (!item.IsString()) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("option ") + key + " must hold strings");
+      out.push_back(item.As<Napi::String>().Utf8Value());
+    }
+    return out;
+  };
+  opts.devices = strings("devices");
+  Napi::Value split = o.Get("tensorSplit");
+  if (!split.IsUndefined() && !split.IsNull()) {
+    if (!split.IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit must be an array of numbers");
+    Napi::Array a = split.As<Napi::Array>();
+    if (a.Length() > llama_max_devices()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit has more entries than devices");
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value item = a.Get(i);
+      const double d = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 0) || !std::isfinite(d)) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit must hold non-negative numbers");
+      opts.tensor_split.push_back(static_cast<float>(d));
+    }
+  }
+  const std::vector<std::string> patterns = strings("overridePatterns");
+  const std::vector<std::string> targets = strings("overrideDevices");
+  if (patterns.size() != targets.size()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "each tensor override needs a pattern and a device");
+  if (patterns.size() + 1 > llama_max_tensor_buft_overrides()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "too many tensor overrides");
+  for (size_t i = 0; i < patterns.size(); i++) opts.overrides.emplace_back(patterns[i], targets[i]);
   return opts;
 }
 
-llama_model_params ToModelParams(const LoadOptions& opts) {
+llama_model_params ToModelParams(LoadOptions& opts) {
   llama_model_params params = llama_model_default_params();
+  auto device = [](const std::string& name) {
+    ggml_backend_dev_t d = ggml_backend_dev_by_name(name.c_str());
+    if (d == nullptr) Throw("ERR_INVALID_ARGUMENT", "no device named " + name + "; see listDevices()");
+    return d;
+  };
+  opts.device_ptrs.clear();
+  for (const std::string& name : opts.devices) opts.device_ptrs.push_back(device(name));
+  if (!opts.device_ptrs.empty()) {
+    opts.device_ptrs.push_back(nullptr);
+    params.devices = opts.device_ptrs.data();
+  }
+  opts.override_ptrs.clear();
+  for (const auto& [pattern, name] : opts.overrides) {
+    opts.override_ptrs.push_back({pattern.c_str(), ggml_backend_dev_buffer_type(device(name))});
+  }
+  if (!opts.override_ptrs.empty()) {
+    opts.override_ptrs.push_back({nullptr, nullptr});
+    params.tensor_buft_overrides = opts.override_ptrs.data();
+  }
+  if (!opts.tensor_split.empty()) {
+    opts.tensor_split.resize(llama_max_devices(), 0.0f);
+    params.tensor_split = opts.tensor_split.data();
+  }
+  params.split_mode = opts.split_mode;
+  params.main_gpu = opts.main_gpu;
   params.n_gpu_layers = opts.gpu_layers;
   params.load_mode = opts.load_mode;
   params.use_extra_bufts = opts.use_extra_bufts;

@@ -5,6 +5,8 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "napi.h"
 #include "llama.h"
@@ -33,9 +35,21 @@ struct LoadOptions {
   bool vocab_only = false;
   bool check_tensors = false;
   bool no_alloc = false;
+  // Placement: device names (empty: all), split mode, main GPU, per-device proportions, and
+  // tensor-name patterns pinned to a device (e.g. MoE experts on the CPU).
+  std::vector<std::string> devices;
+  llama_split_mode split_mode = LLAMA_SPLIT_MODE_LAYER;
+  int32_t main_gpu = 0;
+  std::vector<float> tensor_split;
+  std::vector<std::pair<std::string, std::string>> overrides;
+  // Storage the llama_model_params point into, filled by ToModelParams.
+  std::vector<ggml_backend_dev_t> device_ptrs;
+  std::vector<llama_model_tensor_buft_override> override_ptrs;
 };
 LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o);
-llama_model_params ToModelParams(const LoadOptions& opts);
+// Off the JS thread: resolves device names (ERR_INVALID_ARGUMENT for an unknown one) into
+// `opts`' own storage, which must outlive the load call.
+llama_model_params ToModelParams(LoadOptions& opts);
 // Throws ERR_FILE_NOT_FOUND / ERR_NOT_A_FILE before llama.cpp sees the path.
 void CheckModelPath(const std::string& path);
 

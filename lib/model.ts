@@ -8,7 +8,7 @@ import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import { readGguf, type GgufFile } from "./gguf.js";
 import { fitModel } from "./memory/fit.js";
 import { addRpcServers } from "./rpc.js";
-import { native, type NativeModel, type NativeModelInfo } from "./native.js";
+import { native, type NativeBinding, type NativeLoadOptions, type NativeModel, type NativeModelInfo } from "./native.js";
 import { Context, type ContextOptions } from "./context.js";
 import { Lifetime } from "./lifetime.js";
 import type { ChatSession, SessionOptions } from "./session/session.js";
@@ -50,6 +50,19 @@ export interface LoadModelOptions {
   loadMode?: LoadMode;
   /** Let the CPU backend repack weights into faster layouts (AMX, Q4_0 x8). Default true. */
   repack?: boolean;
+  /** Devices to use, by name (see listDevices()); default all. */
+  devices?: string[];
+  /** How layers are spread over several GPUs (default "layer"). */
+  splitMode?: "none" | "layer" | "row";
+  /** The GPU that holds the whole model with splitMode "none" (an index into the GPUs). */
+  mainGpu?: number;
+  /** Proportion of the model per device, e.g. [3, 1]. */
+  tensorSplit?: number[];
+  /**
+   * Pins tensors whose names match a pattern (a regular expression) to a device, first match
+   * wins: e.g. `{ pattern: "ffn_.*_exps", device: "CPU" }` keeps MoE experts in RAM.
+   */
+  tensorOverrides?: { pattern: string; device: string }[];
   /** Load only the vocabulary: tokenize and detokenize work, contexts cannot be created. */
   vocabOnly?: boolean;
   /** Called with the load progress in [0, 1]. */
@@ -139,11 +152,17 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     last = p;
     options.onProgress?.(p);
   };
-  const { promise, cancel } = native().Model.load(
-    path,
-    { gpuLayers, loadMode: LOAD_MODES[loadMode], repack, vocabOnly, checkTensors: false },
-    options.onProgress ? report : undefined,
-  );
+  let started: ReturnType<NativeBinding["Model"]["load"]>;
+  try {
+    started = native().Model.load(
+      path,
+      { gpuLayers, loadMode: LOAD_MODES[loadMode], repack, vocabOnly, checkTensors: false, ...placement(options) },
+      options.onProgress ? report : undefined,
+    );
+  } catch (err) {
+    throw fromNative(err);
+  }
+  const { promise, cancel } = started;
   const onAbort = () => cancel();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
@@ -161,6 +180,31 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
     settled = true;
     signal?.removeEventListener("abort", onAbort);
   }
+}
+
+const SPLIT_MODES = { none: 0, layer: 1, row: 2 } as const;
+
+/** The placement options in the native form, checked. */
+function placement(o: LoadModelOptions): Partial<NativeLoadOptions> {
+  const overrides = o.tensorOverrides ?? [];
+  for (const ov of overrides) {
+    if (typeof ov?.pattern !== "string" || typeof ov.device !== "string") invalidArgument("tensorOverrides entries need a pattern and a device");
+    try {
+      new RegExp(ov.pattern);
+    } catch {
+      invalidArgument(`tensorOverrides: ${JSON.stringify(ov.pattern)} is not a valid regular expression`);
+    }
+  }
+  const split = o.splitMode === undefined ? undefined : SPLIT_MODES[o.splitMode];
+  if (o.splitMode !== undefined && split === undefined) invalidArgument('splitMode must be "none", "layer" or "row"');
+  return {
+    devices: o.devices,
+    splitMode: split,
+    mainGpu: o.mainGpu,
+    tensorSplit: o.tensorSplit,
+    overridePatterns: overrides.map((x) => x.pattern),
+    overrideDevices: overrides.map((x) => x.device),
+  };
 }
 
 function requestedLoadMode(o: LoadModelOptions): LoadMode {

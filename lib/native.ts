@@ -59,6 +59,12 @@ export interface NativeLoadOptions {
   repack: boolean;
   vocabOnly: boolean;
   checkTensors: boolean;
+  devices?: string[];
+  splitMode?: number;
+  mainGpu?: number;
+  tensorSplit?: number[];
+  overridePatterns?: string[];
+  overrideDevices?: string[];
 }
 
 export interface NativeContextOptions {

@@ -10,7 +10,7 @@ import { createInterface, type Interface } from "node:readline";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { LlamemError } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
-import type { Context, KvCacheType } from "../context.js";
+import type { Context } from "../context.js";
 import { setLogLevel } from "../native.js";
 import { createSession, loadSession, checkFingerprint, type ChatSession, type LoadSessionOptions } from "../session/session.js";
 import { readSession } from "../session/persist.js";
@@ -28,35 +28,17 @@ import {
   type OutStream,
   type Style,
 } from "./output.js";
-import { KV_TYPES, gpuLayersArg, resolveModel } from "./prompt.js";
+import { KV_TYPES, gpuLayersArg, resolveModel, type ModelCliOptions } from "./prompt.js";
 
 const STRATEGIES = ["slidingWindow", "tokenBudget", "summarize"] as const satisfies readonly MemoryStrategy[];
 
 /** The options of `llamem chat`, as commander hands them over. */
-interface ChatOptions {
-  model?: string;
-  system?: string;
+interface ChatOptions extends ModelCliOptions {
   budget?: number;
   strategy?: MemoryStrategy;
   keepLast?: number;
   archive?: string;
   load?: string;
-  maxTokens: number;
-  temperature: number;
-  seed?: number;
-  topK?: number;
-  topP?: number;
-  minP?: number;
-  repeatPenalty?: number;
-  ctx?: number;
-  gpuLayers?: number;
-  threads?: number;
-  kvType?: KvCacheType;
-  flashAttn: "auto" | "on" | "off";
-  mmap: boolean;
-  mlock?: boolean;
-  quiet?: boolean;
-  verbose?: boolean;
 }
 
 /** The one line printed for an unknown or malformed command. */

@@ -27,13 +27,13 @@ import {
 export const KV_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const satisfies readonly KvCacheType[];
 
 /** The options of `llamem prompt`, as commander hands them over. */
-interface PromptOptions {
+/** The model, context and sampling options `prompt` and `chat` share. */
+export interface ModelCliOptions {
   model?: string;
   system?: string;
   maxTokens: number;
   temperature: number;
   seed?: number;
-  stop?: string[];
   topK?: number;
   topP?: number;
   minP?: number;
@@ -45,10 +45,14 @@ interface PromptOptions {
   flashAttn: "auto" | "on" | "off";
   mmap: boolean;
   mlock?: boolean;
-  chat?: boolean;
-  json?: boolean;
   quiet?: boolean;
   verbose?: boolean;
+}
+
+interface PromptOptions extends ModelCliOptions {
+  stop?: string[];
+  chat?: boolean;
+  json?: boolean;
 }
 
 /** What `--json` prints: one object, at the end. */

@@ -10,20 +10,12 @@ import { tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LlamemError, loadModel, type Context, type Model } from "../../lib/index.js";
+import { loadModel, type Context, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 import { FIXTURES, ROOT, describeEnd, ensureDist, lastJson, pool, reportFigure, runNode } from "./helpers/child.js";
 import { mediumModel } from "./helpers/model-builder.js";
+import { codeOf } from "../helpers/errors.js";
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return (err as LlamemError).code;
-  }
-  return undefined;
-}
 
 let tiny: string;
 let dir: string;

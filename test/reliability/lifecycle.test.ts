@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamemError, loadModel, type Context, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 import { FIXTURES, describeEnd, ensureDist, lastJson, runNode } from "./helpers/child.js";
+import { codeOf } from "../helpers/errors.js";
 
 let path: string;
 let model: Model;
@@ -20,15 +21,6 @@ afterAll(async () => {
   await model?.dispose();
 });
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return (err as LlamemError).code;
-  }
-  return undefined;
-}
 
 /** Generates until `after` pieces arrived, then runs `cut` while the generation is still going. */
 async function cutMidGeneration(ctx: Context, cut: () => Promise<unknown>, after = 3): Promise<{ code: string | undefined; pieces: number; cutDone: Promise<unknown> }> {

@@ -265,14 +265,17 @@ describe("memory strategies", () => {
     const before = [...session.history];
     const ac = new AbortController();
     const pieces: string[] = [];
-    const run = (async () => {
-      for await (const piece of session.stream("Tell me a long story", { maxTokens: 200, signal: ac.signal })) {
-        pieces.push(piece);
-        if (pieces.length === 3) ac.abort();
-      }
-    })();
+    // Observed from the start, so its rejection is never unhandled while the next line runs.
+    const run = codeOf(
+      (async () => {
+        for await (const piece of session.stream("Tell me a long story", { maxTokens: 200, signal: ac.signal })) {
+          pieces.push(piece);
+          if (pieces.length === 3) ac.abort();
+        }
+      })(),
+    );
     expect(await codeOf(session.prompt("concurrent"))).toBe("ERR_BUSY");
-    expect(await codeOf(run)).toBe("ERR_ABORTED");
+    expect(await run).toBe("ERR_ABORTED");
     expect(session.history).toEqual(before);
     expect(await session.prompt("Still there?", { maxTokens: 2 })).toBeTypeOf("string");
     expect(session.history).toHaveLength(before.length + 2);

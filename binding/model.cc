@@ -10,6 +10,7 @@
 #include "args.h"
 #include "errors.h"
 #include "ggml-backend.h"
+#include "llama-model.h"  // llama_model::memory_breakdown(): the only per-buffer view of a model alone
 #include "worker.h"
 
 namespace llamem {
@@ -295,6 +296,7 @@ void Model::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("detokenize", &Model::Detokenize),
       InstanceMethod("tokenToPiece", &Model::TokenToPiece),
       InstanceMethod("applyChatTemplate", &Model::ApplyChatTemplate),
+      InstanceMethod("memory", &Model::Memory),
       InstanceMethod("dispose", &Model::Dispose),
   });
   addon.model_ctor = Napi::Persistent(ctor);
@@ -478,6 +480,27 @@ class ReleaseWorker : public PromiseWorker {
 };
 
 }  // namespace
+
+// memory() -> [{ bufferType, device, host, model }]: bytes of the weights per buffer type.
+Napi::Value Model::Memory(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = HandleOf(env, info.This());
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& [buft, size] : h->model->memory_breakdown()) {
+    ggml_backend_dev_t dev = ggml_backend_buft_get_device(buft);
+    Napi::Object row = Napi::Object::New(env);
+    row.Set("bufferType", ggml_backend_buft_name(buft));
+    row.Set("device", dev != nullptr ? Napi::Value(Napi::String::New(env, ggml_backend_dev_name(dev))) : env.Null());
+    // As in the context breakdown: the CPU backend's extra (repacked) types are host memory too.
+    row.Set("host", ggml_backend_buft_is_host(buft) || dev == nullptr || ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU);
+    row.Set("model", static_cast<double>(size));
+    row.Set("context", 0.0);
+    row.Set("compute", 0.0);
+    out.Set(i++, row);
+  }
+  return out;
+}
 
 // dispose() -> Promise<void>: the model is freed once its contexts and workers let go.
 Napi::Value Model::Dispose(const Napi::CallbackInfo& info) {

@@ -75,6 +75,7 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value Detokenize(const Napi::CallbackInfo& info);
   Napi::Value TokenToPiece(const Napi::CallbackInfo& info);
   Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
+  Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ModelHandle> Live(Napi::Env env) const;

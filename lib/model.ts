@@ -9,7 +9,7 @@ import { readGguf, type GgufFile } from "./gguf.js";
 import { fitModel } from "./memory/fit.js";
 import { addRpcServers } from "./rpc.js";
 import { native, type NativeBinding, type NativeLoadOptions, type NativeModel, type NativeModelInfo } from "./native.js";
-import { Context, type ContextOptions } from "./context.js";
+import { Context, type ContextOptions, type MemoryRow } from "./context.js";
 import { Lifetime } from "./lifetime.js";
 import type { ChatSession, SessionOptions } from "./session/session.js";
 
@@ -362,6 +362,17 @@ export class Model {
     this.#contexts.add(ctx);
     ctx.onDispose(() => this.#contexts.delete(ctx));
     return ctx;
+  }
+
+  /** Bytes of the weights per buffer type (CPU, CPU_Mapped, CPU_REPACK, CUDA0, …) and in total. */
+  memory(): { rows: MemoryRow[]; weights: number } {
+    this.#lifetime.check();
+    try {
+      const rows = this.#native.memory();
+      return { rows, weights: rows.reduce((s, r) => s + r.model, 0) };
+    } catch (err) {
+      throw fromNative(err);
+    }
   }
 
   /** Starts a chat session on a new context of this model; see {@link createSession}. */

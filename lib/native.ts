@@ -49,6 +49,7 @@ export interface NativeModel {
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): Promise<Buffer>;
   tokenToPiece(token: number, special: boolean): Buffer;
   applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean, template?: string): string;
+  memory(): NativeMemoryRow[];
   /** Frees the model off the JS thread once its contexts and workers let go. */
   dispose(): Promise<void>;
 }

@@ -191,6 +191,10 @@ describe("generation", () => {
     expect(mem.weights).toBeGreaterThan(0);
     expect(mem.cells).toBe(256);
     expect(mem.cellsUsed).toBe(ctx.tokens.length);
+    // The model alone holds exactly the weights the context breakdown shows.
+    const weights = model.memory();
+    expect(weights.weights).toBe(mem.weights);
+    expect(weights.rows.every((r) => r.host && r.context === 0)).toBe(true);
   });
 });
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "args.h"
 #include "context.h"
 #include "errors.h"
 #include "model.h"
@@ -105,11 +106,10 @@ void Addon::TrackCancel(const std::shared_ptr<std::atomic<bool>>& flag) {
   cancels_.push_back(flag);
 }
 
+// setLogLevel(level): -1 silences llama.cpp; 1..4 (ggml_log_level) shows that level and above.
 Napi::Value Addon::SetLogLevel(const Napi::CallbackInfo& info) {
-  if (info.Length() < 1 || !info[0].IsNumber()) {
-    throw MakeError(info.Env(), "ERR_INVALID_ARGUMENT", "setLogLevel(level): level must be a number");
-  }
-  g_log_level.store(info[0].As<Napi::Number>().Int32Value());
+  Args args(info, "setLogLevel(level)");
+  g_log_level.store(static_cast<int>(args.Int(0, "level", -1, GGML_LOG_LEVEL_ERROR)));
   return info.Env().Undefined();
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "errors.h"
@@ -89,34 +90,106 @@ inline void CheckTag(Napi::Env env, Napi::Value value, const napi_type_tag& tag,
   if (!ok) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("expected a ") + what);
 }
 
-// Optional fields of an options object, with range checks.
-inline int64_t OptInt(Napi::Object o, const char* key, int64_t def, int64_t min, int64_t max) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
-  if (!std::isfinite(d) || d != std::floor(d) || d < static_cast<double>(min) || d > static_cast<double>(max)) {
-    throw MakeError(o.Env(), "ERR_INVALID_ARGUMENT",
-                    std::string("option ") + key + " must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
-  }
-  return static_cast<int64_t>(d);
+// The payload of an External that a worker created and tagged with `tag`; any other value
+// (an untagged External, one of another type) throws instead of being reinterpreted.
+template <typename T>
+T* TaggedExternal(Napi::Env env, Napi::Value value, const napi_type_tag& tag, const char* message) {
+  bool ok = false;
+  if (value.IsExternal()) napi_check_object_type_tag(env, value, &tag, &ok);
+  if (!ok) throw MakeError(env, "ERR_INVALID_ARGUMENT", message);
+  return value.As<Napi::External<T>>().Data();
 }
 
-inline double OptNumber(Napi::Object o, const char* key, double def, double min, double max) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
-  if (!std::isfinite(d) || d < min || d > max) {
-    throw MakeError(o.Env(), "ERR_INVALID_ARGUMENT",
-                    std::string("option ") + key + " must be a number in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
-  }
-  return d;
+// Wraps `data` in an External tagged with `tag`, deleted when the External is collected.
+template <typename T>
+Napi::External<T> NewTaggedExternal(Napi::Env env, T* data, const napi_type_tag& tag) {
+  auto ext = Napi::External<T>::New(env, data, [](Napi::Env, T* p) { delete p; });
+  napi_status st = napi_type_tag_object(env, ext, &tag);
+  if (st != napi_ok) throw MakeError(env, "ERR_INTERNAL", "cannot tag a native handle");
+  return ext;
 }
 
-inline bool OptBool(Napi::Object o, const char* key, bool def) {
-  Napi::Value v = o.Get(key);
-  if (v.IsUndefined() || v.IsNull()) return def;
-  if (!v.IsBoolean()) throw MakeError(o.Env(), "ERR_INVALID_ARGUMENT", std::string("option ") + key + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
+// Required fields of an options object (lib/ passes every field; the binding holds no
+// defaults). `where` names the object in errors: "options", "entries[2]", "stages[0]".
+class Fields {
+ public:
+  Fields(Napi::Object o, std::string where) : o_(o), where_(std::move(where)) {}
+
+  // The field as given; only undefined (absent) is refused, so callers can accept null.
+  Napi::Value Any(const char* key) const {
+    Napi::Value v = o_.Get(key);
+    if (v.IsUndefined()) Fail(key, "is required");
+    return v;
+  }
+  Napi::Value Value(const char* key) const {
+    Napi::Value v = Any(key);
+    if (v.IsNull()) Fail(key, "is required (got null)");
+    return v;
+  }
+  int64_t Int(const char* key, int64_t min, int64_t max) const {
+    const double d = NumberOf(key, Value(key));
+    if (d != std::floor(d) || d < static_cast<double>(min) || d > static_cast<double>(max)) {
+      Fail(key, "must be an integer in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    }
+    return static_cast<int64_t>(d);
+  }
+  double Number(const char* key, double min, double max) const {
+    const double d = NumberOf(key, Value(key));
+    if (d < min || d > max) Fail(key, "must be a number in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+    return d;
+  }
+  bool Bool(const char* key) const {
+    Napi::Value v = Value(key);
+    if (!v.IsBoolean()) Fail(key, "must be a boolean");
+    return v.As<Napi::Boolean>().Value();
+  }
+  std::string String(const char* key) const {
+    Napi::Value v = Value(key);
+    if (!v.IsString()) Fail(key, "must be a string");
+    return v.As<Napi::String>().Utf8Value();
+  }
+  std::vector<std::string> Strings(const char* key) const {
+    Napi::Array a = ArrayOf(key);
+    std::vector<std::string> out;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value item = a.Get(i);
+      if (!item.IsString()) Fail(key, "must hold only strings");
+      out.push_back(item.As<Napi::String>().Utf8Value());
+    }
+    return out;
+  }
+  std::vector<double> Numbers(const char* key, double min, double max) const {
+    Napi::Array a = ArrayOf(key);
+    std::vector<double> out;
+    for (uint32_t i = 0; i < a.Length(); i++) {
+      Napi::Value item = a.Get(i);
+      const double d = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : std::nan("");
+      if (!std::isfinite(d) || d < min || d > max) {
+        Fail(key, "must hold numbers in [" + std::to_string(min) + ", " + std::to_string(max) + "]");
+      }
+      out.push_back(d);
+    }
+    return out;
+  }
+  Napi::Array ArrayOf(const char* key) const {
+    Napi::Value v = Value(key);
+    if (!v.IsArray()) Fail(key, "must be an array");
+    return v.As<Napi::Array>();
+  }
+
+  [[noreturn]] void Fail(const char* key, const std::string& what) const {
+    throw MakeError(o_.Env(), "ERR_INVALID_ARGUMENT", where_ + "." + key + " " + what);
+  }
+
+ private:
+  double NumberOf(const char* key, Napi::Value v) const {
+    const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : std::nan("");
+    if (!std::isfinite(d)) Fail(key, "must be a finite number");
+    return d;
+  }
+
+  Napi::Object o_;
+  std::string where_;
+};
 
 }  // namespace llamem

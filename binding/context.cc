@@ -5,47 +5,42 @@
 
 #include "args.h"
 #include "errors.h"
-#include "llama-ext.h"
-#include "sampler.h"
+#include "llama-ext.h"  // llama_get_memory_breakdown
+#include "llama-model.h"  // hparams: per-layer head sizes for the cache checks
 #include "worker.h"
 
 namespace llamem {
 
 const napi_type_tag Context::kTag = {0x6c6c616d656d4354ULL, 0x5854000000000002ULL};
+const napi_type_tag Context::kExternalTag = {0x6c6c616d656d4354ULL, 0x5854455854000002ULL};
 
 namespace {
 
-bool IsKvCacheType(int64_t t) {
-  switch (static_cast<ggml_type>(t)) {
-    case GGML_TYPE_F32: case GGML_TYPE_F16: case GGML_TYPE_BF16: case GGML_TYPE_Q8_0: case GGML_TYPE_Q4_0:
-    case GGML_TYPE_Q4_1: case GGML_TYPE_IQ4_NL: case GGML_TYPE_Q5_0: case GGML_TYPE_Q5_1:
-      return true;
-    default:
-      return false;
-  }
+// Why ggml cannot hold a KV cache in type `t` without crashing, or nullptr if it can. Facts of
+// ggml, not a list of choices (lib/ holds that): the cache write (SET_ROWS) calls the CPU
+// from_float unconditionally, the K*Q read (and V*KQ without flash attention) its vec_dot, and
+// flash attention's V read asserts a to_float; removed types have none of them.
+const char* KvTypeProblem(ggml_type t, bool is_v) {
+  const ggml_type_traits_cpu* cpu = ggml_get_type_traits_cpu(t);
+  if (cpu->from_float == nullptr) return "ggml cannot write it";
+  if (cpu->vec_dot == nullptr) return "ggml cannot read it in attention";
+  if (is_v && t != GGML_TYPE_F32 && ggml_get_type_traits(t)->to_float == nullptr) return "ggml cannot read it in flash attention";
+  return nullptr;
 }
-
-bool IsQuantized(ggml_type t) { return t != GGML_TYPE_F32 && t != GGML_TYPE_F16 && t != GGML_TYPE_BF16; }
 
 bool AbortCallback(void* data) { return static_cast<std::atomic<bool>*>(data)->load(std::memory_order_relaxed); }
-
-// Throws ERR_DECODE / ERR_CONTEXT_FULL / ERR_ABORTED for a llama_decode return code.
-void CheckDecode(int32_t rc) {
-  if (rc == 0) return;
-  if (rc == 1) Throw("ERR_CONTEXT_FULL", "no free KV cache slot for the batch; use a larger contextSize or remove tokens");
-  if (rc == 2) Throw("ERR_ABORTED", "evaluation was aborted");
-  std::string why = TakeLastNativeError();
-  Throw("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
-}
 
 // llama_memory_can_shift, except a quantized K cache whose heads are not a multiple of 64
 // wide: this llama.cpp's K-shift graph for it (no Hadamard rotation) crashes the process.
 bool CanShift(llama_context* ctx, const llama_model* model, const llama_context_params& p) {
   if (!llama_memory_can_shift(llama_get_memory(ctx))) return false;
-  if (!IsQuantized(p.type_k)) return true;
-  const int32_t n_head = llama_model_n_layer(model) > 0 ? llama_model_n_head(model) : 0;
-  const int32_t head_dim = n_head > 0 ? llama_model_n_embd(model) / n_head : 0;
-  return head_dim > 0 && head_dim % 64 == 0;
+  if (!ggml_is_quantized(p.type_k)) return true;
+  const llama_hparams& hp = model->hparams;
+  if (hp.n_layer() == 0) return false;
+  for (uint32_t il = 0; il < hp.n_layer(); il++) {
+    if (hp.n_embd_head_k(il) % 64 != 0) return false;
+  }
+  return true;
 }
 
 class CreateWorker : public PromiseWorker {
@@ -86,9 +81,7 @@ class CreateWorker : public PromiseWorker {
 
   Napi::Value Result(Napi::Env env) override {
     GetAddon(env).Track(handle_);
-    auto* holder = new std::shared_ptr<ContextHandle>(handle_);
-    auto ext = Napi::External<std::shared_ptr<ContextHandle>>::New(
-        env, holder, [](Napi::Env, std::shared_ptr<ContextHandle>* p) { delete p; });
+    auto ext = NewTaggedExternal(env, new std::shared_ptr<ContextHandle>(handle_), Context::kExternalTag);
     return GetAddon(env).context_ctor.New({ext});
   }
 
@@ -96,82 +89,6 @@ class CreateWorker : public PromiseWorker {
   std::shared_ptr<ModelHandle> model_;
   llama_context_params params_;
   std::shared_ptr<ContextHandle> handle_;
-};
-
-// Evaluates tokens at the end of a sequence in batches of n_batch, then optionally samples
-// the next token from the last logits.
-class EvalWorker : public PromiseWorker {
- public:
-  EvalWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, int32_t seq, std::vector<llama_token> tokens,
-             std::shared_ptr<SamplerHandle> sampler, bool accept_input)
-      : PromiseWorker(env), h_(std::move(h)), seq_(seq), tokens_(std::move(tokens)), sampler_(std::move(sampler)),
-        accept_input_(accept_input) {}
-
- protected:
-  void Run() override {
-    std::lock_guard<std::mutex> lock(h_->mu);
-    llama_context* ctx = h_->ctx;
-    if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
-    llama_memory_t mem = llama_get_memory(ctx);
-    const llama_pos start = llama_memory_seq_pos_max(mem, seq_) + 1;
-    const int64_t n = static_cast<int64_t>(tokens_.size());
-    if (start + n > h_->n_ctx_seq) {
-      Throw("ERR_CONTEXT_FULL", "the context is full: sequence " + std::to_string(seq_) + " holds " + std::to_string(start) +
-                                    " tokens and " + std::to_string(n) + " more do not fit in " +
-                                    std::to_string(h_->n_ctx_seq) + "; use a larger contextSize or remove tokens");
-    }
-    const int64_t t0 = llama_time_us();
-    llama_batch& b = h_->batch;
-    for (int64_t i = 0; i < n; i += h_->n_batch) {
-      const int32_t m = static_cast<int32_t>(std::min<int64_t>(h_->n_batch, n - i));
-      b.n_tokens = m;
-      for (int32_t j = 0; j < m; j++) {
-        b.token[j] = tokens_[static_cast<size_t>(i + j)];
-        b.pos[j] = static_cast<llama_pos>(start + i + j);
-        b.n_seq_id[j] = 1;
-        b.seq_id[j][0] = seq_;
-        // The last token's logits are always computed, so an evaluated prompt is ready to sample.
-        b.logits[j] = (i + j == n - 1) ? 1 : 0;
-      }
-      CheckDecode(llama_decode(ctx, b));
-    }
-    const int64_t t1 = llama_time_us();
-    decode_us_ = t1 - t0;
-    if (!sampler_) return;
-    if (n == 0) Throw("ERR_INVALID_ARGUMENT", "sampling needs at least one token to evaluate");
-    if (accept_input_) {
-      for (llama_token t : tokens_) llama_sampler_accept(sampler_->chain, t);
-    }
-    token_ = llama_sampler_sample(sampler_->chain, ctx, -1);
-    const llama_vocab* vocab = h_->model->vocab;
-    eog_ = llama_vocab_is_eog(vocab, token_);
-    if (!eog_) piece_ = TokenPiece(vocab, token_, false);
-    sample_us_ = llama_time_us() - t1;
-  }
-
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("evaluated", static_cast<double>(tokens_.size()));
-    out.Set("decodeUs", static_cast<double>(decode_us_));
-    if (sampler_) {
-      out.Set("token", token_);
-      out.Set("eog", eog_);
-      out.Set("piece", Napi::Buffer<char>::Copy(env, piece_.data(), piece_.size()));
-      out.Set("sampleUs", static_cast<double>(sample_us_));
-    }
-    return out;
-  }
-
- private:
-  std::shared_ptr<ContextHandle> h_;
-  int32_t seq_;
-  std::vector<llama_token> tokens_;
-  std::shared_ptr<SamplerHandle> sampler_;
-  bool accept_input_;
-  llama_token token_ = -1;
-  bool eog_ = false;
-  std::string piece_;
-  int64_t decode_us_ = 0, sample_us_ = 0;
 };
 
 class StateGetWorker : public PromiseWorker {
@@ -225,87 +142,6 @@ class StateSetWorker : public PromiseWorker {
   llama_pos pos_max_ = -1;
 };
 
-struct BatchEntry {
-  int32_t seq = -1;
-  std::vector<llama_token> tokens;
-  std::shared_ptr<SamplerHandle> sampler;
-  bool accept = false;  // feed the tokens to the sampler's history (penalties see the prompt)
-  bool sample = false;  // sample one token after the decode
-  llama_token token = -1;
-  bool eog = false;
-  std::string piece;
-};
-
-class EvalBatchWorker : public PromiseWorker {
- public:
-  EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries)
-      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)) {}
-
- protected:
-  void Run() override {
-    std::lock_guard<std::mutex> lock(h_->mu);
-    llama_context* ctx = h_->ctx;
-    if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
-    llama_memory_t mem = llama_get_memory(ctx);
-    llama_batch& b = h_->batch;
-    b.n_tokens = 0;
-    std::vector<int32_t> last(entries_.size());
-    for (size_t e = 0; e < entries_.size(); e++) {
-      BatchEntry& entry = entries_[e];
-      const llama_pos start = llama_memory_seq_pos_max(mem, entry.seq) + 1;
-      if (start + static_cast<int64_t>(entry.tokens.size()) > h_->n_ctx_seq) {
-        Throw("ERR_CONTEXT_FULL", "sequence " + std::to_string(entry.seq) + " is full (" + std::to_string(h_->n_ctx_seq) + " tokens)");
-      }
-      for (size_t j = 0; j < entry.tokens.size(); j++) {
-        const int32_t i = b.n_tokens++;
-        b.token[i] = entry.tokens[j];
-        b.pos[i] = static_cast<llama_pos>(start + static_cast<llama_pos>(j));
-        b.n_seq_id[i] = 1;
-        b.seq_id[i][0] = entry.seq;
-        b.logits[i] = (j + 1 == entry.tokens.size()) ? 1 : 0;
-      }
-      last[e] = b.n_tokens - 1;
-    }
-    const int64_t t0 = llama_time_us();
-    CheckDecode(llama_decode(ctx, b));
-    decode_us_ = llama_time_us() - t0;
-    for (size_t e = 0; e < entries_.size(); e++) {
-      BatchEntry& entry = entries_[e];
-      if (!entry.sampler) continue;
-      if (entry.accept) {
-        for (llama_token t : entry.tokens) llama_sampler_accept(entry.sampler->chain, t);
-      }
-      if (!entry.sample) continue;
-      entry.token = llama_sampler_sample(entry.sampler->chain, ctx, last[e]);
-      entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
-      if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
-    }
-  }
-
-  Napi::Value Result(Napi::Env env) override {
-    Napi::Array out = Napi::Array::New(env, entries_.size());
-    for (uint32_t e = 0; e < entries_.size(); e++) {
-      const BatchEntry& entry = entries_[e];
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("seq", entry.seq);
-      r.Set("evaluated", static_cast<double>(entry.tokens.size()));
-      r.Set("decodeUs", static_cast<double>(decode_us_));
-      if (entry.sample) {
-        r.Set("token", entry.token);
-        r.Set("eog", entry.eog);
-        r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
-      }
-      out.Set(e, r);
-    }
-    return out;
-  }
-
- private:
-  std::shared_ptr<ContextHandle> h_;
-  std::vector<BatchEntry> entries_;
-  int64_t decode_us_ = 0;
-};
-
 }  // namespace
 
 void ContextHandle::Close() {
@@ -327,13 +163,11 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
   Napi::Function ctor = DefineClass(env, "Context", {
       StaticMethod("create", &Context::Create),
       InstanceMethod("info", &Context::Info),
-      InstanceMethod("eval", &Context::Eval),
       InstanceMethod("abort", &Context::Abort),
       InstanceMethod("seqPosRange", &Context::SeqPosRange),
       InstanceMethod("seqRemove", &Context::SeqRemove),
       InstanceMethod("seqShift", &Context::SeqShift),
       InstanceMethod("seqCopy", &Context::SeqCopy),
-      InstanceMethod("seqKeep", &Context::SeqKeep),
       InstanceMethod("stateSeqGet", &Context::StateSeqGet),
       InstanceMethod("stateSeqSet", &Context::StateSeqSet),
       InstanceMethod("evalBatch", &Context::EvalBatch),
@@ -347,10 +181,11 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
 
 Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 1 || !info[0].IsExternal()) {
+  if (info.Length() != 1) {
     throw MakeError(env, "ERR_INVALID_ARGUMENT", "Context cannot be constructed directly; use model.createContext()");
   }
-  handle_ = *info[0].As<Napi::External<std::shared_ptr<ContextHandle>>>().Data();
+  handle_ = *TaggedExternal<std::shared_ptr<ContextHandle>>(env, info[0], kExternalTag,
+                                                            "Context cannot be constructed directly; use model.createContext()");
   napi_type_tag_object(env, info.This(), &kTag);
   // Tell V8 what the KV cache and compute buffers hold, so GC pressure reflects them.
   for (const MemoryRow& r : CollectBreakdown(handle_->ctx)) external_bytes_ += static_cast<int64_t>(r.context + r.compute);
@@ -368,29 +203,28 @@ std::shared_ptr<ContextHandle> Context::Live(Napi::Env env, const Napi::Callback
   return handle_;
 }
 
-llama_context_params ParseContextParams(Napi::Env env, Napi::Object o) {
+llama_context_params ParseContextParams(Napi::Object o, const char* where) {
+  Fields f(o, where);
   llama_context_params p = llama_context_default_params();
-  p.n_ctx = static_cast<uint32_t>(OptInt(o, "contextSize", 0, 0, 1 << 24));
-  p.n_batch = static_cast<uint32_t>(OptInt(o, "batchSize", 512, 1, 1 << 20));
-  p.n_ubatch = static_cast<uint32_t>(OptInt(o, "ubatchSize", std::min<uint32_t>(p.n_batch, 512), 1, p.n_batch));
-  p.n_seq_max = static_cast<uint32_t>(OptInt(o, "sequences", 1, 1, static_cast<int64_t>(llama_max_parallel_sequences())));
-  p.n_threads = static_cast<int32_t>(OptInt(o, "threads", p.n_threads, 1, 1024));
-  p.n_threads_batch = static_cast<int32_t>(OptInt(o, "threadsBatch", p.n_threads, 1, 1024));
-  p.flash_attn_type = static_cast<llama_flash_attn_type>(OptInt(o, "flashAttention", LLAMA_FLASH_ATTN_TYPE_AUTO, -1, 1));
-  const int64_t type_k = OptInt(o, "typeK", GGML_TYPE_F16, 0, GGML_TYPE_COUNT - 1);
-  const int64_t type_v = OptInt(o, "typeV", GGML_TYPE_F16, 0, GGML_TYPE_COUNT - 1);
-  if (!IsKvCacheType(type_k) || !IsKvCacheType(type_v)) {
-    throw MakeError(env, "ERR_INVALID_ARGUMENT", "KV cache types must be one of f32, f16, bf16, q8_0, q4_0, q4_1, iq4_nl, q5_0, q5_1");
+  p.n_ctx = static_cast<uint32_t>(f.Int("contextSize", 0, 1 << 24));
+  p.n_batch = static_cast<uint32_t>(f.Int("batchSize", 1, 1 << 20));
+  p.n_ubatch = static_cast<uint32_t>(f.Int("ubatchSize", 1, p.n_batch));
+  p.n_seq_max = static_cast<uint32_t>(f.Int("sequences", 1, static_cast<int64_t>(llama_max_parallel_sequences())));
+  p.n_threads = static_cast<int32_t>(f.Int("threads", 1, 1024));
+  p.n_threads_batch = static_cast<int32_t>(f.Int("threadsBatch", 1, 1024));
+  p.flash_attn_type = static_cast<llama_flash_attn_type>(
+      f.Int("flashAttention", LLAMA_FLASH_ATTN_TYPE_AUTO, LLAMA_FLASH_ATTN_TYPE_ENABLED));
+  p.type_k = static_cast<ggml_type>(f.Int("typeK", 0, GGML_TYPE_COUNT - 1));
+  p.type_v = static_cast<ggml_type>(f.Int("typeV", 0, GGML_TYPE_COUNT - 1));
+  if (const char* why = KvTypeProblem(p.type_k, false)) f.Fail("typeK", std::string("cannot be a KV cache type: ") + why);
+  if (const char* why = KvTypeProblem(p.type_v, true)) f.Fail("typeV", std::string("cannot be a KV cache type: ") + why);
+  // Without flash attention V is stored transposed, which a quantized type cannot be.
+  if (ggml_is_quantized(p.type_v) && p.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
+    f.Fail("typeV", "is quantized, which needs flash attention (flashAttention -1 or 1)");
   }
-  p.type_k = static_cast<ggml_type>(type_k);
-  p.type_v = static_cast<ggml_type>(type_v);
-  if (IsQuantized(p.type_v) && p.flash_attn_type == LLAMA_FLASH_ATTN_TYPE_DISABLED) {
-    throw MakeError(env, "ERR_INVALID_ARGUMENT", "a quantized V cache needs flash attention: set flashAttention to \"on\" or \"auto\"");
-  }
-  p.offload_kqv = OptBool(o, "offloadKv", true);
-  p.swa_full = OptBool(o, "swaFull", false);
-  p.kv_unified = OptBool(o, "kvUnified", false);
-  p.embeddings = OptBool(o, "embeddings", false);
+  p.offload_kqv = f.Bool("offloadKv");
+  p.swa_full = f.Bool("swaFull");
+  p.kv_unified = f.Bool("kvUnified");
   p.no_perf = true;
   return p;
 }
@@ -398,13 +232,16 @@ llama_context_params ParseContextParams(Napi::Env env, Napi::Object o) {
 void CheckContextFits(const llama_model* model, const llama_context_params& p) {
   const uint32_t n_ctx = p.n_ctx == 0 ? static_cast<uint32_t>(llama_model_n_ctx_train(model)) : p.n_ctx;
   if (n_ctx < p.n_seq_max) Throw("ERR_INVALID_ARGUMENT", "contextSize must be at least the number of sequences");
-  if (IsQuantized(p.type_k) || IsQuantized(p.type_v)) {
-    // ggml needs whole quantization blocks per head; llama.cpp would fail deep inside otherwise.
-    const int32_t n_head = llama_model_n_layer(model) > 0 ? llama_model_n_head(model) : 0;
-    const int32_t head_dim = n_head > 0 ? llama_model_n_embd(model) / n_head : 0;
-    if (head_dim % 32 != 0) {
-      Throw("ERR_INVALID_ARGUMENT", "this model's attention heads are " + std::to_string(head_dim) +
-                                        " wide; quantized KV cache types need a multiple of 32: use f16 or bf16");
+  // Cache rows must be whole quantization blocks, with or without flash attention (llama.cpp
+  // checks only with it; without it ggml fails deep inside).
+  const llama_hparams& hp = model->hparams;
+  const int64_t bk = ggml_blck_size(p.type_k), bv = ggml_blck_size(p.type_v);
+  for (uint32_t il = 0; il < hp.n_layer(); il++) {
+    const uint32_t hk = hp.n_embd_head_k(il), hv = hp.n_embd_head_v(il);
+    if (hk % bk != 0 || hv % bv != 0) {
+      Throw("ERR_INVALID_ARGUMENT", "this model's attention heads are " + std::to_string(hk) + "/" + std::to_string(hv) +
+                                        " wide (K/V), not a multiple of the KV cache types' blocks (" + std::to_string(bk) +
+                                        "/" + std::to_string(bv) + ")");
     }
   }
 }
@@ -447,7 +284,7 @@ Napi::Value Context::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "Context.create(model, options)");
   auto model = Model::HandleOf(env, args.At(0, "model"));
-  llama_context_params p = ParseContextParams(env, args.Object(1, "options"));
+  llama_context_params p = ParseContextParams(args.Object(1, "options"), "options");
   return (new CreateWorker(env, std::move(model), p))->Start();
 }
 
@@ -464,22 +301,6 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
   out.Set("threadsBatch", llama_n_threads_batch(h->ctx));
   out.Set("canShift", h->can_shift);
   return out;
-}
-
-// eval(seq, tokens, sampler | null, acceptInput) -> Promise<{ evaluated, decodeUs, token?, eog?, piece?, sampleUs? }>
-Napi::Value Context::Eval(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto h = Live(env, info);
-  Args args(info, "eval(seq, tokens, sampler, acceptInput)");
-  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
-  std::vector<llama_token> tokens = args.Tokens(1, "tokens", h->model->n_vocab);
-  std::shared_ptr<SamplerHandle> sampler;
-  if (info.Length() > 2 && !info[2].IsNull() && !info[2].IsUndefined()) sampler = Sampler::HandleOf(env, info[2]);
-  const bool accept_input = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
-  if (tokens.empty() && sampler) args.Fail("tokens", "must not be empty when sampling");
-  // A fresh operation starts un-aborted; abort() after this point cancels it.
-  h->abort.store(false);
-  return (new EvalWorker(env, std::move(h), seq, std::move(tokens), std::move(sampler), accept_input))->Start();
 }
 
 Napi::Value Context::Abort(const Napi::CallbackInfo& info) {
@@ -530,9 +351,10 @@ Napi::Value Context::Clear(const Napi::CallbackInfo& info) {
 Napi::Value Context::Memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = Live(env, info);
+  // The breakdown reads the context's buffers, which a worker in flight may be changing.
+  LLAMEM_LOCK_OR_BUSY(h);
   Napi::Object out = Napi::Object::New(env);
   out.Set("rows", BreakdownToJs(env, CollectBreakdown(h->ctx)));
-  LLAMEM_LOCK_OR_BUSY(h);
   // Cells in use: the positions each sequence holds (sequences do not share cells unless copied).
   int64_t used = 0;
   llama_memory_t mem = llama_get_memory(h->ctx);
@@ -578,16 +400,6 @@ Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value Context::SeqKeep(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto h = Live(env, info);
-  Args args(info, "seqKeep(seq)");
-  const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
-  LLAMEM_LOCK_OR_BUSY(h);
-  llama_memory_seq_keep(llama_get_memory(h->ctx), seq);
-  return env.Undefined();
-}
-
 #undef LLAMEM_LOCK_OR_BUSY
 
 // stateSeqGet(seq) -> Promise<Buffer>: the sequence's KV cells, copied to host memory.
@@ -611,49 +423,6 @@ Napi::Value Context::StateSeqSet(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> data(buf.Data(), buf.Data() + buf.Length());
   h->abort.store(false);
   return (new StateSetWorker(env, std::move(h), seq, std::move(data)))->Start();
-}
-
-// evalBatch([{ seq, tokens, sampler?, accept?, sample? }]) -> Promise<result[]>: all sequences'
-// tokens in one llama_decode (continuous batching); an entry with a sampler can feed its tokens
-// to the sampler's history (accept) and sample one token (sample, default true).
-Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto h = Live(env, info);
-  Args args(info, "evalBatch(entries)");
-  Napi::Array arr = args.Array(0, "entries");
-  std::vector<BatchEntry> entries;
-  size_t total = 0;
-  std::vector<bool> seen(static_cast<size_t>(h->n_seq_max), false);
-  for (uint32_t i = 0; i < arr.Length(); i++) {
-    Napi::Value item = arr.Get(i);
-    if (!item.IsObject()) args.Fail("entries", "must hold { seq, tokens, sampler? } objects");
-    Napi::Object o = item.As<Napi::Object>();
-    BatchEntry e;
-    e.seq = static_cast<int32_t>(OptInt(o, "seq", -1, 0, h->n_seq_max - 1));
-    if (e.seq < 0) args.Fail("entries", "need a seq");
-    if (seen[static_cast<size_t>(e.seq)]) args.Fail("entries", "name each sequence once");
-    seen[static_cast<size_t>(e.seq)] = true;
-    Napi::Value t = o.Get("tokens");
-    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) args.Fail("entries", "tokens must be an Int32Array");
-    Napi::Int32Array ta = t.As<Napi::Int32Array>();
-    e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
-    for (llama_token tok : e.tokens) {
-      if (tok < 0 || tok >= h->model->n_vocab) args.Fail("entries", "contain a token id outside the vocabulary");
-    }
-    if (e.tokens.empty()) args.Fail("entries", "need at least one token each");
-    Napi::Value s = o.Get("sampler");
-    if (!s.IsUndefined() && !s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
-    e.accept = e.sampler && OptBool(o, "accept", false);
-    e.sample = e.sampler && OptBool(o, "sample", true);
-    total += e.tokens.size();
-    entries.push_back(std::move(e));
-  }
-  if (entries.empty()) args.Fail("entries", "must not be empty");
-  if (total > static_cast<size_t>(h->n_batch)) {
-    args.Fail("entries", "hold " + std::to_string(total) + " tokens, more than the batch size " + std::to_string(h->n_batch));
-  }
-  h->abort.store(false);
-  return (new EvalBatchWorker(env, std::move(h), std::move(entries)))->Start();
 }
 
 namespace {

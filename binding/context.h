@@ -1,4 +1,5 @@
-// llama_context: params, async decode and sampling, sequences, memory breakdown.
+// llama_context: params, async create, sequences, state, memory breakdown; evalBatch (the
+// batched decode and sampling) is in eval.cc.
 #pragma once
 
 #include <atomic>
@@ -48,8 +49,9 @@ struct MemoryRow {
 std::vector<MemoryRow> CollectBreakdown(const llama_context* ctx);
 Napi::Array BreakdownToJs(Napi::Env env, const std::vector<MemoryRow>& rows);
 
-// Context options parsed on the JS thread into llama_context_params (shared by create and estimate).
-llama_context_params ParseContextParams(Napi::Env env, Napi::Object o);
+// Context options parsed on the JS thread into llama_context_params (shared by create and
+// estimate); `where` names the object in errors ("options", "contextOptions").
+llama_context_params ParseContextParams(Napi::Object o, const char* where);
 // Model-dependent checks of those params, off the JS thread (throws CodedError).
 void CheckContextFits(const llama_model* model, const llama_context_params& p);
 
@@ -57,6 +59,8 @@ class Context : public Napi::ObjectWrap<Context> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
   static const napi_type_tag kTag;
+  // Tags the External a create hands to the constructor, so nothing else can pose as one.
+  static const napi_type_tag kExternalTag;
 
   explicit Context(const Napi::CallbackInfo& info);
   ~Context() override;
@@ -64,13 +68,11 @@ class Context : public Napi::ObjectWrap<Context> {
  private:
   static Napi::Value Create(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
-  Napi::Value Eval(const Napi::CallbackInfo& info);
   Napi::Value Abort(const Napi::CallbackInfo& info);
   Napi::Value SeqPosRange(const Napi::CallbackInfo& info);
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqShift(const Napi::CallbackInfo& info);
   Napi::Value SeqCopy(const Napi::CallbackInfo& info);
-  Napi::Value SeqKeep(const Napi::CallbackInfo& info);
   Napi::Value StateSeqGet(const Napi::CallbackInfo& info);
   Napi::Value StateSeqSet(const Napi::CallbackInfo& info);
   Napi::Value EvalBatch(const Napi::CallbackInfo& info);

@@ -16,11 +16,13 @@
 namespace llamem {
 
 const napi_type_tag Model::kTag = {0x6c6c616d656d4d4fULL, 0x44454c0000000001ULL};
+const napi_type_tag Model::kExternalTag = {0x6c6c616d656d4d4fULL, 0x44454c4558540001ULL};
 
 namespace {
 
 class LoadWorker : public PromiseWorker {
  public:
+  // on_progress: empty for no progress reports.
   LoadWorker(Napi::Env env, LoadOptions opts, Napi::Function on_progress)
       : PromiseWorker(env), opts_(std::move(opts)), cancel_(std::make_shared<std::atomic<bool>>(false)) {
     if (!on_progress.IsEmpty()) {
@@ -65,9 +67,7 @@ class LoadWorker : public PromiseWorker {
   }
 
   Napi::Value Result(Napi::Env env) override {
-    auto* holder = new std::shared_ptr<ModelHandle>(handle_);
-    auto ext = Napi::External<std::shared_ptr<ModelHandle>>::New(
-        env, holder, [](Napi::Env, std::shared_ptr<ModelHandle>* p) { delete p; });
+    auto ext = NewTaggedExternal(env, new std::shared_ptr<ModelHandle>(handle_), Model::kExternalTag);
     return GetAddon(env).model_ctor.New({ext});
   }
 
@@ -195,47 +195,25 @@ void CheckModelPath(const std::string& path) {
   if (!S_ISREG(st.st_mode)) Throw("ERR_NOT_A_FILE", "not a regular file: " + path);
 }
 
-LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o) {
+LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o, const char* where) {
+  Fields f(o, where);
   LoadOptions opts;
   opts.path = path;
   if (opts.path.empty()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "path must not be empty");
-  opts.gpu_layers = static_cast<int32_t>(OptInt(o, "gpuLayers", 0, -1, INT32_MAX));
-  opts.load_mode = static_cast<llama_load_mode>(OptInt(o, "loadMode", LLAMA_LOAD_MODE_MMAP, -1, 4));
-  opts.use_extra_bufts = OptBool(o, "repack", true);
-  opts.vocab_only = OptBool(o, "vocabOnly", false);
-  opts.check_tensors = OptBool(o, "checkTensors", false);
-  opts.split_mode = static_cast<llama_split_mode>(OptInt(o, "splitMode", LLAMA_SPLIT_MODE_LAYER, 0, 2));
-  opts.main_gpu = static_cast<int32_t>(OptInt(o, "mainGpu", 0, 0, static_cast<int64_t>(llama_max_devices()) - 1));
-  auto strings = [&](const char* key) {
-    std::vector<std::string> out;
-    Napi::Value v = o.Get(key);
-    if (v.IsUndefined() || v.IsNull()) return out;
-    if (!v.IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("option ") + key + " must be an array");
-    Napi::Array a = v.As<Napi::Array>();
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Value item = a.Get(i);
-      if (!item.IsString()) throw MakeError(env, "ERR_INVALID_ARGUMENT", std::string("option ") + key + " must hold strings");
-      out.push_back(item.As<Napi::String>().Utf8Value());
-    }
-    return out;
-  };
-  opts.devices = strings("devices");
-  Napi::Value split = o.Get("tensorSplit");
-  if (!split.IsUndefined() && !split.IsNull()) {
-    if (!split.IsArray()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit must be an array of numbers");
-    Napi::Array a = split.As<Napi::Array>();
-    if (a.Length() > llama_max_devices()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit has more entries than devices");
-    for (uint32_t i = 0; i < a.Length(); i++) {
-      Napi::Value item = a.Get(i);
-      const double d = item.IsNumber() ? item.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0) || !std::isfinite(d)) throw MakeError(env, "ERR_INVALID_ARGUMENT", "option tensorSplit must hold non-negative numbers");
-      opts.tensor_split.push_back(static_cast<float>(d));
-    }
-  }
-  const std::vector<std::string> patterns = strings("overridePatterns");
-  const std::vector<std::string> targets = strings("overrideDevices");
-  if (patterns.size() != targets.size()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "each tensor override needs a pattern and a device");
-  if (patterns.size() + 1 > llama_max_tensor_buft_overrides()) throw MakeError(env, "ERR_INVALID_ARGUMENT", "too many tensor overrides");
+  opts.gpu_layers = static_cast<int32_t>(f.Int("gpuLayers", -1, INT32_MAX));
+  opts.load_mode = static_cast<llama_load_mode>(f.Int("loadMode", LLAMA_LOAD_MODE_AUTO, LLAMA_LOAD_MODE_DIRECT_IO));
+  opts.use_extra_bufts = f.Bool("repack");
+  opts.vocab_only = f.Bool("vocabOnly");
+  opts.devices = f.Strings("devices");
+  opts.split_mode = static_cast<llama_split_mode>(f.Int("splitMode", LLAMA_SPLIT_MODE_NONE, LLAMA_SPLIT_MODE_ROW));
+  opts.main_gpu = static_cast<int32_t>(f.Int("mainGpu", 0, static_cast<int64_t>(llama_max_devices()) - 1));
+  for (double d : f.Numbers("tensorSplit", 0.0, std::numeric_limits<float>::max())) opts.tensor_split.push_back(static_cast<float>(d));
+  if (opts.tensor_split.size() > llama_max_devices()) f.Fail("tensorSplit", "has more entries than llama.cpp has devices");
+  const std::vector<std::string> patterns = f.Strings("overridePatterns");
+  const std::vector<std::string> targets = f.Strings("overrideDevices");
+  if (patterns.size() != targets.size()) f.Fail("overrideDevices", "must be as long as overridePatterns (one device per pattern)");
+  // llama.cpp's list ends with a sentinel entry.
+  if (patterns.size() + 1 > llama_max_tensor_buft_overrides()) f.Fail("overridePatterns", "has more entries than llama.cpp allows");
   for (size_t i = 0; i < patterns.size(); i++) opts.overrides.emplace_back(patterns[i], targets[i]);
   return opts;
 }
@@ -271,7 +249,6 @@ llama_model_params ToModelParams(LoadOptions& opts) {
   params.load_mode = opts.load_mode;
   params.use_extra_bufts = opts.use_extra_bufts;
   params.vocab_only = opts.vocab_only;
-  params.check_tensors = opts.check_tensors;
   params.no_alloc = opts.no_alloc;
   return params;
 }
@@ -305,10 +282,9 @@ void Model::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
 
 Model::Model(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Model>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() != 1 || !info[0].IsExternal()) {
-    throw MakeError(env, "ERR_INVALID_ARGUMENT", "Model cannot be constructed directly; use loadModel()");
-  }
-  handle_ = *info[0].As<Napi::External<std::shared_ptr<ModelHandle>>>().Data();
+  if (info.Length() != 1) throw MakeError(env, "ERR_INVALID_ARGUMENT", "Model cannot be constructed directly; use loadModel()");
+  handle_ = *TaggedExternal<std::shared_ptr<ModelHandle>>(env, info[0], kExternalTag,
+                                                          "Model cannot be constructed directly; use loadModel()");
   napi_type_tag_object(env, info.This(), &kTag);
   if (handle_ && handle_->model != nullptr) {
     external_bytes_ = static_cast<int64_t>(llama_model_size(handle_->model));
@@ -336,9 +312,14 @@ std::shared_ptr<ModelHandle> Model::Live(Napi::Env env) const {
 Napi::Value Model::Load(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "Model.load(path, options, onProgress)");
-  LoadOptions opts = ParseLoadOptions(env, args.String(0, "path"), args.Object(1, "options"));
+  LoadOptions opts = ParseLoadOptions(env, args.String(0, "path"), args.Object(1, "options"), "options");
+  Napi::Value progress = args.At(2, "onProgress");
   Napi::Function on_progress;
-  if (info.Length() > 2 && info[2].IsFunction()) on_progress = info[2].As<Napi::Function>();
+  if (progress.IsFunction()) {
+    on_progress = progress.As<Napi::Function>();
+  } else if (!progress.IsNull()) {
+    args.Fail("onProgress", "must be a function or null");
+  }
   auto* worker = new LoadWorker(env, std::move(opts), on_progress);
   auto cancel = worker->cancel_flag();
   Napi::Promise promise = worker->Start();
@@ -428,9 +409,12 @@ Napi::Value Model::ApplyChatTemplate(const Napi::CallbackInfo& info) {
   Args args(info, "applyChatTemplate(messages, addAssistant, template)");
   Napi::Array arr = args.Array(0, "messages");
   bool add_assistant = args.Bool(1, "addAssistant");
+  Napi::Value given = args.At(2, "template");
   std::string tmpl;
-  if (info.Length() > 2 && info[2].IsString()) {
-    tmpl = info[2].As<Napi::String>().Utf8Value();
+  if (given.IsString()) {
+    tmpl = given.As<Napi::String>().Utf8Value();
+  } else if (!given.IsNull()) {
+    args.Fail("template", "must be a string or null (null: the model's own)");
   } else {
     const char* t = llama_model_chat_template(h->model, nullptr);
     if (t == nullptr) throw MakeError(env, "ERR_INVALID_ARGUMENT", "the model has no chat template; pass one or use raw completion");

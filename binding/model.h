@@ -26,15 +26,14 @@ struct ModelHandle {
   }
 };
 
-// Load options parsed on the JS thread (shared by load and estimate).
+// Load options parsed on the JS thread (shared by load and estimate); every field comes from lib/.
 struct LoadOptions {
   std::string path;
   int32_t gpu_layers = 0;
-  llama_load_mode load_mode = LLAMA_LOAD_MODE_MMAP;
-  bool use_extra_bufts = true;
+  llama_load_mode load_mode = LLAMA_LOAD_MODE_NONE;
+  bool use_extra_bufts = false;
   bool vocab_only = false;
-  bool check_tensors = false;
-  bool no_alloc = false;
+  bool no_alloc = false;  // set by estimate only
   // Placement: device names (empty: all), split mode, main GPU, per-device proportions, and
   // tensor-name patterns pinned to a device (e.g. MoE experts on the CPU).
   std::vector<std::string> devices;
@@ -46,7 +45,8 @@ struct LoadOptions {
   std::vector<ggml_backend_dev_t> device_ptrs;
   std::vector<llama_model_tensor_buft_override> override_ptrs;
 };
-LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o);
+// `where` names the options object in errors ("options", "loadOptions").
+LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Object o, const char* where);
 // Off the JS thread: resolves device names (ERR_INVALID_ARGUMENT for an unknown one) into
 // `opts`' own storage, which must outlive the load call.
 llama_model_params ToModelParams(LoadOptions& opts);
@@ -60,6 +60,8 @@ class Model : public Napi::ObjectWrap<Model> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
   static const napi_type_tag kTag;
+  // Tags the External a load hands to the constructor, so nothing else can pose as one.
+  static const napi_type_tag kExternalTag;
 
   explicit Model(const Napi::CallbackInfo& info);
   ~Model() override;

@@ -47,14 +47,14 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   Args args(info, "quantize(input, output, options)");
   std::string in = args.String(0, "input");
   std::string out = args.String(1, "output");
-  Napi::Object o = args.Object(2, "options");
+  Fields f(args.Object(2, "options"), "options");
   if (in.empty() || out.empty()) args.Fail("input/output", "must not be empty");
   if (in == out) args.Fail("output", "must differ from the input");
   llama_model_quantize_params p = llama_model_quantize_default_params();
-  p.ftype = static_cast<llama_ftype>(OptInt(o, "ftype", LLAMA_FTYPE_MOSTLY_Q4_0, 0, LLAMA_FTYPE_GUESSED - 1));
-  p.nthread = static_cast<int32_t>(OptInt(o, "threads", 0, 0, 1024));
-  p.allow_requantize = OptBool(o, "allowRequantize", false);
-  p.pure = OptBool(o, "pure", false);
+  p.ftype = static_cast<llama_ftype>(f.Int("ftype", 0, LLAMA_FTYPE_GUESSED - 1));
+  p.nthread = static_cast<int32_t>(f.Int("threads", 0, 1024));
+  p.allow_requantize = f.Bool("allowRequantize");
+  p.pure = f.Bool("pure");
   return (new QuantizeWorker(env, std::move(in), std::move(out), p))->Start();
 }
 

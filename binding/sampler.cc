@@ -11,48 +11,71 @@ const napi_type_tag Sampler::kTag = {0x6c6c616d656d5341ULL, 0x4d504c0000000003UL
 
 void Sampler::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
   Napi::Function ctor = DefineClass(env, "Sampler", {
-      InstanceMethod("reset", &Sampler::Reset),
       InstanceMethod("dispose", &Sampler::Dispose),
   });
   addon.sampler_ctor = Napi::Persistent(ctor);
   exports.Set("Sampler", ctor);
 }
 
+namespace {
+
+// One stage of the chain from its options; `selects` tells whether it picks the token.
+llama_sampler* StageOf(const Fields& f, int32_t n_vocab, bool& selects) {
+  const std::string type = f.String("type");
+  selects = false;
+  if (type == "penalties") {
+    const int64_t last_n = f.Int("lastN", 0, 1 << 20);
+    const double repeat = f.Number("repeat", 1e-6, 100.0);
+    const double frequency = f.Number("frequency", -100.0, 100.0);
+    const double presence = f.Number("presence", -100.0, 100.0);
+    return llama_sampler_init_penalties(n_vocab, static_cast<int32_t>(last_n), static_cast<float>(repeat),
+                                        static_cast<float>(frequency), static_cast<float>(presence));
+  }
+  if (type == "topK") return llama_sampler_init_top_k(static_cast<int32_t>(f.Int("k", 0, n_vocab)));
+  if (type == "topP" || type == "minP") {
+    const double p = f.Number("p", 0.0, 1.0);
+    const size_t min_keep = static_cast<size_t>(f.Int("minKeep", 0, n_vocab));
+    return type == "topP" ? llama_sampler_init_top_p(static_cast<float>(p), min_keep)
+                          : llama_sampler_init_min_p(static_cast<float>(p), min_keep);
+  }
+  if (type == "temperature") return llama_sampler_init_temp(static_cast<float>(f.Number("t", 0.0, 100.0)));
+  if (type == "dist") {
+    selects = true;
+    return llama_sampler_init_dist(static_cast<uint32_t>(f.Int("seed", 0, UINT32_MAX)));
+  }
+  if (type == "greedy") {
+    selects = true;
+    return llama_sampler_init_greedy();
+  }
+  f.Fail("type", "must be one of penalties, topK, topP, minP, temperature, dist, greedy (got \"" + type + "\")");
+}
+
+}  // namespace
+
+// new Sampler(model, { stages }): the chain applies the stages in the order given.
 Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(info) {
   Napi::Env env = info.Env();
   Args args(info, "new Sampler(model, options)");
   auto model = Model::HandleOf(env, args.At(0, "model"));
-  Napi::Object o = args.Object(1, "options");
-  const double temperature = OptNumber(o, "temperature", 0.8, 0.0, 100.0);
-  const int64_t top_k = OptInt(o, "topK", 40, 0, model->n_vocab);
-  const double top_p = OptNumber(o, "topP", 0.95, 0.0, 1.0);
-  const double min_p = OptNumber(o, "minP", 0.05, 0.0, 1.0);
-  const double repeat_penalty = OptNumber(o, "repeatPenalty", 1.0, 1e-6, 100.0);
-  const int64_t repeat_last_n = OptInt(o, "repeatLastN", 64, 0, 1 << 20);
-  const double frequency_penalty = OptNumber(o, "frequencyPenalty", 0.0, -100.0, 100.0);
-  const double presence_penalty = OptNumber(o, "presencePenalty", 0.0, -100.0, 100.0);
-  const int64_t seed = OptInt(o, "seed", LLAMA_DEFAULT_SEED, 0, UINT32_MAX);
-
+  Napi::Array stages = Fields(args.Object(1, "options"), "options").ArrayOf("stages");
   llama_sampler_chain_params cp = llama_sampler_chain_default_params();
   cp.no_perf = true;
-  llama_sampler* chain = llama_sampler_chain_init(cp);
-  if (repeat_penalty != 1.0 || frequency_penalty != 0.0 || presence_penalty != 0.0) {
-    llama_sampler_chain_add(chain, llama_sampler_init_penalties(model->n_vocab, static_cast<int32_t>(repeat_last_n),
-                                                                static_cast<float>(repeat_penalty),
-                                                                static_cast<float>(frequency_penalty),
-                                                                static_cast<float>(presence_penalty)));
+  // Owned by the handle from the start, so a bad stage frees the stages added before it.
+  auto handle = std::make_shared<SamplerHandle>();
+  handle->chain = llama_sampler_chain_init(cp);
+  bool selected = false;
+  for (uint32_t i = 0; i < stages.Length(); i++) {
+    const std::string where = "options.stages[" + std::to_string(i) + "]";
+    Napi::Value item = stages.Get(i);
+    if (!item.IsObject()) args.Fail(where.c_str(), "must be an object { type, ... }");
+    Fields f(item.As<Napi::Object>(), where);
+    // llama_sampler_sample asserts that a stage selected a token, and a stage after the one
+    // that selects could cut the candidates under the selected index.
+    if (selected) f.Fail("type", "follows dist or greedy, which must be the last stage");
+    llama_sampler_chain_add(handle->chain, StageOf(f, model->n_vocab, selected));
   }
-  if (temperature <= 0.0) {
-    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-  } else {
-    if (top_k > 0) llama_sampler_chain_add(chain, llama_sampler_init_top_k(static_cast<int32_t>(top_k)));
-    if (top_p < 1.0) llama_sampler_chain_add(chain, llama_sampler_init_top_p(static_cast<float>(top_p), 1));
-    if (min_p > 0.0) llama_sampler_chain_add(chain, llama_sampler_init_min_p(static_cast<float>(min_p), 1));
-    llama_sampler_chain_add(chain, llama_sampler_init_temp(static_cast<float>(temperature)));
-    llama_sampler_chain_add(chain, llama_sampler_init_dist(static_cast<uint32_t>(seed)));
-  }
-  handle_ = std::make_shared<SamplerHandle>();
-  handle_->chain = chain;
+  if (!selected) args.Fail("options.stages", "must end with a dist or greedy stage (the one that picks the token)");
+  handle_ = std::move(handle);
   napi_type_tag_object(env, info.This(), &kTag);
 }
 
@@ -61,12 +84,6 @@ std::shared_ptr<SamplerHandle> Sampler::HandleOf(Napi::Env env, Napi::Value valu
   auto h = Sampler::Unwrap(value.As<Napi::Object>())->handle_;
   if (!h) throw MakeError(env, "ERR_DISPOSED", "the sampler was disposed");
   return h;
-}
-
-Napi::Value Sampler::Reset(const Napi::CallbackInfo& info) {
-  auto h = HandleOf(info.Env(), info.This());
-  llama_sampler_reset(h->chain);
-  return info.Env().Undefined();
 }
 
 Napi::Value Sampler::Dispose(const Napi::CallbackInfo& info) {

@@ -1,4 +1,5 @@
-// The sampler chain: penalties, top-k, top-p, min-p, temperature and a seeded draw, or greedy.
+// The sampler chain: penalties, top-k, top-p, min-p, temperature, and a seeded draw or greedy
+// pick last, in the order lib/ gives.
 #pragma once
 
 #include <memory>
@@ -22,13 +23,12 @@ class Sampler : public Napi::ObjectWrap<Sampler> {
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);
   static const napi_type_tag kTag;
 
-  // new Sampler(model, options)
+  // new Sampler(model, { stages })
   explicit Sampler(const Napi::CallbackInfo& info);
 
   static std::shared_ptr<SamplerHandle> HandleOf(Napi::Env env, Napi::Value value);
 
  private:
-  Napi::Value Reset(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<SamplerHandle> handle_;

@@ -1,6 +1,6 @@
-// Memory estimates from llama.cpp's own dry run: the model is "loaded" and a context created
-// with no_alloc, so every buffer is sized exactly as a real load would size it but nothing is
-// allocated or read beyond the header.
+// Model.estimate, a dry run: llama.cpp "loads" the model and creates the context with no_alloc,
+// so every buffer is sized exactly as a real load would size it, but nothing is allocated or
+// read beyond the header.
 #include <string>
 #include <vector>
 
@@ -43,6 +43,7 @@ class EstimateWorker : public PromiseWorker {
     n_ctx_train_ = llama_model_n_ctx_train(model);
     n_layer_ = llama_model_n_layer(model);
     CheckContextFits(model, cparams_);
+    TakeLastNativeError();
     llama_context* ctx = llama_init_from_model(model, cparams_);
     if (ctx == nullptr) {
       std::string why = TakeLastNativeError();
@@ -94,8 +95,8 @@ class EstimateWorker : public PromiseWorker {
 Napi::Value Model::Estimate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Args args(info, "Model.estimate(path, loadOptions, contextOptions)");
-  LoadOptions load = ParseLoadOptions(env, args.String(0, "path"), args.Object(1, "loadOptions"));
-  llama_context_params cparams = ParseContextParams(env, args.Object(2, "contextOptions"));
+  LoadOptions load = ParseLoadOptions(env, args.String(0, "path"), args.Object(1, "loadOptions"), "loadOptions");
+  llama_context_params cparams = ParseContextParams(args.Object(2, "contextOptions"), "contextOptions");
   return (new EstimateWorker(env, std::move(load), cparams))->Start();
 }
 

@@ -1,0 +1,172 @@
+// Evaluation: one batched llama_decode over several sequences, then each one's sampling. The
+// batch is filled in one place (FillBatch) and checked to fit before it is filled.
+#include <string>
+#include <vector>
+
+#include "args.h"
+#include "context.h"
+#include "errors.h"
+#include "sampler.h"
+#include "worker.h"
+
+namespace llamem {
+
+namespace {
+
+// Throws ERR_DECODE / ERR_CONTEXT_FULL / ERR_ABORTED for a llama_decode return code.
+void CheckDecode(int32_t rc) {
+  if (rc == 0) return;
+  if (rc == 1) Throw("ERR_CONTEXT_FULL", "no free KV cache slot for the batch; use a larger contextSize or remove tokens");
+  if (rc == 2) Throw("ERR_ABORTED", "evaluation was aborted");
+  std::string why = TakeLastNativeError();
+  Throw("ERR_DECODE", "llama_decode failed with code " + std::to_string(rc) + (why.empty() ? "" : ": " + why));
+}
+
+struct BatchEntry {
+  int32_t seq = -1;
+  std::vector<llama_token> tokens;
+  std::shared_ptr<SamplerHandle> sampler;  // null: decode only
+  bool accept = false;  // feed the tokens to the sampler's history (penalties see the prompt)
+  bool sample = false;  // sample one token after the decode
+  llama_pos start = 0;  // filled off-thread: the sequence's next position
+  int32_t last = -1;    // the batch index of the entry's last token
+  llama_token token = -1;
+  bool eog = false;
+  std::string piece;
+};
+
+// The one batch filler: each entry's tokens at the end of its sequence, logits for its last
+// token. The caller checked that the entries fit the batch (sum of tokens <= n_batch).
+void FillBatch(llama_batch& b, std::vector<BatchEntry>& entries) {
+  b.n_tokens = 0;
+  for (BatchEntry& entry : entries) {
+    for (size_t j = 0; j < entry.tokens.size(); j++) {
+      const int32_t i = b.n_tokens++;
+      b.token[i] = entry.tokens[j];
+      b.pos[i] = entry.start + static_cast<llama_pos>(j);
+      b.n_seq_id[i] = 1;
+      b.seq_id[i][0] = entry.seq;
+      b.logits[i] = (j + 1 == entry.tokens.size()) ? 1 : 0;
+    }
+    entry.last = b.n_tokens - 1;
+  }
+}
+
+// All entries' tokens in one llama_decode (continuous batching), then each entry's sampling.
+class EvalBatchWorker : public PromiseWorker {
+ public:
+  EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries)
+      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)) {}
+
+ protected:
+  void Run() override {
+    std::lock_guard<std::mutex> lock(h_->mu);
+    llama_context* ctx = h_->ctx;
+    if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    llama_memory_t mem = llama_get_memory(ctx);
+    // Every sequence must fit before anything is decoded, so a failure changes nothing.
+    for (BatchEntry& entry : entries_) {
+      entry.start = llama_memory_seq_pos_max(mem, entry.seq) + 1;
+      const int64_t n = static_cast<int64_t>(entry.tokens.size());
+      if (entry.start + n > h_->n_ctx_seq) {
+        Throw("ERR_CONTEXT_FULL", "the context is full: sequence " + std::to_string(entry.seq) + " holds " +
+                                      std::to_string(entry.start) + " tokens and " + std::to_string(n) +
+                                      " more do not fit in " + std::to_string(h_->n_ctx_seq) +
+                                      "; use a larger contextSize or remove tokens");
+      }
+    }
+    FillBatch(h_->batch, entries_);
+    // A stale error line from earlier work on this thread must not explain this decode.
+    TakeLastNativeError();
+    const int64_t t0 = llama_time_us();
+    CheckDecode(llama_decode(ctx, h_->batch));
+    decode_us_ = llama_time_us() - t0;
+    for (BatchEntry& entry : entries_) {
+      if (!entry.sampler) continue;
+      if (entry.accept) {
+        for (llama_token t : entry.tokens) llama_sampler_accept(entry.sampler->chain, t);
+      }
+      if (!entry.sample) continue;
+      entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
+      entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
+      if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
+    }
+  }
+
+  Napi::Value Result(Napi::Env env) override {
+    Napi::Array out = Napi::Array::New(env, entries_.size());
+    for (uint32_t e = 0; e < entries_.size(); e++) {
+      const BatchEntry& entry = entries_[e];
+      Napi::Object r = Napi::Object::New(env);
+      r.Set("seq", entry.seq);
+      r.Set("evaluated", static_cast<double>(entry.tokens.size()));
+      r.Set("decodeUs", static_cast<double>(decode_us_));
+      if (entry.sample) {
+        r.Set("token", entry.token);
+        r.Set("eog", entry.eog);
+        r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
+      }
+      out.Set(e, r);
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<ContextHandle> h_;
+  std::vector<BatchEntry> entries_;
+  int64_t decode_us_ = 0;
+};
+
+}  // namespace
+
+// evalBatch([{ seq, tokens, sampler, accept, sample }]) -> Promise<[{ seq, evaluated, decodeUs,
+// token?, eog?, piece? }]>: every entry's tokens in one llama_decode, so the entries must fit
+// one batch (n_batch tokens in all; lib/ splits longer prompts).
+Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto h = Live(env, info);
+  Args args(info, "evalBatch(entries)");
+  Napi::Array arr = args.Array(0, "entries");
+  if (arr.Length() == 0) args.Fail("entries", "must not be empty");
+  std::vector<BatchEntry> entries;
+  int64_t total = 0;
+  std::vector<bool> seen(static_cast<size_t>(h->n_seq_max), false);
+  for (uint32_t i = 0; i < arr.Length(); i++) {
+    const std::string where = "entries[" + std::to_string(i) + "]";
+    Napi::Value item = arr.Get(i);
+    if (!item.IsObject()) args.Fail(where.c_str(), "must be an object { seq, tokens, sampler, accept, sample }");
+    Fields f(item.As<Napi::Object>(), where);
+    BatchEntry e;
+    e.seq = static_cast<int32_t>(f.Int("seq", 0, h->n_seq_max - 1));
+    if (seen[static_cast<size_t>(e.seq)]) f.Fail("seq", "repeats sequence " + std::to_string(e.seq) + "; name each sequence once");
+    seen[static_cast<size_t>(e.seq)] = true;
+    Napi::Value t = f.Value("tokens");
+    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) f.Fail("tokens", "must be an Int32Array");
+    Napi::Int32Array ta = t.As<Napi::Int32Array>();
+    if (ta.ElementLength() == 0) f.Fail("tokens", "must not be empty");
+    total += static_cast<int64_t>(ta.ElementLength());
+    // Checked before copying, so a huge array is refused without a huge copy.
+    if (total > h->n_batch) {
+      args.Fail("entries", "hold more than the batch size of " + std::to_string(h->n_batch) + " tokens");
+    }
+    e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
+    for (llama_token tok : e.tokens) {
+      if (tok < 0 || tok >= h->model->n_vocab) {
+        f.Fail("tokens", "contains token id " + std::to_string(tok) + " outside the vocabulary [0, " +
+                             std::to_string(h->model->n_vocab) + ")");
+      }
+    }
+    Napi::Value s = f.Any("sampler");
+    if (!s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
+    e.accept = f.Bool("accept");
+    e.sample = f.Bool("sample");
+    if (!e.sampler && e.sample) f.Fail("sample", "needs a sampler (sampler is null)");
+    if (!e.sampler && e.accept) f.Fail("accept", "needs a sampler (sampler is null)");
+    entries.push_back(std::move(e));
+  }
+  // A fresh operation starts un-aborted; abort() after this point cancels it.
+  h->abort.store(false);
+  return (new EvalBatchWorker(env, std::move(h), std::move(entries)))->Start();
+}
+
+}  // namespace llamem

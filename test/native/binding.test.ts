@@ -1,0 +1,358 @@
+/**
+ * The native layer on its own: every code it throws is one of lib/errors.ts, and every field of
+ * every baton is required and checked (ERR_INVALID_ARGUMENT naming it, never a default, never a
+ * crash). Calls the binding directly, so it depends on lib/ only through internal/native.ts and
+ * errors.ts.
+ */
+import { readFileSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import * as errors from "../../lib/errors.js";
+import { native } from "../../lib/internal/native.js";
+import type {
+  NativeBatchEntry,
+  NativeContext,
+  NativeContextOptions,
+  NativeLoadOptions,
+  NativeModel,
+  NativeSampler,
+  NativeSamplerStage,
+} from "../../lib/internal/native.js";
+import { tinyModel } from "../helpers/models.js";
+
+const root = join(__dirname, "..", "..");
+
+/** The codes lib/errors.ts declares: ERROR_CODES (an array or a record), else parsed from the source. */
+function errorCodes(): string[] {
+  const list = (errors as Record<string, unknown>).ERROR_CODES;
+  if (Array.isArray(list)) return list as string[];
+  if (list && typeof list === "object") return Object.keys(list);
+  // TODO(lead): drop this fallback once lib/errors.ts exports ERROR_CODES for good.
+  const text = readFileSync(join(root, "lib", "errors.ts"), "utf8");
+  return [...text.matchAll(/"(ERR_[A-Z_]+)"/g)].map((m) => m[1]!);
+}
+
+/** The binding, untyped: these tests pass what the types forbid. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Loose = any;
+const b = (): Loose => native();
+
+/** Runs `fn` and expects ERR_INVALID_ARGUMENT, thrown or as a rejection; returns the message. */
+async function invalid(fn: () => unknown): Promise<string> {
+  let err: unknown;
+  try {
+    const r = fn();
+    if (r && typeof (r as Promise<unknown>).then === "function") await r;
+  } catch (e) {
+    err = e;
+  }
+  expect(err, "expected ERR_INVALID_ARGUMENT, but the call succeeded").toBeInstanceOf(Error);
+  expect((err as Error & { code?: string }).code, (err as Error).message).toBe("ERR_INVALID_ARGUMENT");
+  return (err as Error).message;
+}
+
+const LOAD: NativeLoadOptions = {
+  gpuLayers: 0,
+  loadMode: 1,
+  repack: true,
+  vocabOnly: false,
+  devices: [],
+  splitMode: 1,
+  mainGpu: 0,
+  tensorSplit: [],
+  overridePatterns: [],
+  overrideDevices: [],
+};
+
+const BATCH = 16;
+const CONTEXT: NativeContextOptions = {
+  contextSize: 256,
+  batchSize: BATCH,
+  ubatchSize: BATCH,
+  sequences: 2,
+  threads: 1,
+  threadsBatch: 1,
+  flashAttention: -1,
+  typeK: 1,
+  typeV: 1,
+  offloadKv: true,
+  swaFull: false,
+  kvUnified: false,
+};
+
+/** A wrong value of another type for each kind of field. */
+function wrongTypeFor(value: unknown): unknown {
+  if (typeof value === "number") return "1";
+  if (typeof value === "boolean") return 1;
+  if (Array.isArray(value)) return "[]";
+  return 1;
+}
+
+/** Each field missing, null and of the wrong type must be refused, naming the field. */
+async function eachFieldRequired<T extends object>(valid: T, call: (o: Record<string, unknown>) => unknown): Promise<void> {
+  for (const key of Object.keys(valid)) {
+    const value = (valid as Record<string, unknown>)[key];
+    const { [key]: _, ...missing } = valid as Record<string, unknown>;
+    expect(await invalid(() => call(missing))).toContain(key);
+    expect(await invalid(() => call({ ...valid, [key]: null }))).toContain(key);
+    expect(await invalid(() => call({ ...valid, [key]: undefined }))).toContain(key);
+    expect(await invalid(() => call({ ...valid, [key]: wrongTypeFor(value) }))).toContain(key);
+  }
+}
+
+describe("error codes", () => {
+  it("every ERR_* the binding uses is one of lib/errors.ts's codes", () => {
+    const known = new Set(errorCodes());
+    expect(known.has("ERR_INVALID_ARGUMENT")).toBe(true);
+    const dir = join(root, "binding");
+    const used = new Map<string, string>();
+    for (const file of readdirSync(dir).filter((f) => f.endsWith(".cc") || f.endsWith(".h"))) {
+      for (const m of readFileSync(join(dir, file), "utf8").matchAll(/"(ERR_[A-Z0-9_]+)"/g)) used.set(m[1]!, file);
+    }
+    expect(used.size).toBeGreaterThan(5);
+    const unknown = [...used].filter(([code]) => !known.has(code)).map(([code, file]) => `${code} (${file})`);
+    expect(unknown).toEqual([]);
+  });
+});
+
+describe("native arguments", () => {
+  let path: string;
+  let model: NativeModel;
+  let context: NativeContext;
+  let sampler: NativeSampler;
+  let tokens: Int32Array;
+
+  beforeAll(async () => {
+    path = await tinyModel("f16");
+    model = await native().Model.load(path, LOAD, null).promise;
+    context = await native().Context.create(model, CONTEXT);
+    sampler = new (native().Sampler)(model, { stages: [{ type: "greedy" }] });
+    tokens = await model.tokenize("Hello world, hello memory", true, false);
+  });
+
+  afterAll(async () => {
+    sampler?.dispose();
+    await context?.dispose();
+    await model?.dispose();
+  });
+
+  it("exports only the contract (no eval, seqKeep or Sampler.reset)", () => {
+    const ctx = context as Loose;
+    expect(ctx.eval).toBeUndefined();
+    expect(ctx.seqKeep).toBeUndefined();
+    expect((sampler as Loose).reset).toBeUndefined();
+    expect(typeof ctx.evalBatch).toBe("function");
+  });
+
+  it("model info holds exactly NativeModelInfo's fields", () => {
+    expect(Object.keys(model.info()).sort()).toEqual(
+      [
+        "description", "size", "parameters", "trainedContextSize", "embeddingSize", "layers", "heads", "kvHeads",
+        "slidingWindow", "vocabSize", "vocabType", "bos", "eos", "eot", "addBos", "addEos", "hasEncoder", "hasDecoder",
+        "recurrent", "chatTemplate", "metadata",
+      ].sort(),
+    );
+  });
+
+  it("setLogLevel takes an integer in [-1, 4] only", async () => {
+    for (const bad of [Number.NaN, Infinity, 1.5, 5, -2, "2", null, undefined, {}]) {
+      await invalid(() => b().setLogLevel(bad));
+    }
+    await invalid(() => b().setLogLevel());
+    b().setLogLevel(-1);
+  });
+
+  it("Model.load requires every load option and a function or null for onProgress", async () => {
+    await eachFieldRequired(LOAD, (o) => b().Model.load(path, o, null));
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, devices: ["CPU", 1] }, null))).toContain("devices");
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, tensorSplit: [1, Number.NaN] }, null))).toContain("tensorSplit");
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, tensorSplit: [-1] }, null))).toContain("tensorSplit");
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, overridePatterns: ["x"], overrideDevices: [] }, null))).toContain(
+      "overrideDevices",
+    );
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, loadMode: 5 }, null))).toContain("loadMode");
+    expect(await invalid(() => b().Model.load(path, { ...LOAD, gpuLayers: 1.5 }, null))).toContain("gpuLayers");
+    for (const bad of [undefined, 5, "fn", {}]) {
+      expect(await invalid(() => b().Model.load(path, LOAD, bad))).toContain("onProgress");
+    }
+    await invalid(() => b().Model.load(path, LOAD));
+    await invalid(() => b().Model.load(42, LOAD, null));
+    await invalid(() => b().Model.load(path, null, null));
+  });
+
+  it("Model.estimate requires both full batons", async () => {
+    await eachFieldRequired(LOAD, (o) => b().Model.estimate(path, o, CONTEXT));
+    await eachFieldRequired(CONTEXT, (o) => b().Model.estimate(path, LOAD, o));
+    await invalid(() => b().Model.estimate(path, LOAD));
+    const e = await native().Model.estimate(path, LOAD, CONTEXT);
+    expect(e.rows.length).toBeGreaterThan(0);
+  });
+
+  it("Context.create requires every context option and a live model", async () => {
+    await eachFieldRequired(CONTEXT, (o) => b().Context.create(model, o));
+    for (const [key, bad] of [
+      ["ubatchSize", BATCH + 1],
+      ["flashAttention", 2],
+      ["sequences", 0],
+      ["threads", 0],
+      ["typeK", -1],
+      ["typeK", 43], // GGML_TYPE_COUNT
+    ] as const) {
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, [key]: bad }))).toContain(key);
+    }
+    // Types ggml cannot hold a cache in: removed (4), no vec_dot (q8_1 9, q8_K 15, i32 26).
+    for (const t of [4, 9, 15, 26]) {
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: t }))).toContain("typeK");
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: t, flashAttention: 1 }))).toContain("typeV");
+    }
+    // A quantized V cache without flash attention would abort in llama.cpp.
+    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: 8, flashAttention: 0 }))).toContain("typeV");
+    // q4_K's 256-wide blocks do not divide this model's 32-wide heads.
+    await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: 12 }));
+    await invalid(() => b().Context.create({}, CONTEXT));
+    await invalid(() => b().Context.create(sampler, CONTEXT));
+    await invalid(() => b().Context.create(context, CONTEXT));
+    await invalid(() => b().Context.create(model));
+  });
+
+  it("constructors refuse anything but a handle their own worker made", async () => {
+    for (const arg of [undefined, {}, 1, "x", null, model, context]) {
+      await invalid(() => new (b().Model)(arg));
+      await invalid(() => new (b().Context)(arg));
+    }
+    await invalid(() => new (b().Model)());
+  });
+
+  it("Sampler takes the stages in order, each checked", async () => {
+    const S = b().Sampler;
+    const make = (stages: unknown) => new S(model, { stages });
+    const ok: NativeSamplerStage[] = [
+      { type: "penalties", lastN: 64, repeat: 1.1, frequency: 0, presence: 0 },
+      { type: "topK", k: 40 },
+      { type: "topP", p: 0.95, minKeep: 1 },
+      { type: "minP", p: 0.05, minKeep: 1 },
+      { type: "temperature", t: 0.8 },
+      { type: "dist", seed: 42 },
+    ];
+    (make(ok) as NativeSampler).dispose();
+    (make([{ type: "dist", seed: 2 ** 32 - 1 }]) as NativeSampler).dispose();
+    for (const [i, stage] of ok.entries()) {
+      await eachFieldRequired(stage, (o) => make(ok.map((s, j) => (j === i ? o : s))));
+    }
+    expect(await invalid(() => make([{ type: "mirostat" }, { type: "greedy" }]))).toContain("type");
+    expect(await invalid(() => make([{ type: "topK", k: 32001 }, { type: "greedy" }]))).toContain("k");
+    expect(await invalid(() => make([{ type: "topK", k: -1 }, { type: "greedy" }]))).toContain("k");
+    expect(await invalid(() => make([{ type: "topP", p: 1.5, minKeep: 1 }, { type: "greedy" }]))).toContain("p");
+    expect(await invalid(() => make([{ type: "minP", p: Number.NaN, minKeep: 1 }, { type: "greedy" }]))).toContain("p");
+    expect(await invalid(() => make([{ type: "dist", seed: -1 }]))).toContain("seed");
+    expect(await invalid(() => make([{ type: "dist", seed: 2 ** 32 }]))).toContain("seed");
+    expect(await invalid(() => make([{ type: "dist", seed: 0.5 }]))).toContain("seed");
+    // The chain must end with the stage that picks the token, and only there.
+    await invalid(() => make([]));
+    await invalid(() => make([{ type: "topK", k: 40 }]));
+    await invalid(() => make([{ type: "dist", seed: 1 }, { type: "topK", k: 4 }]));
+    await invalid(() => make([{ type: "greedy" }, { type: "greedy" }]));
+    await invalid(() => make(["greedy"]));
+    await invalid(() => make(undefined));
+    await invalid(() => new S(model, {}));
+    await invalid(() => new S(model));
+    await invalid(() => new S({}, { stages: [{ type: "greedy" }] }));
+  });
+
+  it("quantize requires every option", async () => {
+    const opts = { ftype: 2, threads: 1, allowRequantize: false, pure: false };
+    await eachFieldRequired(opts, (o) => b().quantize(path, `${path}.never`, o));
+  });
+
+  it("applyChatTemplate takes a string or null as the template", async () => {
+    const messages = [{ role: "user", content: "hi" }];
+    expect(model.applyChatTemplate(messages, true, null)).toContain("hi");
+    expect(model.applyChatTemplate(messages, true, "chatml")).toContain("<|im_start|>");
+    for (const bad of [5, undefined, {}, true]) {
+      expect(await invalid(() => (model as Loose).applyChatTemplate(messages, true, bad))).toContain("template");
+    }
+    await invalid(() => (model as Loose).applyChatTemplate(messages, "yes", null));
+  });
+
+  it("evalBatch checks every entry before anything is decoded", async () => {
+    const ctx = context as Loose;
+    const some = tokens.subarray(0, 4);
+    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false };
+    const { sampler: _s, ...noSampler } = entry;
+    await eachFieldRequired(noSampler, (o) => ctx.evalBatch([{ sampler: null, ...o }]));
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler: undefined }]))).toContain("sampler");
+    const { sampler: _x, ...missingSampler } = entry;
+    expect(await invalid(() => ctx.evalBatch([missingSampler]))).toContain("sampler");
+    // More tokens than the batch holds would overrun llama_batch's buffers.
+    const many = new Int32Array(BATCH + 1).fill(tokens[1]!);
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: many }]))).toContain("batch");
+    const half = many.subarray(0, BATCH / 2 + 1);
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: half }, { ...entry, seq: 1, tokens: half }]))).toContain("batch");
+    expect(await invalid(() => ctx.evalBatch([entry, { ...entry }]))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: 2 }]))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: -1 }]))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: new Int32Array(0) }]))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: [1, 2] }]))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: Int32Array.of(32000) }]))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sample: true }]))).toContain("sample");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, accept: true }]))).toContain("accept");
+    await invalid(() => ctx.evalBatch([{ ...entry, sampler: model, sample: true }]));
+    await invalid(() => ctx.evalBatch([{ ...entry, sampler: {}, sample: true }]));
+    await invalid(() => ctx.evalBatch([]));
+    await invalid(() => ctx.evalBatch([5]));
+    await invalid(() => ctx.evalBatch());
+    // Nothing was decoded by the refused calls.
+    expect(context.seqPosRange(0)).toEqual([-1, -1]);
+    expect(context.seqPosRange(1)).toEqual([-1, -1]);
+
+    // The process is alive and the context works: exactly a batch of tokens over two sequences.
+    const full = many.subarray(0, BATCH / 2);
+    const results = await context.evalBatch([
+      { seq: 0, tokens: full, sampler, accept: true, sample: true },
+      { seq: 1, tokens: full, sampler: null, accept: false, sample: false },
+    ]);
+    expect(results.map((r) => [r.seq, r.evaluated])).toEqual([
+      [0, BATCH / 2],
+      [1, BATCH / 2],
+    ]);
+    expect(results[0]!.token).toBeGreaterThanOrEqual(0);
+    expect(results[1]!.token).toBeUndefined();
+    expect(context.seqPosRange(0)).toEqual([0, BATCH / 2 - 1]);
+    const mem = context.memory();
+    expect(mem.cellsUsed).toBe(BATCH);
+    expect(mem.rows.length).toBeGreaterThan(0);
+    context.clear();
+  });
+
+  it("a sequence that would overflow its share of the context is refused before decoding", async () => {
+    const small = await native().Context.create(model, { ...CONTEXT, contextSize: 16, batchSize: 16, ubatchSize: 16, sequences: 1 });
+    try {
+      const { sequenceContextSize: n, batchSize } = small.info();
+      const fill = new Int32Array(n).fill(tokens[1]!);
+      for (let i = 0; i < n; i += batchSize) {
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false }]);
+      }
+      let code: string | undefined;
+      try {
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false }]);
+      } catch (e) {
+        code = (e as { code?: string }).code;
+      }
+      expect(code).toBe("ERR_CONTEXT_FULL");
+      expect(small.seqPosRange(0)).toEqual([0, n - 1]);
+    } finally {
+      await small.dispose();
+    }
+  });
+
+  it("sequence operations keep their strict checks", async () => {
+    const ctx = context as Loose;
+    await invalid(() => ctx.seqPosRange(2));
+    await invalid(() => ctx.seqPosRange(Number.NaN));
+    await invalid(() => ctx.seqRemove(0, 0));
+    await invalid(() => ctx.seqCopy(0, 0, -1, -1));
+    await invalid(() => ctx.stateSeqSet(0, "data"));
+    await invalid(() => (model as Loose).tokenize("x", 1, false));
+    await invalid(() => (model as Loose).tokenToPiece(32000, false));
+  });
+});

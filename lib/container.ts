@@ -1,9 +1,9 @@
 /**
  * The small file format llamem's saved states and sessions share: an 8-byte magic, a u32 LE
- * header length, a UTF-8 JSON header with a version, then a binary payload.
+ * header length, a UTF-8 JSON header with a version, then a binary payload. Only the bytes:
+ * reading and writing them on disk is `files.ts`'s.
  * @internal
  */
-import { readFile } from "node:fs/promises";
 import { LlamemError } from "./errors.js";
 
 /** Builds a container buffer. */
@@ -35,12 +35,3 @@ export function decodeContainer(buf: Buffer, magic: Buffer, version: number, wha
   return { header: h, payload: buf.subarray(12 + len) };
 }
 
-/** Reads a whole file; ERR_FILE_NOT_FOUND or ERR_IO naming the path. */
-export async function readWholeFile(path: string): Promise<Buffer> {
-  try {
-    return await readFile(path);
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new LlamemError(code === "ENOENT" ? "ERR_FILE_NOT_FOUND" : "ERR_IO", `cannot read ${path}: ${(err as Error).message}`, { cause: err });
-  }
-}

@@ -7,10 +7,8 @@
  *
  * @packageDocumentation
  */
-import { randomBytes } from "node:crypto";
-import { open, rename, unlink } from "node:fs/promises";
-import type { FileHandle } from "node:fs/promises";
-import { LlamemError } from "./errors.js";
+import { LlamemError } from "../errors.js";
+import { writeFileAtomic } from "../files.js";
 import {
   GGML_MAX_DIMS,
   GGML_MAX_NAME,
@@ -21,7 +19,7 @@ import {
   GGUF_VERSION,
   ggmlTypeInfo,
   tensorByteSize,
-} from "./gguf.js";
+} from "./format.js";
 import type {
   GgufArrayEntry,
   GgufBigIntType,
@@ -29,7 +27,7 @@ import type {
   GgufNumberType,
   GgufScalarEntry,
   GgufScalarType,
-} from "./gguf.js";
+} from "./format.js";
 
 function bad(message: string): never {
   throw new LlamemError("ERR_INVALID_ARGUMENT", message);
@@ -353,83 +351,6 @@ export function encodeGgufHeader(
     at += p.length;
   }
   return { header, layout, alignment };
-}
-
-/** Coalesces small writes; large chunks go straight through. */
-class Sink {
-  private pending = Buffer.allocUnsafe(4 << 20);
-  private used = 0;
-  written = 0;
-
-  constructor(private readonly fh: FileHandle, private readonly progress: (() => void) | undefined) {}
-
-  async write(chunk: Uint8Array): Promise<void> {
-    if (chunk.length === 0) return;
-    if (this.used + chunk.length <= this.pending.length) {
-      this.pending.set(chunk, this.used);
-      this.used += chunk.length;
-      if (this.used === this.pending.length) await this.flush();
-      return;
-    }
-    await this.flush();
-    if (chunk.length >= this.pending.length / 2) {
-      await this.writeAll(chunk);
-    } else {
-      this.pending.set(chunk, 0);
-      this.used = chunk.length;
-    }
-  }
-
-  async flush(): Promise<void> {
-    if (this.used === 0) return;
-    await this.writeAll(this.pending.subarray(0, this.used));
-    this.used = 0;
-  }
-
-  private async writeAll(b: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < b.length) {
-      const { bytesWritten } = await this.fh.write(b, off, b.length - off);
-      off += bytesWritten;
-    }
-    this.written += b.length;
-    this.progress?.();
-  }
-}
-
-function toIoError(path: string, err: unknown): LlamemError {
-  if (err instanceof LlamemError) return err;
-  return new LlamemError("ERR_IO", `cannot write ${path}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
-}
-
-/**
- * Writes raw parts to `path` atomically (temp file in the same directory, then rename), removing
- * the temp file on any error. The building block of {@link writeGguf}, exported for test files
- * whose bytes are assembled by hand.
- */
-export async function writeFileAtomic(
-  path: string,
-  body: (write: (chunk: Uint8Array) => Promise<void>, fh: FileHandle) => Promise<void>,
-  opts: { fsync?: boolean; onWritten?: (written: number) => void } = {},
-): Promise<number> {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(tmp, "wx");
-    const handle = fh;
-    const sink: Sink = new Sink(handle, opts.onWritten ? () => opts.onWritten?.(sink.written) : undefined);
-    await body((chunk) => sink.write(chunk), handle);
-    await sink.flush();
-    if (opts.fsync) await handle.sync();
-    await handle.close();
-    fh = undefined;
-    await rename(tmp, path);
-    return sink.written;
-  } catch (err) {
-    if (fh) await fh.close().catch(() => undefined);
-    await unlink(tmp).catch(() => undefined);
-    throw toIoError(path, err);
-  }
 }
 
 /**

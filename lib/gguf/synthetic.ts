@@ -7,12 +7,13 @@
  */
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { packageRoot } from "./paths.js";
-import { LlamemError } from "./errors.js";
-import { GGML_TYPE, GGUF_VALUE_TYPE, readGguf } from "./gguf.js";
-import type { GgufMetadataEntry } from "./gguf.js";
-import { gguf, writeGguf } from "./gguf-writer.js";
-import type { GgufTensorSource } from "./gguf-writer.js";
+import { LlamemError } from "../errors.js";
+import { packageRoot } from "../system.js";
+import { GGML_TYPE, GGUF_VALUE_TYPE } from "./format.js";
+import type { GgufMetadataEntry } from "./format.js";
+import { readGguf } from "./read.js";
+import { gguf, writeGguf } from "./write.js";
+import type { GgufTensorSource } from "./write.js";
 
 /** Bumped whenever the bytes written for a given (preset, type, seed, vocab) change. */
 export const SYNTHETIC_FORMAT_VERSION = 2;

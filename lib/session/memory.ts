@@ -1,9 +1,9 @@
 /**
- * The memory policy of a chat session: what its options mean, how history splits into turns,
- * and the archive evicted turns go to.
+ * The vocabulary of a session's memory: its messages and turns, the memory options and what they
+ * resolve to, and the events it reports. The policy itself is in planner.ts (what to evict),
+ * summarizer.ts, archive.ts and cache-sync.ts (the KV cache); session.ts runs it.
  */
-import { appendFile, readFile } from "node:fs/promises";
-import { LlamemError, invalidArgument } from "../errors.js";
+import { invalidArgument } from "../errors.js";
 import type { ChatMessage } from "../model.js";
 
 /** One message of a session's history. */
@@ -29,9 +29,16 @@ export type Turn = readonly SessionMessage[];
 
 /**
  * Writes the summary of turns that are folded out of the prompt. Receives exactly the turns
- * evicted this time and the summary written before (if any); returns the new running summary.
+ * evicted this time, the summary written before (if any), and the turn's `signal` (the
+ * `signal` of the prompt that needed the summary; undefined if it had none). Returns the new
+ * running summary. When the signal aborts, the turn ends with ERR_ABORTED at once, whether or not
+ * the summarizer stops: pass the signal on (to `fetch`, say) so its work stops too.
  */
-export type Summarizer = (turns: readonly Turn[], previousSummary: string | undefined) => Promise<string>;
+export type Summarizer = (
+  turns: readonly Turn[],
+  previousSummary: string | undefined,
+  options: { readonly signal: AbortSignal | undefined },
+) => Promise<string>;
 
 /** Summaries written by the session's own model. */
 export interface ModelSummaryOptions {
@@ -100,6 +107,9 @@ export interface ArchivedTurn {
 /** What a memory decision did: "prune" dropped turns, "summarize" folded them into the summary, "archive" moved turns past maxAge, "omitSystem" left the system prompt out. */
 export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem";
 
+/** Every {@link MemoryEventKind}. @internal */
+export const MEMORY_EVENT_KINDS: readonly MemoryEventKind[] = ["prune", "summarize", "archive", "omitSystem"];
+
 /** One memory decision, reported through `onMemoryEvent`. */
 export interface MemoryEvent {
   readonly kind: MemoryEventKind;
@@ -147,6 +157,8 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
   }
   const keepLastTurns = o.keepLastTurns ?? (strategy === "slidingWindow" ? 8 : 2);
   if (!Number.isInteger(keepLastTurns) || keepLastTurns < 0) invalidArgument("memory.keepLastTurns must be a non-negative integer");
+  const archivePath = o.archive?.path;
+  if (archivePath !== undefined && (typeof archivePath !== "string" || archivePath.length === 0)) invalidArgument("memory.archive.path must be a file path");
   const maxAge = o.archive?.maxAge;
   if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) invalidArgument("memory.archive.maxAge must be a non-negative number of ms");
   const kvReuse = o.kvReuse ?? "shift";
@@ -162,7 +174,7 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
     keepLastTurns,
     pinned: o.pinned,
     summarize: s,
-    archivePath: o.archive?.path,
+    archivePath,
     maxAge,
     kvReuse,
   };
@@ -179,59 +191,20 @@ export function budgetTokens(memory: ResolvedMemory, contextSize: number, maxTok
   return Math.min(tokens, contextSize - 1);
 }
 
-/** Splits history into turns: each user message starts one; leading other messages form their own. @internal */
-export function splitTurns<T extends { readonly role: string }>(history: readonly T[]): T[][] {
-  const turns: T[][] = [];
-  for (const m of history) {
-    const last = turns[turns.length - 1];
-    if (m.role === "user" || !last) turns.push([m]);
-    else last.push(m);
-  }
-  return turns;
+/** Whether `m` has the shape of a {@link SessionMessage} (for data read back from files). @internal */
+export function isSessionMessage(m: unknown): m is SessionMessage {
+  if (typeof m !== "object" || m === null) return false;
+  const o = m as Record<string, unknown>;
+  return (
+    typeof o["role"] === "string" &&
+    typeof o["content"] === "string" &&
+    typeof o["timestamp"] === "number" &&
+    Number.isFinite(o["timestamp"]) &&
+    (o["pinned"] === undefined || typeof o["pinned"] === "boolean")
+  );
 }
 
-/** Where evicted turns are kept: in memory, or appended to a JSONL file. @internal */
-export class Archive {
-  readonly #memory: ArchivedTurn[] = [];
-
-  constructor(readonly path: string | undefined) {}
-
-  async add(turns: readonly Turn[], reason: MemoryEventKind, at: number): Promise<void> {
-    const entries = turns.map((messages) => ({ messages, archivedAt: at, reason }));
-    if (this.path === undefined) {
-      this.#memory.push(...entries);
-      return;
-    }
-    try {
-      await appendFile(this.path, entries.map((e) => `${JSON.stringify(e)}\n`).join(""));
-    } catch (err) {
-      throw new LlamemError("ERR_IO", `cannot append to the archive ${this.path}: ${(err as Error).message}`, { cause: err });
-    }
-  }
-
-  /** The in-memory entries (empty when archiving to a file). */
-  get entries(): readonly ArchivedTurn[] {
-    return this.#memory;
-  }
-
-  /** Restores in-memory entries from a saved session. */
-  restore(entries: readonly ArchivedTurn[]): void {
-    this.#memory.push(...entries);
-  }
-
-  /** Every archived turn, oldest first. */
-  async read(): Promise<ArchivedTurn[]> {
-    if (this.path === undefined) return [...this.#memory];
-    let text: string;
-    try {
-      text = await readFile(this.path, "utf8");
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-      throw new LlamemError("ERR_IO", `cannot read the archive ${this.path}: ${(err as Error).message}`, { cause: err });
-    }
-    return text
-      .split("\n")
-      .filter((line) => line.length > 0)
-      .map((line) => JSON.parse(line) as ArchivedTurn);
-  }
+/** A plain copy of a checked message (no stray fields), `pinned` only when true. @internal */
+export function copyMessage(m: SessionMessage): SessionMessage {
+  return m.pinned ? { role: m.role, content: m.content, pinned: true, timestamp: m.timestamp } : { role: m.role, content: m.content, timestamp: m.timestamp };
 }

@@ -56,7 +56,7 @@ export class Renderer {
     const { bos, addBos } = this.model.info;
     // Templates that write BOS themselves yield it from parseSpecial; the others get it added here.
     const lead = addBos && raw[0] !== bos ? 1 : 0;
-    const tokens = lead ? Int32Array.of(bos, ...raw) : raw;
+    const tokens = lead ? withLead(bos, raw) : raw;
 
     // Each message's text is what format(0..i) adds to format(0..i-1); a template that rewrites
     // earlier text when a message is added has no per-message spans.
@@ -91,6 +91,14 @@ export class Renderer {
   #tokenize(text: string): Promise<Int32Array> {
     return this.model.tokenizeRaw(text, { addSpecial: false, parseSpecial: true });
   }
+}
+
+/** `first` then `rest` (no argument spread: a prompt can have millions of tokens). */
+function withLead(first: number, rest: Int32Array): Int32Array {
+  const out = new Int32Array(rest.length + 1);
+  out[0] = first;
+  out.set(rest, 1);
+  return out;
 }
 
 /** Whether `a` begins with the first `n` tokens of `b`. */

@@ -1,31 +1,35 @@
 /**
- * Chat sessions: history as data, a memory policy that keeps the prompt within a token budget,
- * and a KV cache that follows the history (evicted turns are cut out of the cache in place,
- * shared system prompts are copied between sequences, state is saved with the history).
+ * Chat sessions: the turn flow. A turn adds the user message, applies the memory policy (the
+ * planner decides which turns go; this file archives, summarizes, prunes and reports them),
+ * brings the KV cache in line with the new prompt (cache-sync.ts), generates and records the
+ * reply. Also creating, saving and loading sessions.
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import { Model } from "../model.js";
 import { Context, type ContextOptions } from "../context.js";
-import { Sequence, type GenerateOptions, type GenerationResult, type SequenceHost } from "../sequence.js";
-import type { SamplingOptions } from "../sampler.js";
+import { Sequence } from "../sequence.js";
+import type { GenerationResult } from "../generation.js";
+import { DEFAULTS, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
+import { Archive } from "./archive.js";
+import { fitCache, joinPeers, layoutAfter, leavePeers, peersOn, sameTokens, type CachePeer, type Layout, type LayoutItem } from "./cache-sync.js";
 import {
-  Archive,
-  budgetTokens,
+  copyMessage,
   resolveMemory,
-  splitTurns,
   type ArchivedTurn,
   type MemoryEvent,
   type MemoryEventKind,
   type MemoryOptions,
-  type ModelSummaryOptions,
   type ResolvedMemory,
   type SessionMessage,
   type SessionMessageInput,
   type Turn,
 } from "./memory.js";
-import { commonPrefix, Renderer, type RenderItem, type Rendered } from "./render.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
+import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
+import { Renderer, type RenderItem, type Rendered } from "./render.js";
+import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
+import { SUMMARY_LABEL, summarizeTurns } from "./summarizer.js";
 
 /** Options of {@link createSession}. */
 export interface SessionOptions extends SamplingOptions {
@@ -33,7 +37,7 @@ export interface SessionOptions extends SamplingOptions {
   system?: string;
   /** How the prompt is kept within bounds (default: drop the oldest turns to fit the context). */
   memory?: MemoryOptions;
-  /** Most tokens of a reply, unless a prompt says otherwise (default 256). */
+  /** Most tokens of a reply, unless a prompt says otherwise (default 256, DEFAULTS.maxTokens). */
   maxTokens?: number;
   /** Stop strings of every reply (a prompt's own `stop` replaces them). */
   stop?: string[];
@@ -51,7 +55,10 @@ export interface PromptOptions extends SamplingOptions {
   maxTokens?: number;
   /** Stop strings (default: the session's). */
   stop?: string[];
-  /** Cancels the turn: the iterator throws ERR_ABORTED and the history is left as it was. */
+  /**
+   * Cancels the turn: the iterator throws ERR_ABORTED and the history is left as it was. It also
+   * reaches a summarizer the turn runs (which the turn stops waiting for when it aborts).
+   */
   signal?: AbortSignal;
   /** Pin this turn: it is never evicted. */
   pinned?: boolean;
@@ -80,48 +87,16 @@ export interface SessionStats {
   generatedTokens: number;
 }
 
-/** Where a session's KV cache lives: its own sequence, or a slot of a pool. @internal */
-export interface SessionRunner {
-  readonly model: Model;
-  readonly sequenceContextSize: number;
-  readonly canShift: boolean;
-  /** The native context, naming the sessions that can share cells. */
-  readonly contextKey: object;
-  /** The sequence holding the session's cache, undefined while spilled. */
-  readonly sequence: Sequence | undefined;
-  /** Makes the cache resident (restoring a spilled state) for a turn. */
-  acquire(): Promise<Sequence>;
-  /** Ends the turn begun by {@link acquire}. */
-  release(): void;
-  /** Generates after `prompt`, reusing the cached prefix; the figures are in {@link lastGeneration}. */
-  generate(seq: Sequence, prompt: Int32Array, options: GenerateOptions): AsyncGenerator<string, void, void>;
-  readonly lastGeneration: GenerationResult | undefined;
-  saveState(): Promise<Buffer>;
-  restoreState(state: Buffer): Promise<void>;
-  footprint(): Promise<{ tokens: number; bytes: number; spilled: "memory" | "disk" | undefined }>;
-  dispose(): Promise<void>;
-}
-
-/** The label of the summary message. */
-const SUMMARY_LABEL = "Summary of the earlier conversation:\n";
-const DEFAULT_SUMMARY_PROMPT =
-  "Summarize the conversation so far in a few sentences. Keep names, facts, decisions and open questions. Reply with the summary only.";
-/** Copying another sequence's cells pays off only for a prefix at least this long. */
-const MIN_SHARED_PREFIX = 16;
-
-/** Which messages sit in which cells, as of the end of the last turn. */
-interface Layout {
-  /** The sequence's tokens when the layout was taken; a layout is only used while they are unchanged. */
-  readonly tokens: readonly number[];
-  /** `prompt` is false for the reply generated last (its cells hold the sampled tokens). */
-  readonly items: readonly { readonly key: object; readonly start: number; readonly end: number; readonly prompt: boolean }[];
-}
-
 /** A memory decision before the KV outcome is known. */
 type PendingEvent = Omit<MemoryEvent, "kvReused" | "reevaluatedTokens">;
 
-/** Sessions by native context, for prefix sharing between them. */
-const sessionsByContext = new WeakMap<object, Set<ChatSession>>();
+/** ERR_CONTEXT_FULL for a prompt of `tokens` (`what`) in a sequence of `contextSize`. */
+function contextFull(what: string, tokens: number, contextSize: number): LlamemError {
+  return new LlamemError(
+    "ERR_CONTEXT_FULL",
+    `${what} ${tokens} tokens but the context holds ${contextSize} per sequence; send a shorter message or use a larger contextSize`,
+  );
+}
 
 /** A conversation with a model. Create it with {@link createSession} or a pool's `createSession`. */
 export class ChatSession {
@@ -135,32 +110,33 @@ export class ChatSession {
   readonly #onEvent: ((event: MemoryEvent) => void) | undefined;
   readonly #ownedContext: Context | undefined;
   readonly #systemKey = {};
+  /** This session as its context's other sessions see it when sharing prefixes. */
+  readonly #peer: CachePeer = { sequence: () => this.#runner.sequence, busy: () => this.#busy };
   #system: string | undefined;
   #summary: { readonly key: object; readonly text: string } | undefined;
   #history: SessionMessage[] = [];
   #layout: Layout | undefined;
   #busy = false;
+  #last: GenerationResult | undefined;
   #disposed = false;
   #counters = { summaries: 0, turnsEvicted: 0, evaluatedTokens: 0, generatedTokens: 0 };
 
   /** @internal Use {@link createSession}, {@link loadSession} or a pool. */
   constructor(runner: SessionRunner, options: SessionOptions, ownedContext?: Context) {
     if (options.system !== undefined && typeof options.system !== "string") invalidArgument("system must be a string");
-    const maxTokens = options.maxTokens ?? 256;
+    const maxTokens = options.maxTokens ?? DEFAULTS.maxTokens;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) invalidArgument("maxTokens must be a non-negative integer");
     this.#runner = runner;
     this.#memory = resolveMemory(options.memory);
     this.#archive = new Archive(this.#memory.archivePath);
-    this.#renderer = new Renderer(runner.model, options.template);
+    this.#renderer = new Renderer(runner.context.model, options.template);
     this.#sampling = samplingOf(options);
     this.#maxTokens = maxTokens;
     this.#stop = options.stop;
     this.#onEvent = options.onMemoryEvent;
     this.#ownedContext = ownedContext;
     this.#system = options.system;
-    let peers = sessionsByContext.get(runner.contextKey);
-    if (!peers) sessionsByContext.set(runner.contextKey, (peers = new Set()));
-    peers.add(this);
+    joinPeers(runner.context, this.#peer);
   }
 
   /** The conversation (evicted turns excluded), oldest first. */
@@ -185,7 +161,7 @@ export class ChatSession {
 
   /** The figures of the last reply. */
   get lastGeneration(): GenerationResult | undefined {
-    return this.#runner.lastGeneration;
+    return this.#last;
   }
 
   /** The in-memory archive (empty when the archive is a file; see {@link readArchive}). */
@@ -193,7 +169,12 @@ export class ChatSession {
     return this.#archive.entries;
   }
 
-  /** Every archived turn, from memory or from the archive file. */
+  /** The JSONL file evicted turns are appended to; undefined when they are kept in memory. */
+  get archivePath(): string | undefined {
+    return this.#archive.path;
+  }
+
+  /** Every archived turn, from memory or from the archive file (ERR_ARCHIVE_INVALID for a damaged line). */
   readArchive(): Promise<ArchivedTurn[]> {
     return this.#archive.read();
   }
@@ -222,6 +203,8 @@ export class ChatSession {
    * Sends a user message and streams the reply in pieces. Before generating, the memory policy
    * runs (reporting each decision) and the KV cache is brought in line with the new prompt.
    * A turn that fails or is aborted leaves the history as it was (evictions stay done).
+   * ERR_CONTEXT_FULL when the prompt cannot fit the sequence; if it could not fit even with every
+   * evictable turn gone, nothing is evicted.
    */
   async *stream(text: string, options: PromptOptions = {}): AsyncGenerator<string, void, void> {
     this.#ensureIdle();
@@ -237,10 +220,13 @@ export class ChatSession {
       try {
         const before = this.#layout;
         const { signal, onToken } = options;
+        const { sequenceContextSize, canShift } = this.#runner.context.info;
         const { rendered, events } = await this.#plan(seq, maxTokens, signal);
-        const kv = await this.#fitCache(seq, rendered, before);
+        const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
         for (const e of events) this.#onEvent?.({ ...e, ...kv });
-        const gen = this.#runner.generate(seq, rendered.tokens, {
+        if (rendered.tokens.length >= sequenceContextSize) throw contextFull("the prompt has", rendered.tokens.length, sequenceContextSize);
+        // Every session generates on its sequence: the context's one engine batches a pool's turns together.
+        const gen = seq.generate(rendered.tokens, {
           ...this.#sampling,
           ...samplingOf(options),
           maxTokens,
@@ -249,7 +235,8 @@ export class ChatSession {
           onToken,
         });
         for await (const piece of gen) yield piece;
-        const result = this.#runner.lastGeneration as GenerationResult;
+        const result = seq.lastGeneration as GenerationResult;
+        this.#last = result;
         const reply: SessionMessage = { role: "assistant", content: result.text, timestamp: Date.now() };
         this.#history.push(reply);
         this.#layout = layoutAfter(rendered, reply, seq.tokens);
@@ -261,7 +248,7 @@ export class ChatSession {
       }
     } finally {
       if (!done) {
-        const i = this.#history.indexOf(user);
+        const i = this.#history.lastIndexOf(user);
         if (i >= 0) this.#history.splice(i, 1);
       }
       this.#busy = false;
@@ -299,11 +286,11 @@ export class ChatSession {
       };
       const layout = this.#layout && sameTokens(this.#layout.tokens, decodeState(state).tokens) ? this.#layout : undefined;
       const header: Omit<SavedHeader, "version"> = {
-        model: await this.#runner.model.fingerprint(),
+        model: await this.#runner.context.model.fingerprint(),
         system: this.#system ?? null,
         summary: this.#summary?.text ?? null,
         history: this.#history,
-        archive: { path: this.#archive.path ?? null, entries: [...this.#archive.entries] },
+        archive: { path: this.#archive.path ?? null, entries: this.#archive.entries.slice() },
         layout: layout
           ? layout.items.flatMap((it) => {
               const ref = refOf(it.key);
@@ -318,29 +305,38 @@ export class ChatSession {
     }
   }
 
-  /** @internal Restores what {@link save} wrote (the fingerprint was checked by the caller). */
+  /**
+   * @internal Restores what {@link save} wrote: `header` was read by readSession (its shape
+   * checked) and its fingerprint checked by the caller. ERR_STATE_MISMATCH when the layout names
+   * cells the saved state does not have.
+   */
   async restore(header: SavedHeader, state: Buffer): Promise<void> {
     this.#ensureIdle();
     this.#system = header.system ?? undefined;
-    this.#history = header.history;
-    this.#counters = { ...header.counters };
+    this.#history = header.history.map(copyMessage);
+    const c = header.counters;
+    this.#counters = { summaries: c.summaries, turnsEvicted: c.turnsEvicted, evaluatedTokens: c.evaluatedTokens, generatedTokens: c.generatedTokens };
     if (header.summary !== null) this.#summary = { key: {}, text: header.summary };
     if (header.archive.path === null) this.#archive.restore(header.archive.entries);
     if (!(await restoreOrForget(() => this.#runner.restoreState(state)))) return;
+    if (!header.layout) return;
+    const tokens = decodeState(state).tokens;
     const keyOf = (ref: SavedRef): object | undefined =>
       ref === "system" ? this.#systemKey : ref === "summary" ? this.#summary?.key : this.#history[ref];
-    const items = (header.layout ?? []).flatMap((it) => {
+    const items: LayoutItem[] = [];
+    for (const it of header.layout) {
+      if (it.end > tokens.length) throw new LlamemError("ERR_STATE_MISMATCH", `the saved layout names cells up to ${it.end}; the saved state holds ${tokens.length}`);
       const key = keyOf(it.ref);
-      return key ? [{ key, start: it.start, end: it.end, prompt: it.prompt }] : [];
-    });
-    this.#layout = header.layout ? { tokens: decodeState(state).tokens, items } : undefined;
+      if (key) items.push({ key, start: it.start, end: it.end, prompt: it.prompt });
+    }
+    this.#layout = { tokens, items };
   }
 
   /** Ends the session: frees its pool slot, or the context it created from a Model. */
   async dispose(): Promise<void> {
     if (this.#disposed) return;
     this.#disposed = true;
-    sessionsByContext.get(this.#runner.contextKey)?.delete(this);
+    leavePeers(this.#runner.context, this.#peer);
     await this.#runner.dispose();
     await this.#ownedContext?.dispose();
   }
@@ -363,82 +359,69 @@ export class ChatSession {
     return items;
   }
 
-  #pinned(turn: Turn): boolean {
-    return turn.some((m) => m.pinned === true || m.role === "system" || this.#memory.pinned?.(m) === true);
-  }
-
-  /** Turns that may be evicted, oldest first: not pinned, and not the turn being prompted. */
-  #evictable(): Turn[] {
-    return splitTurns(this.#history)
-      .slice(0, -1)
-      .filter((t) => !this.#pinned(t));
-  }
-
+  /** Takes `turns` out of the history and archives them. */
   async #evict(turns: readonly Turn[], kind: MemoryEventKind): Promise<void> {
-    const gone = new Set<SessionMessage>(turns.flat());
+    const gone = new Set<SessionMessage>();
+    for (const t of turns) for (const m of t) gone.add(m);
     this.#history = this.#history.filter((m) => !gone.has(m));
     this.#counters.turnsEvicted += turns.length;
     await this.#archive.add(turns, kind, Date.now());
   }
 
-  /** The tokens of the oldest turns, from the rendered spans; undefined where a span is unknown. */
-  #turnTokens(r: Rendered, turn: Turn): number | undefined {
-    let n = 0;
-    for (const m of turn) {
-      const i = r.items.findIndex((it) => it.key === m);
-      const span = r.spans[i];
-      if (!span) return undefined;
-      n += span.end - span.start;
-    }
-    return n;
+  /** Tokens of the system prompt in `r` (0 without one), undefined when its span is unknown. */
+  #systemTokens(r: Rendered): number | undefined {
+    const i = r.items.findIndex((it) => it.key === this.#systemKey);
+    if (i < 0) return 0;
+    const span = r.spans[i];
+    return span ? span.end - span.start : undefined;
   }
 
-  /** How many of the oldest `turns` to drop to shed `excess` tokens (at least one). */
-  #turnsToDrop(r: Rendered, turns: readonly Turn[], excess: number): number {
-    let shed = 0;
-    for (let k = 0; k < turns.length; k++) {
-      const n = this.#turnTokens(r, turns[k] as Turn);
-      if (n === undefined) return Math.max(1, k);
-      shed += n;
-      if (shed >= excess) return k + 1;
-    }
-    return turns.length;
-  }
-
-  /** Applies the memory policy to the history with the new user message; returns the prompt to send. */
+  /**
+   * Applies the memory policy to the history with the new user message and returns the prompt to
+   * send. The planner decides which turns go; this performs it, rendering again after each step.
+   */
   async #plan(seq: Sequence, maxTokens: number, signal: AbortSignal | undefined): Promise<{ rendered: Rendered; events: PendingEvent[] }> {
     const mem = this.#memory;
-    const budget = budgetTokens(mem, this.#runner.sequenceContextSize, maxTokens);
+    const contextSize = this.#runner.context.info.sequenceContextSize;
+    const budget = budgetTokens(mem, contextSize, maxTokens);
     const events: PendingEvent[] = [];
     let withSystem = true;
     let r = await this.#renderer.render(this.#items(withSystem));
+    let turns: Turn[] = splitTurns(this.#history);
+    let facts: TurnFacts[] = describeTurns(turns, r, mem.pinned);
+    const pick = (indices: readonly number[]): Turn[] => indices.map((i) => turns[i] as Turn);
+    const update = async () => {
+      r = await this.#renderer.render(this.#items(withSystem));
+      turns = splitTurns(this.#history);
+      facts = describeTurns(turns, r, mem.pinned);
+    };
+
+    // A prompt that cannot fit even with every evictable turn gone evicts nothing.
+    const droppable = mem.keepSystem ? 0 : this.#systemTokens(r);
+    const floor = droppable === undefined ? undefined : promptFloor(r.tokens.length, facts, droppable);
+    if (floor !== undefined && floor >= contextSize) throw contextFull("the new message and the turns that cannot be evicted take", floor, contextSize);
+
     const record = async (kind: MemoryEventKind, reason: string, dropped: readonly Turn[], act: () => Promise<void>) => {
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
       await act();
-      r = await this.#renderer.render(this.#items(withSystem));
+      await update();
       events.push({ kind, reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0 });
     };
 
     if (mem.maxAge !== undefined) {
-      const limit = Date.now() - mem.maxAge;
-      const old = this.#evictable().filter((t) => Math.max(...t.map((m) => m.timestamp)) < limit);
+      const old = pick(agedOut(facts, Date.now() - mem.maxAge));
       if (old.length > 0) await record("archive", `${old.length} turn(s) older than ${mem.maxAge} ms`, old, () => this.#evict(old, "archive"));
     }
     if (mem.strategy === "slidingWindow") {
-      const turns = this.#evictable();
-      const over = turns.slice(0, Math.max(0, turns.length - mem.keepLastTurns));
-      if (over.length > 0) {
-        await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
-      }
+      const over = pick(outsideWindow(facts, mem.keepLastTurns));
+      if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
-    if (r.tokens.length > budget && mem.strategy === "summarize") {
-      let first = true;
-      for (let turns = this.#evictable(); r.tokens.length > budget && turns.length > 0; turns = this.#evictable()) {
-        // The first fold keeps keepLastTurns verbatim; if the prompt is still over, fold the oldest to cover the excess.
-        const n = first ? Math.max(1, turns.length - mem.keepLastTurns) : this.#turnsToDrop(r, turns, r.tokens.length - budget);
-        const fold = turns.slice(0, n);
-        first = false;
+    if (mem.strategy === "summarize") {
+      // The first fold keeps keepLastTurns verbatim; if the prompt is still over, the oldest are folded to cover the excess.
+      for (let first = true; ; first = false) {
+        const fold = pick(toFold(facts, r.tokens.length - budget, mem.keepLastTurns, first));
+        if (fold.length === 0) break;
         const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget}`;
         await record("summarize", reason, fold, async () => {
           await this.#summarize(seq, fold, budget, signal);
@@ -450,11 +433,10 @@ export class ChatSession {
       const dropped: Turn[] = [];
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
-      for (let turns = this.#evictable(); r.tokens.length > budget && turns.length > 0; turns = this.#evictable()) {
-        const drop = turns.slice(0, this.#turnsToDrop(r, turns, r.tokens.length - budget));
+      for (let drop = pick(toShed(facts, r.tokens.length - budget)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - budget))) {
         await this.#evict(drop, "prune");
-        dropped.push(...drop);
-        r = await this.#renderer.render(this.#items(withSystem));
+        for (const t of drop) dropped.push(t);
+        await update();
       }
       if (dropped.length > 0) {
         const reason = `prompt of ${tokensBefore} tokens over the budget of ${budget}`;
@@ -471,194 +453,22 @@ export class ChatSession {
     return { rendered: r, events };
   }
 
-  /** Folds `turns` into the running summary, with the app's summarizer or the model. */
+  /** Folds `turns` into the running summary, with the app's summarizer or the model (generating on `seq`). */
   async #summarize(seq: Sequence, turns: readonly Turn[], budget: number, signal: AbortSignal | undefined): Promise<void> {
-    const s = this.#memory.summarize;
-    const previous = this.#summary?.text;
-    const text = typeof s === "function" ? await s(turns, previous) : await this.#modelSummary(seq, turns, s, budget, signal);
-    if (typeof text !== "string") invalidArgument("the summarizer must resolve with a string");
+    const text = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
+      renderer: this.#renderer,
+      // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
+      base: this.#items(true).filter((it) => it.key === this.#systemKey || it.key === this.#summary?.key),
+      complete: async (prompt, maxTokens, sig) => {
+        const result = await seq.complete(prompt, { temperature: 0, maxTokens, signal: sig });
+        this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
+        this.#counters.generatedTokens += result.generatedTokens;
+        return result.text;
+      },
+    });
     this.#summary = { key: {}, text };
     this.#counters.summaries++;
   }
-
-  /**
-   * Asks the model for the summary. The request starts with the cached system prompt, previous
-   * summary and oldest turns, so only the instruction is evaluated before the summary is written.
-   */
-  async #modelSummary(seq: Sequence, turns: readonly Turn[], o: ModelSummaryOptions, budget: number, signal: AbortSignal | undefined): Promise<string> {
-    const base = this.#items(true).filter((it) => it.key === this.#systemKey || it.key === this.#summary?.key);
-    const messages = turns.flat().map((m) => ({ key: m, role: m.role, content: m.content }));
-    const ask: RenderItem = { key: {}, role: "user", content: o.prompt ?? DEFAULT_SUMMARY_PROMPT };
-    const r = await this.#renderer.render([...base, ...messages, ask]);
-    const maxTokens = o.maxTokens ?? Math.max(1, Math.min(128, Math.floor(budget / 4)));
-    for await (const _piece of this.#runner.generate(seq, r.tokens, { temperature: 0, maxTokens, signal })) {
-      // collected into lastGeneration.text
-    }
-    const result = this.#runner.lastGeneration as GenerationResult;
-    this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
-    this.#counters.generatedTokens += result.generatedTokens;
-    return result.text.trim();
-  }
-
-  /**
-   * Brings the cache in line with the prompt before generating: evicted messages' cells are cut
-   * out and the later cells shifted back (kvReuse "shift"), or, for a new session, another
-   * session's cells with the same prefix are copied. What still differs is evaluated by generate.
-   */
-  async #fitCache(seq: Sequence, r: Rendered, before: Layout | undefined): Promise<{ kvReused: boolean; reevaluatedTokens: number }> {
-    const prompt = r.tokens;
-    const max = prompt.length - 1;
-    const cached = seq.tokens;
-    const keys = new Set(r.items.map((it) => it.key));
-    const valid = before !== undefined && sameTokens(before.tokens, cached);
-    const dropped = valid ? before.items.filter((it) => !keys.has(it.key)) : [];
-    if (dropped.length > 0 && this.#memory.kvReuse === "shift" && this.#runner.canShift) {
-      const removed = new Uint8Array(cached.length);
-      for (const d of dropped) removed.fill(1, d.start, d.end);
-      // Walk the cache without the dropped cells: how far would it then match the prompt?
-      let matched = 0;
-      let cut = cached.length;
-      for (let c = 0; c < cached.length; c++) {
-        if (removed[c]) continue;
-        if (matched >= max || cached[c] !== prompt[matched]) {
-          cut = c;
-          break;
-        }
-        matched++;
-      }
-      if (matched > commonPrefix(cached, prompt, max)) {
-        if (cut < cached.length) await seq.removeTokens(cut, cached.length);
-        // From the last range back, so earlier positions stay put while later ones shift.
-        for (const d of [...dropped].sort((a, b) => b.start - a.start)) {
-          if (d.start < cut) await seq.removeTokens(d.start, d.end);
-        }
-      }
-    }
-    await this.#sharePrefix(seq, prompt);
-    // Tokens of messages that were in the last prompt and now need evaluating again.
-    const kept = new Set((before?.items ?? []).filter((it) => it.prompt).map((it) => it.key));
-    let keptEnd = 0;
-    r.items.forEach((it, i) => {
-      const span = r.spans[i];
-      if (span && kept.has(it.key)) keptEnd = span.end;
-    });
-    const reevaluatedTokens = Math.max(0, keptEnd - commonPrefix(seq.tokens, prompt, max));
-    return { kvReused: reevaluatedTokens === 0, reevaluatedTokens };
-  }
-
-  /** Copies the cells of an idle session on the same context whose cache shares a longer prefix. */
-  async #sharePrefix(seq: Sequence, prompt: Int32Array): Promise<void> {
-    const max = prompt.length - 1;
-    let best: Sequence | undefined;
-    let bestLength = Math.max(MIN_SHARED_PREFIX - 1, commonPrefix(seq.tokens, prompt, max));
-    for (const peer of sessionsByContext.get(this.#runner.contextKey) ?? []) {
-      const other = peer.#runner.sequence;
-      if (peer === this || peer.#busy || !other || other === seq || other.busy) continue;
-      const n = commonPrefix(other.tokens, prompt, max);
-      if (n > bestLength) {
-        best = other;
-        bestLength = n;
-      }
-    }
-    if (!best) return;
-    await best.copyTo(seq);
-    await seq.removeTokens(bestLength, seq.tokens.length);
-  }
-}
-
-/** The sampling options set in `o`, so that unset ones do not override a session's defaults. */
-function samplingOf(o: SamplingOptions): SamplingOptions {
-  const keys = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty", "presencePenalty", "seed"] as const;
-  const out: SamplingOptions = {};
-  for (const k of keys) if (o[k] !== undefined) out[k] = o[k];
-  return out;
-}
-
-/** The layout after a turn: the prompt's message spans, and the reply's cells after them. */
-function layoutAfter(r: Rendered, reply: SessionMessage, tokens: readonly number[]): Layout {
-  const items: { key: object; start: number; end: number; prompt: boolean }[] = [];
-  let end = 0;
-  let complete = true;
-  r.items.forEach((it, i) => {
-    const span = r.spans[i];
-    if (!span) {
-      complete = false;
-      return;
-    }
-    items.push({ key: it.key, start: span.start, end: span.end, prompt: true });
-    end = span.end;
-  });
-  // The reply's message starts with the assistant header that closes the prompt.
-  if (complete) items.push({ key: reply, start: end, end: tokens.length, prompt: false });
-  return { tokens: [...tokens], items };
-}
-
-/**
- * Restores a saved KV state; false when it cannot go into this context (a state restores only
- * into a context of the layout it was saved from: sequences, kvUnified, KV types) or does not
- * fit it. The session then resumes from its history alone. @internal
- */
-export async function restoreOrForget(restore: () => Promise<void>): Promise<boolean> {
-  try {
-    await restore();
-    return true;
-  } catch (err) {
-    if (err instanceof LlamemError && (err.code === "ERR_STATE_MISMATCH" || err.code === "ERR_CONTEXT_FULL")) return false;
-    throw err;
-  }
-}
-
-function sameTokens(a: readonly number[], b: readonly number[]): boolean {
-  return a.length === b.length && commonPrefix(a, b) === a.length;
-}
-
-
-/** A session on one sequence, generating with {@link Sequence.generate}. */
-class SequenceRunner implements SessionRunner {
-  readonly model: Model;
-  readonly sequenceContextSize: number;
-  readonly canShift: boolean;
-  readonly contextKey: object;
-  readonly #host: SequenceHost;
-
-  constructor(readonly sequence: Sequence) {
-    this.#host = sequence.host;
-    this.model = this.#host.model;
-    this.sequenceContextSize = this.#host.sequenceContextSize;
-    this.canShift = this.#host.canShift;
-    this.contextKey = this.#host.native;
-  }
-
-  async acquire(): Promise<Sequence> {
-    this.#host.check();
-    return this.sequence;
-  }
-
-  release(): void {}
-
-  async *generate(seq: Sequence, prompt: Int32Array, options: GenerateOptions): AsyncGenerator<string, void, void> {
-    yield* seq.generate(prompt, options);
-  }
-
-  get lastGeneration(): GenerationResult | undefined {
-    return this.sequence.lastGeneration;
-  }
-
-  saveState(): Promise<Buffer> {
-    return this.sequence.saveState();
-  }
-
-  restoreState(state: Buffer): Promise<void> {
-    return this.sequence.restoreState(state);
-  }
-
-  async footprint(): Promise<{ tokens: number; bytes: number; spilled: undefined }> {
-    const tokens = this.sequence.tokens.length;
-    const m = await this.#host.enqueue(() => this.#host.native.memory());
-    return { tokens, bytes: m.cells > 0 ? Math.round((tokens * m.rows.reduce((s, r) => s + r.context, 0)) / m.cells) : 0, spilled: undefined };
-  }
-
-  async dispose(): Promise<void> {}
 }
 
 /** Which sequence a new session runs on, and the context it creates when given a Model. */
@@ -674,11 +484,10 @@ async function sequenceFor(target: Model | Context | Sequence, options: SessionO
 }
 
 function sessionOn(seq: Sequence, options: SessionOptions, owned: Context | undefined): ChatSession {
-  const runner = new SequenceRunner(seq);
-  for (const peer of sessionsByContext.get(runner.contextKey) ?? []) {
-    if (peer.sequence === seq) invalidArgument(`sequence ${seq.id} already has a session; dispose it first`);
+  for (const peer of peersOn(seq.context)) {
+    if (peer.sequence() === seq) invalidArgument(`sequence ${seq.id} already has a session; dispose it first`);
   }
-  return new ChatSession(runner, options, owned);
+  return new ChatSession(new SequenceRunner(seq), options, owned);
 }
 
 /**
@@ -695,28 +504,41 @@ export async function createSession(target: Model | Context | Sequence, options:
   }
 }
 
-/** Options of {@link loadSession}: those of {@link createSession}, less the saved system prompt. */
-export type LoadSessionOptions = Omit<SessionOptions, "system">;
+/** Options of {@link loadSession}: those of {@link createSession} (less the saved system prompt), and where the archive goes. */
+export interface LoadSessionOptions extends Omit<SessionOptions, "system"> {
+  /**
+   * Append evicted turns to the archive file the session was saved with (default false). A
+   * session file never chooses on its own where llamem writes: without this, evicted turns go to
+   * `memory.archive.path` if the options name one, else to memory (`chat.archive`).
+   * `memory.archive.path` wins over this. The saved path is in effect only if you trust the file.
+   */
+  resumeArchiveFile?: boolean;
+}
 
 /**
  * Resumes a session written by {@link ChatSession.save}: history, summary, archive and KV cache,
  * so the next prompt evaluates only what is new. ERR_STATE_MISMATCH if it was saved with another
- * model. A KV state that this context cannot take (another layout: sequences, kvUnified, KV
- * types; or too many tokens) is left out, and the next prompt evaluates the history again.
+ * model or the file is damaged. A KV state that this context cannot take (another layout:
+ * sequences, kvUnified, KV types; or too many tokens) is left out, and the next prompt evaluates
+ * the history again. Evicted turns go where `options` say, never to a path named by the file
+ * unless `options.resumeArchiveFile` is true.
  */
 export async function loadSession(target: Model | Context | Sequence, path: string, options: LoadSessionOptions = {}): Promise<ChatSession> {
-  const model =
-    target instanceof Model ? target : target instanceof Context ? target.model : target instanceof Sequence ? target.host.model : undefined;
+  const model = target instanceof Model ? target : target instanceof Context ? target.model : target instanceof Sequence ? target.context.model : undefined;
   if (!model) invalidArgument("loadSession(target, path): target must be a Model, Context or Sequence");
   const { header, state } = await readSession(path);
   await checkFingerprint(model, header, path);
-  const { seq, owned } = await sequenceFor(target, options);
+  const sessionOptions = withArchive(options, header);
+  const { seq, owned } = await sequenceFor(target, sessionOptions);
+  let session: ChatSession | undefined;
   try {
-    const session = sessionOn(seq, withArchive(options, header), owned);
+    session = sessionOn(seq, sessionOptions, owned);
     await session.restore(header, state);
     return session;
   } catch (err) {
-    await owned?.dispose();
+    // Disposing the session unregisters it and disposes the context it owns.
+    if (session) await session.dispose();
+    else await owned?.dispose();
     throw err;
   }
 }
@@ -728,8 +550,13 @@ export async function checkFingerprint(model: Model, header: SavedHeader, path: 
   }
 }
 
-/** The load options, with the saved archive file unless they name one. @internal */
+/**
+ * The session options for loading `header` with `options`: the saved system prompt, and the
+ * archive file from the options; the saved archive file only with `resumeArchiveFile: true`. @internal
+ */
 export function withArchive(options: LoadSessionOptions, header: SavedHeader): SessionOptions {
-  const path = options.memory?.archive?.path ?? header.archive.path ?? undefined;
-  return { ...options, system: header.system ?? undefined, memory: { ...options.memory, archive: { ...options.memory?.archive, path } } };
+  const { resumeArchiveFile, ...rest } = options;
+  if (resumeArchiveFile !== undefined && typeof resumeArchiveFile !== "boolean") invalidArgument("resumeArchiveFile must be true or false");
+  const path = rest.memory?.archive?.path ?? (resumeArchiveFile === true ? (header.archive.path ?? undefined) : undefined);
+  return { ...rest, system: header.system ?? undefined, memory: { ...rest.memory, archive: { ...rest.memory?.archive, path } } };
 }

@@ -4,8 +4,8 @@
 import { existsSync, readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { expect } from "vitest";
-import { readGguf } from "../../lib/gguf.js";
-import { gguf, writeGguf } from "../../lib/gguf-writer.js";
+import { readGguf } from "../../lib/gguf/read.js";
+import { gguf, writeGguf } from "../../lib/gguf/write.js";
 import { LlamemError, type Model } from "../../lib/index.js";
 import { testModelsDir, tinyModel } from "../helpers/models.js";
 

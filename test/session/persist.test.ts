@@ -58,7 +58,7 @@ describe("saving and loading sessions", () => {
     const saved = JSON.parse(child.stdout) as { replies: string[]; history: SessionMessage[] };
 
     const events: MemoryEvent[] = [];
-    await using resumed = await loadSession(model, savePath, { ...options, memory: { budget: BUDGET }, onMemoryEvent: (e) => events.push(e) });
+    await using resumed = await loadSession(model, savePath, { ...options, resumeArchiveFile: true, memory: { budget: BUDGET }, onMemoryEvent: (e) => events.push(e) });
     expect(resumed.system).toBe(SYSTEM);
     expect(resumed.history).toEqual(saved.history);
     const replies: string[] = [];

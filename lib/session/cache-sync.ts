@@ -1,0 +1,158 @@
+/**
+ * Keeping a sequence's KV cache in line with a session's prompt: which messages sit in which
+ * cells ({@link Layout}), cutting evicted messages' cells out and shifting the rest back, and
+ * copying an idle peer session's cells when it shares a longer prefix. The peers are the
+ * sessions on the same Context, registered here.
+ * @internal
+ */
+import type { Context } from "../context.js";
+import type { Sequence } from "../sequence.js";
+import type { SessionMessage } from "./memory.js";
+import { commonPrefix, type Rendered } from "./render.js";
+
+/** Copying another sequence's cells pays off only for a prefix at least this long. */
+const MIN_SHARED_PREFIX = 16;
+
+/** Which messages sit in which cells, as of the end of the last turn. */
+export interface Layout {
+  /** The sequence's tokens when the layout was taken; a layout is only used while they are unchanged. */
+  readonly tokens: readonly number[];
+  /** `prompt` is false for the reply generated last (its cells hold the sampled tokens). */
+  readonly items: readonly LayoutItem[];
+}
+
+/** The cells [start, end) of one message; `key` is its identity (a history entry, the system or summary message). */
+export interface LayoutItem {
+  readonly key: object;
+  readonly start: number;
+  readonly end: number;
+  readonly prompt: boolean;
+}
+
+/** What the cache kept of the messages that stay: the `kvReused` and `reevaluatedTokens` of memory events. */
+export interface KvOutcome {
+  readonly kvReused: boolean;
+  readonly reevaluatedTokens: number;
+}
+
+/** A session as prefix sharing sees it. */
+export interface CachePeer {
+  /** The sequence holding its cache; undefined while spilled. */
+  sequence(): Sequence | undefined;
+  /** True during a turn (its cache is changing). */
+  busy(): boolean;
+}
+
+/** The sessions of each context, whose cells the others may copy. */
+const peersByContext = new WeakMap<Context, Set<CachePeer>>();
+
+/** Registers `peer` as a session on `context`. */
+export function joinPeers(context: Context, peer: CachePeer): void {
+  let peers = peersByContext.get(context);
+  if (!peers) peersByContext.set(context, (peers = new Set()));
+  peers.add(peer);
+}
+
+/** Unregisters `peer` (a disposed session). */
+export function leavePeers(context: Context, peer: CachePeer): void {
+  peersByContext.get(context)?.delete(peer);
+}
+
+/** The sessions registered on `context`. */
+export function peersOn(context: Context): Iterable<CachePeer> {
+  return peersByContext.get(context) ?? [];
+}
+
+/** Whether two token lists are equal. */
+export function sameTokens(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && commonPrefix(a, b) === a.length;
+}
+
+/**
+ * Brings `seq`'s cache in line with the prompt `r` before generating. With `shift`, the cells
+ * of messages that were in the layout `before` and are gone from `r` are cut out and the later
+ * cells shifted back (when that keeps more than the plain common prefix). Then, if an idle peer
+ * on the same context holds a longer prefix of the prompt, its cells are copied. What still
+ * differs is evaluated by generation. Returns how many tokens of kept messages need evaluating
+ * again.
+ */
+export async function fitCache(seq: Sequence, r: Rendered, before: Layout | undefined, o: { shift: boolean; self: CachePeer }): Promise<KvOutcome> {
+  const prompt = r.tokens;
+  const max = prompt.length - 1;
+  const cached = seq.tokens;
+  const keys = new Set(r.items.map((it) => it.key));
+  const valid = before !== undefined && sameTokens(before.tokens, cached);
+  const dropped = valid ? before.items.filter((it) => !keys.has(it.key)) : [];
+  if (dropped.length > 0 && o.shift) {
+    const removed = new Uint8Array(cached.length);
+    for (const d of dropped) removed.fill(1, d.start, d.end);
+    // Walk the cache without the dropped cells: how far would it then match the prompt?
+    let matched = 0;
+    let cut = cached.length;
+    for (let c = 0; c < cached.length; c++) {
+      if (removed[c]) continue;
+      if (matched >= max || cached[c] !== prompt[matched]) {
+        cut = c;
+        break;
+      }
+      matched++;
+    }
+    if (matched > commonPrefix(cached, prompt, max)) {
+      if (cut < cached.length) await seq.removeTokens(cut, cached.length);
+      // From the last range back, so earlier positions stay put while later ones shift.
+      dropped.sort((a, b) => b.start - a.start);
+      for (const d of dropped) {
+        if (d.start < cut) await seq.removeTokens(d.start, d.end);
+      }
+    }
+  }
+  await sharePrefix(seq, prompt, o.self);
+  // Tokens of messages that were in the last prompt and now need evaluating again.
+  const kept = new Set<object>();
+  for (const it of before?.items ?? []) if (it.prompt) kept.add(it.key);
+  let keptEnd = 0;
+  r.items.forEach((it, i) => {
+    const span = r.spans[i];
+    if (span && kept.has(it.key)) keptEnd = span.end;
+  });
+  const reevaluatedTokens = Math.max(0, keptEnd - commonPrefix(seq.tokens, prompt, max));
+  return { kvReused: reevaluatedTokens === 0, reevaluatedTokens };
+}
+
+/** Copies the cells of an idle peer on the same context whose cache shares a longer prefix of `prompt`. */
+async function sharePrefix(seq: Sequence, prompt: Int32Array, self: CachePeer): Promise<void> {
+  const max = prompt.length - 1;
+  let best: Sequence | undefined;
+  let bestLength = Math.max(MIN_SHARED_PREFIX - 1, commonPrefix(seq.tokens, prompt, max));
+  for (const peer of peersOn(seq.context)) {
+    const other = peer.sequence();
+    if (peer === self || peer.busy() || !other || other === seq || other.busy) continue;
+    const n = commonPrefix(other.tokens, prompt, max);
+    if (n > bestLength) {
+      best = other;
+      bestLength = n;
+    }
+  }
+  if (!best) return;
+  await best.copyTo(seq);
+  await seq.removeTokens(bestLength, seq.tokens.length);
+}
+
+/** The layout after a turn: the prompt's message spans, and the reply's cells after them. */
+export function layoutAfter(r: Rendered, reply: SessionMessage, tokens: readonly number[]): Layout {
+  const items: LayoutItem[] = [];
+  let end = 0;
+  let complete = true;
+  r.items.forEach((it, i) => {
+    const span = r.spans[i];
+    if (!span) {
+      complete = false;
+      return;
+    }
+    items.push({ key: it.key, start: span.start, end: span.end, prompt: true });
+    end = span.end;
+  });
+  // The reply's message starts with the assistant header that closes the prompt.
+  if (complete) items.push({ key: reply, start: end, end: tokens.length, prompt: false });
+  return { tokens: tokens.slice(), items };
+}

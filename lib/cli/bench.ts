@@ -4,21 +4,26 @@
  *
  * - ppN: N token ids evaluated into an empty KV cache, in batches of --batch-size, with the
  *   logits of the last one computed (llama-bench: one `llama_decode` per batch);
- * - tgN: N single-token evaluations from an empty KV cache, each computing its logits
- *   (llama-bench: N `llama_decode`s of one token). The next id is pseudo-random, as there.
+ * - tgN: N single-token evaluations after a first token, each computing its logits
+ *   (llama-bench: N `llama_decode`s of one token). The next id is the greedy pick, where
+ *   llama-bench feeds a pseudo-random one: the decodes cost the same.
  *
  * Each test runs --reps times after a warm-up; the table shows the median and the spread.
- * Token ids come from a seeded generator, the first one BOS when the model adds one.
+ * Prompt token ids come from a seeded generator, the first one BOS when the model adds one.
  */
 import { existsSync } from "node:fs";
-import { Command, Option } from "commander";
+import type { Command } from "commander";
 import { LlamemError } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
-import { defaultThreads, type Context, type KvCacheType } from "../context.js";
-import { Sampler } from "../sampler.js";
-import { CliExit, formatBytes, formatCount, formatTable, intArg, styleFor, trapSignals, usageError } from "./output.js";
+import type { Context } from "../context.js";
+import { DEFAULTS, type KvCacheType } from "../options.js";
+import { defaultThreads } from "../system.js";
+import { CliExit, formatBytes, formatCount, formatTable, styleFor, trapSignals, usageError } from "./output.js";
+import { addFlashAttentionOption, addKvTypeOption, addThreadsOption, gpuLayersArg, intArg, type FlashAttentionMode } from "./options.js";
 
-const KV_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const satisfies readonly KvCacheType[];
+/** llama-bench's batch sizes (its -b and -ub defaults), so that the figures compare. */
+const BENCH_BATCH_SIZE = 2048;
+const BENCH_UBATCH_SIZE = 512;
 
 interface BenchOptions {
   model?: string;
@@ -30,7 +35,7 @@ interface BenchOptions {
   ubatchSize: number;
   gpuLayers: number;
   kvType?: KvCacheType;
-  flashAttn: "auto" | "on" | "off";
+  flashAttn: FlashAttentionMode;
   warmup: boolean;
   json?: boolean;
   quiet?: boolean;
@@ -61,7 +66,7 @@ export interface BenchJsonResult {
   contextSize: number;
   gpuLayers: number;
   kvType: KvCacheType;
-  flashAttention: "auto" | "on" | "off";
+  flashAttention: FlashAttentionMode;
   reps: number;
   tests: BenchTestResult[];
 }
@@ -79,7 +84,7 @@ function tokenSource(seed: number, vocabSize: number): () => number {
 }
 
 /** Median, mean, sample standard deviation, min and max of tokens-per-second samples. */
-export function summarize(samples: readonly number[]): Pick<BenchTestResult, "median" | "mean" | "stddev" | "min" | "max"> {
+export function sampleStats(samples: readonly number[]): Pick<BenchTestResult, "median" | "mean" | "stddev" | "min" | "max"> {
   const s = [...samples].sort((a, b) => a - b);
   const n = s.length;
   const mid = n >> 1;
@@ -91,25 +96,27 @@ export function summarize(samples: readonly number[]): Pick<BenchTestResult, "me
 
 /** Registers `llamem bench`. */
 export function registerBench(program: Command): Command {
-  return program
+  const cmd = program
     .command("bench")
     .summary("measure prompt and generation speed (tokens/s), like llama-bench")
     .description(
       "Measure prompt processing (ppN: N tokens into an empty cache) and generation (tgN: N single-token steps) " +
-        "in tokens per second, the way llama.cpp's llama-bench does: logits are computed as in real use, token ids " +
-        "are pseudo-random. Each test runs --reps times after a warm-up; the table shows the median.\n\n" +
+        "in tokens per second, the way llama.cpp's llama-bench does: logits are computed as in real use, prompt " +
+        "token ids are pseudo-random. Each test runs --reps times after a warm-up; the table shows the median.\n\n" +
         "Without -m the model is $LLAMEM_MODEL. Use --threads and a quiet machine: a busy core slows generation many times over.",
     )
     .option("-m, --model <path>", "GGUF model file (default: $LLAMEM_MODEL)")
     .option("-r, --reps <n>", "repetitions of each test", intArg(1, 1000), 5)
     .option("--pp <n>", "prompt tokens of the pp test (0 skips it)", intArg(0, 1 << 20), 512)
-    .option("--tg <n>", "generated tokens of the tg test (0 skips it)", intArg(0, 1 << 20), 128)
-    .option("-t, --threads <n>", "CPU threads (default: physical cores)", intArg(1, 1024))
-    .option("-b, --batch-size <n>", "most tokens per decode", intArg(1), 2048)
-    .option("--ubatch-size <n>", "physical micro-batch size", intArg(1), 512)
-    .option("--gpu-layers <n>", "layers on the GPU; -1 for all", intArg(-1), 0)
-    .addOption(new Option("--kv-type <type>", "KV cache element type (default f16)").choices(KV_TYPES))
-    .addOption(new Option("--flash-attn <mode>", "flash attention").choices(["auto", "on", "off"]).default("auto"))
+    .option("--tg <n>", "generated tokens of the tg test (0 skips it)", intArg(0, 1 << 20), 128);
+  addThreadsOption(cmd);
+  cmd
+    .option("-b, --batch-size <n>", "most tokens per decode, as in llama-bench", intArg(1), BENCH_BATCH_SIZE)
+    .option("--ubatch-size <n>", "physical micro-batch size, as in llama-bench", intArg(1), BENCH_UBATCH_SIZE)
+    .option("--gpu-layers <n>", 'layers on the GPU; -1 or "all" for all', gpuLayersArg, DEFAULTS.gpuLayers);
+  addKvTypeOption(cmd);
+  addFlashAttentionOption(cmd);
+  return cmd
     .option("--no-warmup", "skip the warm-up run")
     .option("--json", "print one JSON object with every sample instead of the table")
     .option("-q, --quiet", "no progress on stderr")
@@ -132,9 +139,10 @@ async function runBench(o: BenchOptions): Promise<void> {
   if (!existsSync(path)) throw new LlamemError("ERR_FILE_NOT_FOUND", `model file not found: ${path}`);
   if (o.pp === 0 && o.tg === 0) usageError("nothing to measure: --pp and --tg are both 0");
   const threads = o.threads ?? defaultThreads();
-  const kvType = o.kvType ?? "f16";
-  // As llama-bench sizes it: room for the prompt and the generation (each test starts empty).
-  const contextSize = Math.max(o.pp + o.tg, 16);
+  const kvType = o.kvType ?? DEFAULTS.kvType;
+  // As llama-bench sizes it: room for the prompt and the generation (each test starts empty),
+  // plus the tg test's first token and the room a generation keeps free.
+  const contextSize = Math.max(o.pp + o.tg + 2, 16);
   const trap = trapSignals();
   const progress = !o.quiet && !o.json && process.stderr.isTTY === true;
   const say = (s: string) => {
@@ -142,7 +150,6 @@ async function runBench(o: BenchOptions): Promise<void> {
   };
   let model: Model | undefined;
   let ctx: Context | undefined;
-  let sampler: Sampler | undefined;
   try {
     say("loading");
     model = await loadModel(path, { gpuLayers: o.gpuLayers, signal: trap.signal });
@@ -150,37 +157,25 @@ async function runBench(o: BenchOptions): Promise<void> {
       contextSize, batchSize: o.batchSize, ubatchSize: Math.min(o.ubatchSize, o.batchSize), threads, threadsBatch: threads,
       kvType, flashAttention: o.flashAttn,
     });
-    // A greedy sampler makes the native eval compute the last token's logits, as llama_decode
-    // does for llama-bench; without one, llamem skips the output layer and tg looks faster
-    // than it is.
-    sampler = new Sampler(model, { temperature: 0, seed: 0 });
     const info = model.info;
     const next = tokenSource(0x5eed, info.vocabSize);
     const first = () => (info.addBos && info.bos >= 0 ? info.bos : next());
     const c = ctx;
-    const s = sampler;
-    const evalTimed = async (tokens: Int32Array) => {
-      const t0 = performance.now();
-      await c.enqueue(() => c.native.eval(0, tokens, s.native, false));
-      return performance.now() - t0;
-    };
-    const runPp = async (n: number) => {
+    // A greedy pick at each step makes every decode compute the last token's logits, as
+    // llama_decode does for llama-bench; a bare evaluation skips the output layer and would
+    // make tg look faster than it is.
+    const greedy = { temperature: 0, addSpecial: false, signal: trap.signal } as const;
+    const runPp = async (n: number): Promise<number> => {
       await c.clear();
       const tokens = new Int32Array(n);
       tokens[0] = first();
       for (let i = 1; i < n; i++) tokens[i] = next();
-      return evalTimed(tokens);
+      return (await c.complete(tokens, { ...greedy, maxTokens: 1 })).promptTokensPerSecond;
     };
-    const runTg = async (n: number) => {
+    const runTg = async (n: number): Promise<number> => {
       await c.clear();
-      let ms = 0;
-      let token = first();
-      for (let i = 0; i < n; i++) {
-        if (trap.signal.aborted) break;
-        ms += await evalTimed(Int32Array.of(token));
-        token = next();
-      }
-      return ms;
+      // The first token is the prompt; each of the n steps after it evaluates one token.
+      return (await c.complete(Int32Array.of(first()), { ...greedy, maxTokens: n + 1 })).generatedTokensPerSecond;
     };
     if (o.warmup) {
       say("warming up");
@@ -194,11 +189,11 @@ async function runBench(o: BenchOptions): Promise<void> {
       for (let rep = 0; rep < o.reps; rep++) {
         if (trap.signal.aborted) throw new CliExit(trap.exitCode ?? 130);
         say(`${kind}${n}: repetition ${rep + 1} of ${o.reps}`);
-        const ms = kind === "pp" ? await runPp(n) : await runTg(n);
+        const tokensPerSecond = kind === "pp" ? await runPp(n) : await runTg(n);
         if (trap.signal.aborted) throw new CliExit(trap.exitCode ?? 130);
-        samples.push((n / ms) * 1000);
+        samples.push(tokensPerSecond);
       }
-      tests.push({ name: `${kind}${n}`, kind, tokens: n, samples, ...summarize(samples) });
+      tests.push({ name: `${kind}${n}`, kind, tokens: n, samples, ...sampleStats(samples) });
     }
     say("");
     const result: BenchJsonResult = {
@@ -229,7 +224,6 @@ async function runBench(o: BenchOptions): Promise<void> {
     throw err;
   } finally {
     say("");
-    sampler?.dispose();
     await ctx?.dispose();
     await model?.dispose();
     trap.release();

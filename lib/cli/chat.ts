@@ -11,7 +11,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { LlamemError } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
 import type { Context } from "../context.js";
-import { setLogLevel } from "../native.js";
+import { setLogLevel } from "../log.js";
+import { samplingOf } from "../options.js";
 import { createSession, loadSession, checkFingerprint, type ChatSession, type LoadSessionOptions } from "../session/session.js";
 import { readSession } from "../session/persist.js";
 import type { MemoryEvent, MemoryOptions, MemoryStrategy, SessionMessage } from "../session/memory.js";
@@ -21,14 +22,25 @@ import {
   ProgressBar,
   formatBytes,
   formatTable,
-  intArg,
-  numberArg,
+  outputGuard,
   reportError,
   styleFor,
   type OutStream,
   type Style,
 } from "./output.js";
-import { KV_TYPES, gpuLayersArg, resolveModel, type ModelCliOptions } from "./prompt.js";
+import {
+  DEMO_MODEL_NOTE,
+  addContextOptions,
+  addLoadOptions,
+  addModelOption,
+  addSamplingOptions,
+  addVerbosityOptions,
+  contextOptionsOf,
+  intArg,
+  loadOptionsOf,
+  resolveModel,
+  type ModelCliOptions,
+} from "./options.js";
 
 const STRATEGIES = ["slidingWindow", "tokenBudget", "summarize"] as const satisfies readonly MemoryStrategy[];
 
@@ -60,35 +72,26 @@ export function registerChat(program: Command): Command {
     .summary("chat with a model, keeping the conversation within a memory budget")
     .description(
       "Chat with a model: each line on stdin is a message, each reply is streamed to stdout. At a terminal it\n" +
-        "shows a \"> \" prompt; piped, every line is one message and the chat ends at end of input.\n" +
+        "shows a \"> \" prompt; piped, every line is one message and the chat ends at end of input, or at the first\n" +
+        "failed reply or command (a /load of a damaged file, say) with its error and exit code.\n" +
         "The memory policy (--budget, --strategy, --keep-last) keeps the prompt bounded; --verbose shows its decisions.\n" +
         "Commands: /save FILE, /load FILE, /stats, /history, /help, /exit (or end of input); \"//text\" sends \"/text\".\n" +
         "Ctrl-C stops a reply; at the prompt it ends the chat (exit 130).\n" +
         "Without -m the model is $LLAMEM_MODEL, else the bundled demo model (random weights: its text is noise).",
-    )
-    .option("-m, --model <path>", "GGUF model file (default: $LLAMEM_MODEL, else the demo model)")
+    );
+  addModelOption(cmd);
+  cmd
     .option("--system <text>", "system message (a session resumed with --load keeps its own)")
     .option("--budget <n>", "most prompt tokens: an integer, or a fraction in (0, 1) of the context (default: context - max-tokens - 16)", budgetArg)
     .addOption(new Option("--strategy <name>", "how old turns leave the prompt (default tokenBudget)").choices(STRATEGIES))
     .option("--keep-last <n>", "turns kept verbatim besides the new one (default 8 for slidingWindow, 2 for summarize)", intArg(0))
     .option("--archive <file>", "append evicted turns to this JSONL file (default: kept in memory)")
-    .option("--load <file>", "resume a session saved with /save")
-    .option("-n, --max-tokens <n>", "most tokens of a reply", intArg(0), 256)
-    .option("--temperature <t>", "sampling temperature; 0 is greedy and deterministic", numberArg(0), 0.8)
-    .option("--seed <n>", "random seed", intArg(0, 0xffffffff))
-    .option("--top-k <k>", "keep only the k most likely tokens (0 = off; default 40)", intArg(0))
-    .option("--top-p <p>", "nucleus sampling threshold (1 = off; default 0.95)", numberArg(0, 1))
-    .option("--min-p <p>", "drop tokens below p times the top probability (0 = off; default 0.05)", numberArg(0, 1))
-    .option("--repeat-penalty <f>", "penalty for repeating recent tokens (1 = off)", numberArg(0, Infinity, true))
-    .option("-c, --ctx <n>", "context size in tokens (default: min(4096, trained length))", intArg(1))
-    .option("--gpu-layers <n>", 'layers to offload to the GPU; -1 or "all" for all (default 0)', gpuLayersArg)
-    .option("-t, --threads <n>", "CPU threads (default: physical cores)", intArg(1))
-    .addOption(new Option("--kv-type <type>", "KV cache element type (default f16)").choices(KV_TYPES))
-    .addOption(new Option("--flash-attn <mode>", "flash attention").choices(["auto", "on", "off"]).default("auto"))
-    .option("--no-mmap", "read the weights into memory instead of mapping the file")
-    .option("--mlock", "lock the weights in RAM")
-    .addOption(new Option("-q, --quiet", "no progress bar or notes on stderr").conflicts("verbose"))
-    .option("-v, --verbose", "show memory events, per-reply timings and llama.cpp's log on stderr")
+    .option("--load <file>", "resume a session saved with /save");
+  addSamplingOptions(cmd, { maxTokens: "most tokens of a reply", seed: "random seed" });
+  addContextOptions(cmd);
+  addLoadOptions(cmd);
+  addVerbosityOptions(cmd, "show memory events, per-reply timings and llama.cpp's log on stderr");
+  return cmd
     .addHelpText(
       "after",
       `
@@ -102,7 +105,6 @@ Examples:
     .action(async (options: ChatOptions) => {
       await runChat(options);
     });
-  return cmd;
 }
 
 async function runChat(o: ChatOptions): Promise<void> {
@@ -110,7 +112,7 @@ async function runChat(o: ChatOptions): Promise<void> {
   const errStyle = styleFor(err);
   const { path, demo } = resolveModel(o.model);
   if (demo && !o.quiet) {
-    err.write(errStyle.yellow("llamem: using the demo model, whose weights are random: its text is noise (pass -m <model.gguf>)") + "\n");
+    err.write(errStyle.yellow(DEMO_MODEL_NOTE) + "\n");
   }
   if (o.verbose) setLogLevel("info");
 
@@ -147,11 +149,13 @@ async function runChat(o: ChatOptions): Promise<void> {
   const onSigterm = () => end(EXIT.SIGTERM);
   process.on("SIGINT", onSigint);
   process.on("SIGTERM", onSigterm);
-  // A reader that went away (`| head`) ends the chat quietly.
-  const onStdoutError = () => {
+  // A failed write to stdout (a reader that went away, a full disk) ends the chat; runToExit
+  // reports it (quietly for a closed pipe).
+  const output = outputGuard(process.stdout);
+  const onOutputFailed = () => {
     if (!ending) end(EXIT.OK);
   };
-  process.stdout.on("error", onStdoutError);
+  output.signal.addEventListener("abort", onOutputFailed);
 
   const bar = new ProgressBar("loading", { enabled: !o.quiet });
   let model: Model | undefined;
@@ -159,24 +163,21 @@ async function runChat(o: ChatOptions): Promise<void> {
   let session: ChatSession | undefined;
   try {
     current = new AbortController();
-    model = await loadModel(path, {
-      gpuLayers: o.gpuLayers,
-      mmap: o.mmap,
-      mlock: o.mlock,
-      onProgress: (p) => bar.update(p),
-      signal: current.signal,
-    });
+    model = await loadModel(path, { ...loadOptionsOf(o), onProgress: (p) => bar.update(p), signal: current.signal });
     bar.update(1);
     // The CLI owns the context (rather than the session) so that /load can put another session
     // on the same context and /stats can report its memory.
-    context = await model.createContext({ contextSize: o.ctx, threads: o.threads, kvType: o.kvType, flashAttention: o.flashAttn });
+    context = await model.createContext(contextOptionsOf(o));
     bar.done();
     current = undefined;
 
     const sessionOptions = chatSessionOptions(o, err, errStyle);
     if (o.load !== undefined) {
       if (o.system !== undefined && !o.quiet) err.write(errStyle.dim("llamem: --system is ignored with --load: the saved session keeps its own") + "\n");
-      session = await loadSession(context, o.load, sessionOptions);
+      const path = o.load;
+      session = await loadSession(context, path, sessionOptions).catch((e: unknown) => {
+        throw loadFailure(path, e);
+      });
     } else {
       session = await createSession(context, { ...sessionOptions, system: o.system });
     }
@@ -210,13 +211,13 @@ async function runChat(o: ChatOptions): Promise<void> {
       }
       if (line.startsWith("/") && !line.startsWith("//")) {
         const result = await runCommand(line, { o, model, context, session, sessionOptions, style: errStyle });
-        if (result === "exit") break;
-        if (result instanceof Error) {
+        if (result.exit) break;
+        // A failed /load may have put the conversation on a new session all the same.
+        if (result.session) session = result.session;
+        if (result.error) {
           // A person can retry; a script must not carry on as if the command had worked.
-          if (!interactive) throw result;
-          reportError(result);
-        } else if (result !== undefined) {
-          session = result;
+          if (!interactive) throw result.error;
+          reportError(result.error);
         }
         showPrompt();
         continue;
@@ -254,7 +255,7 @@ async function runChat(o: ChatOptions): Promise<void> {
     await session?.dispose();
     await context?.dispose();
     await model?.dispose();
-    process.stdout.off("error", onStdoutError);
+    output.signal.removeEventListener("abort", onOutputFailed);
     process.off("SIGINT", onSigint);
     process.off("SIGTERM", onSigterm);
   }
@@ -269,13 +270,8 @@ function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style): LoadS
   if (o.archive !== undefined) memory.archive = { path: o.archive };
   return {
     memory,
+    ...samplingOf(o),
     maxTokens: o.maxTokens,
-    temperature: o.temperature,
-    seed: o.seed,
-    topK: o.topK,
-    topP: o.topP,
-    minP: o.minP,
-    repeatPenalty: o.repeatPenalty,
     onMemoryEvent: o.verbose ? (e) => err.write(style.dim(formatEvent(e)) + "\n") : undefined,
   };
 }
@@ -320,29 +316,36 @@ interface CommandScope {
   style: Style;
 }
 
-/**
- * Runs a "/" command. Returns "exit" to end the chat, a new session (after /load), an Error the
- * command failed with, or undefined.
- */
-async function runCommand(line: string, s: CommandScope): Promise<"exit" | ChatSession | Error | undefined> {
+/** What a "/" command did. */
+interface CommandResult {
+  /** End the chat (/exit). */
+  exit?: boolean;
+  /** The session to go on with, when the command replaced it (/load, even a failed one). */
+  session?: ChatSession;
+  /** What the command failed with. */
+  error?: Error;
+}
+
+/** Runs a "/" command. */
+async function runCommand(line: string, s: CommandScope): Promise<CommandResult> {
   const err = process.stderr;
   const space = line.search(/\s/);
   const name = space < 0 ? line : line.slice(0, space);
   const arg = space < 0 ? "" : line.slice(space).trim();
-  const needFile = () => new LlamemError("ERR_INVALID_ARGUMENT", `${name} needs a file name (${COMMAND_HELP})`);
+  const needFile = () => ({ error: new LlamemError("ERR_INVALID_ARGUMENT", `${name} needs a file name (${COMMAND_HELP})`) });
   try {
     switch (name) {
       case "/exit":
       case "/quit":
-        return "exit";
+        return { exit: true };
       case "/help":
         err.write(`${COMMAND_HELP}\n`);
-        return undefined;
+        return {};
       case "/save": {
         if (arg === "") return needFile();
         const bytes = await s.session.save(arg);
         if (!s.o.quiet) err.write(s.style.dim(`llamem: saved ${s.session.history.length} messages to ${arg} (${formatBytes(bytes)})`) + "\n");
-        return undefined;
+        return {};
       }
       case "/load": {
         if (arg === "") return needFile();
@@ -350,21 +353,36 @@ async function runCommand(line: string, s: CommandScope): Promise<"exit" | ChatS
       }
       case "/stats":
         await writeStats(s.session, s.context);
-        return undefined;
+        return {};
       case "/history":
         writeHistory(s.session);
-        return undefined;
+        return {};
       default:
         err.write(`llamem: unknown command ${name}; ${COMMAND_HELP}\n`);
-        return undefined;
+        return {};
     }
   } catch (e) {
-    return e instanceof Error ? e : new Error(String(e));
+    return { error: e instanceof Error ? e : new Error(String(e)) };
   }
 }
 
-/** /load: swaps the session for the saved one, on the same context. */
-async function replaceSession(path: string, s: CommandScope): Promise<ChatSession> {
+/**
+ * Why a saved session could not be loaded. llamem's own errors keep their code; anything else
+ * (a file that passed the header checks and still broke the load) is reported as a damaged
+ * file, ERR_STATE_MISMATCH (exit 4), naming it, rather than as an internal error.
+ */
+function loadFailure(path: string, e: unknown): LlamemError {
+  if (e instanceof LlamemError) return e;
+  const why = e instanceof Error ? e.message : String(e);
+  return new LlamemError("ERR_STATE_MISMATCH", `cannot load the saved session ${path}: ${why}`, { cause: e });
+}
+
+/**
+ * /load: swaps the session for the saved one, on the same context. When the file turns out to
+ * be unusable only after the current session is gone, the chat goes on with the conversation
+ * it had, on a new session, and the error is returned with it.
+ */
+async function replaceSession(path: string, s: CommandScope): Promise<CommandResult> {
   // Read and check the file before the current session is disposed, so that a wrong path or
   // another model's file leaves the conversation as it was.
   const { header } = await readSession(path);
@@ -380,11 +398,10 @@ async function replaceSession(path: string, s: CommandScope): Promise<ChatSessio
     // Keep the chat going on the conversation it had (its cache is evaluated again).
     const fallback = await createSession(s.context, { ...s.sessionOptions, system });
     fallback.setHistory(history);
-    reportError(e);
-    return fallback;
+    return { session: fallback, error: loadFailure(path, e) };
   }
   if (!s.o.quiet) process.stderr.write(s.style.dim(`llamem: loaded ${next.history.length} messages from ${path}`) + "\n");
-  return next;
+  return { session: next };
 }
 
 /** /stats: the session's figures and the context's memory, on stderr. */

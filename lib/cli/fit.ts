@@ -5,15 +5,13 @@
  *
  * stdout carries the report (or, with --json, exactly one JSON object); errors go to stderr.
  */
-import { Command, InvalidArgumentError, Option } from "commander";
+import { InvalidArgumentError, type Command } from "commander";
 import { LlamemError } from "../errors.js";
-import type { KvCacheType } from "../context.js";
+import { DEFAULTS, type KvCacheType } from "../options.js";
 import { FIT_MARGIN, fitModel, type FitOptions, type FitResult } from "../memory/fit.js";
 import type { DeviceEstimate } from "../memory/estimate.js";
-import { CliExit, exitCodeFor, formatBytes, formatTable, intArg, styleFor } from "./output.js";
-
-/** KV cache element types accepted by --kv-type. */
-const KV_TYPES = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"] as const satisfies readonly KvCacheType[];
+import { CliExit, exitCodeFor, formatBytes, formatTable, styleFor } from "./output.js";
+import { addFlashAttentionOption, addKvTypeOption, gpuLayersArg, intArg, type FlashAttentionMode } from "./options.js";
 
 const BINARY: Readonly<Record<string, number>> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 const DECIMAL: Readonly<Record<string, number>> = { k: 1e3, m: 1e6, g: 1e9, t: 1e12 };
@@ -45,9 +43,8 @@ function ctxArg(value: string): number | "auto" {
 }
 
 /** `--gpu-layers`: an integer >= -1, "auto", "max", or "all" (the same as -1). */
-function gpuLayersArg(value: string): number | "auto" | "max" {
-  if (value === "auto" || value === "max") return value;
-  return value === "all" ? -1 : intArg(-1)(value);
+function gpuLayersOrAutoArg(value: string): number | "auto" | "max" {
+  return value === "auto" || value === "max" ? value : gpuLayersArg(value);
 }
 
 interface FitCliOptions {
@@ -56,7 +53,7 @@ interface FitCliOptions {
   ctx: number | "auto";
   gpuLayers: number | "auto" | "max";
   kvType?: KvCacheType;
-  flashAttn: "auto" | "on" | "off";
+  flashAttn: FlashAttentionMode;
   sequences: number;
   batchSize: number;
   json?: boolean;
@@ -86,25 +83,27 @@ export interface FitJsonResult {
 
 /** Registers `llamem fit`. */
 export function registerFit(program: Command): Command {
-  return program
+  const margin = formatBytes(FIT_MARGIN);
+  const cmd = program
     .command("fit")
     .summary("show what fits in memory: GPU layers and context size, per device")
     .description(
       // Paragraphs only: commander wraps the lines to the terminal itself.
       "Show what gpuLayers and contextSize \"auto\" would choose for a model under a memory budget, why, and the " +
         "bytes for weights, KV cache and compute buffers on each device. Nothing is loaded: the figures come from " +
-        "llama.cpp's own dry run of the load. Without a budget, the limit is the memory free now minus 512 MiB.\n\n" +
+        `llama.cpp's own dry run of the load. Without a budget, the limit is the memory free now minus ${margin}.\n\n` +
         "Byte sizes: 536870912, 512M, 8G, 1.5GiB (K/M/G/T and KiB/MiB/GiB/TiB are 1024-based; KB/MB/GB/TB 1000-based).",
     )
     .argument("<model>", "GGUF model file")
     .option("--max-vram <bytes>", "GPU memory budget per GPU, for weights + KV + compute", parseBytes)
     .option("--max-ram <bytes>", "host memory budget, for weights + KV + compute", parseBytes)
     .option("-c, --ctx <n|auto>", "context size in tokens, or auto: the largest that fits, up to the trained length", ctxArg, "auto")
-    .option("--gpu-layers <n|auto|max>", 'layers on the GPU: a number, -1 or "all", "auto" (as many as fit), "max"', gpuLayersArg, "auto")
-    .addOption(new Option("--kv-type <type>", "KV cache element type (default f16)").choices(KV_TYPES))
-    .addOption(new Option("--flash-attn <mode>", "flash attention").choices(["auto", "on", "off"]).default("auto"))
-    .option("--sequences <n>", "parallel sequences", intArg(1), 1)
-    .option("--batch-size <n>", "most tokens per decode (sizes the compute buffers)", intArg(1), 512)
+    .option("--gpu-layers <n|auto|max>", 'layers on the GPU: a number, -1 or "all", "auto" (as many as fit), "max"', gpuLayersOrAutoArg, "auto");
+  addKvTypeOption(cmd);
+  addFlashAttentionOption(cmd);
+  return cmd
+    .option("--sequences <n>", "parallel sequences", intArg(1), DEFAULTS.sequences)
+    .option("--batch-size <n>", "most tokens per decode (sizes the compute buffers)", intArg(1), DEFAULTS.batchSize)
     .option("--json", "print one JSON object instead of the report")
     .addHelpText(
       "after",
@@ -174,7 +173,7 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
   const style = styleFor(process.stdout);
   const limit = (d: DeviceEstimate) => {
     const given = d.host ? o.maxRam : o.maxVram;
-    return given !== undefined ? formatBytes(given) : `${formatBytes(Math.max(0, d.free - FIT_MARGIN))} (free - 512 MiB)`;
+    return given !== undefined ? formatBytes(given) : `${formatBytes(Math.max(0, d.free - FIT_MARGIN))} (free - ${formatBytes(FIT_MARGIN)})`;
   };
   const rows: string[][] = [["device", "weights", "KV", "compute", "total", "budget"].map((h) => style.bold(h))];
   for (const d of e.devices) {

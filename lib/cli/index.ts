@@ -9,8 +9,8 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Command } from "commander";
-import { packageRoot } from "../native.js";
-import { EXIT, flush, reportError, type CommandRegistrar } from "./output.js";
+import { packageRoot } from "../system.js";
+import { flush, runToExit, type CommandRegistrar } from "./output.js";
 import { registerPrompt } from "./prompt.js";
 import { registerChat } from "./chat.js";
 import { registerInspect } from "./inspect.js";
@@ -68,24 +68,15 @@ Examples:
 Exit codes: 0 ok, 1 other error, 2 usage, 3 file not found, 4 not a valid GGUF
 (or a saved state that does not fit), 5 llama.cpp failure (load, context, decode,
 quantize), 6 aborted, 7 native addon missing, 8 does not fit in memory,
-130 interrupted (Ctrl-C).`,
+9 I/O failure (cannot write the output, a file or a server), 130 interrupted (Ctrl-C).`,
   );
   return program;
 }
 
 async function main(): Promise<void> {
-  // A closed pipe (`llamem ... | head`) must not crash with an unhandled 'error' event; the
-  // commands that stream notice it themselves and stop.
-  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
-    if (err.code !== "EPIPE") throw err;
-  });
-  let code: number = EXIT.OK;
-  try {
-    await createProgram().parseAsync(process.argv);
-  } catch (err) {
-    code = reportError(err);
-  }
-  await flush(process.stdout);
+  // runToExit watches stdout before the command writes: a failed write (a closed pipe, a full
+  // disk) is reported there instead of crashing with a stack trace.
+  const code = await runToExit(() => createProgram().parseAsync(process.argv));
   await flush(process.stderr);
   // Exit explicitly: a command is done once it has disposed its native objects, and nothing
   // it left behind (stdin listeners, timers) should keep the process alive.

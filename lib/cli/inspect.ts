@@ -9,15 +9,19 @@ import {
   metadataArrayLength,
   metadataNumber,
   metadataString,
-  readGguf,
   type GgufFile,
   type GgufMetadataEntry,
-} from "../gguf.js";
+} from "../gguf/format.js";
+import { readGguf } from "../gguf/read.js";
 import { estimateMemory as estimate } from "../memory/estimate.js";
+import { DEFAULTS, type KvCacheType } from "../options.js";
 import { formatBytes, formatCount, formatTable, styleFor } from "./output.js";
 
-/** KV cache types the memory table covers. */
-const ESTIMATE_KV_TYPES = ["f16", "q8_0", "q4_0"] as const;
+/**
+ * KV cache types the memory table covers: a display choice (the common ones), not the list of
+ * types a context accepts, which is KV_CACHE_TYPE_NAMES in lib/options.ts.
+ */
+const ESTIMATE_KV_TYPES = ["f16", "q8_0", "q4_0"] as const satisfies readonly KvCacheType[];
 
 /** A KV cache type in the estimate. */
 export type EstimateKvType = (typeof ESTIMATE_KV_TYPES)[number];
@@ -36,14 +40,14 @@ export interface MemoryEstimateRow {
   weightsBytes: number;
   /** K and V for all layers at this context size. */
   kvCacheBytes: number;
-  /** Compute buffers for a batch of 512. */
+  /** Compute buffers for a batch of the default size (DEFAULTS.batchSize, 512). */
   computeBytes: number;
   /** Weights plus KV cache plus compute buffers. */
   totalBytes: number;
 }
 
 /** The memory table: llama.cpp's dry run on the CPU for a few context sizes and KV types. */
-export interface MemoryEstimate {
+export interface MemoryTable {
   /** What the numbers are. */
   note: string;
   rows: MemoryEstimateRow[];
@@ -78,11 +82,11 @@ export interface InspectSummary {
   parameters: number;
   hparams: InspectHparams;
   chatTemplate: boolean;
-  memoryEstimate: MemoryEstimate;
+  memoryEstimate: MemoryTable;
 }
 
 const ESTIMATE_NOTE =
-  "llama.cpp's own dry run (no_alloc) on the CPU for each context size and KV type: weights as placed (repacked ones included), KV cache, compute buffers for a batch of 512";
+  `llama.cpp's own dry run (no_alloc) on the CPU for each context size and KV type: weights as placed (repacked ones included), KV cache, compute buffers for a batch of ${DEFAULTS.batchSize}`;
 
 /** A number or per-layer numbers for `key`, or null. */
 function numberOrPerLayer(file: GgufFile, key: string): number | number[] | null {
@@ -101,7 +105,7 @@ function numberOrPerLayer(file: GgufFile, key: string): number | number[] | null
  * bytes llama.cpp's own dry run (no_alloc) sizes for weights, KV cache and compute buffers on
  * the CPU. Nothing is allocated; only the header is read.
  */
-export async function memoryTable(path: string, trained: number | null): Promise<MemoryEstimate> {
+export async function memoryTable(path: string, trained: number | null): Promise<MemoryTable> {
   const sizes = [...new Set([...ESTIMATE_CONTEXT_SIZES, ...(trained ? [trained] : [])].map((c) => (trained ? Math.min(c, trained) : c)))].sort(
     (a, b) => a - b,
   );
@@ -124,7 +128,7 @@ export async function memoryTable(path: string, trained: number | null): Promise
 }
 
 /** Builds the report of `inspect` from a parsed header. */
-export function summarize(file: GgufFile): InspectSummary {
+export function describeFile(file: GgufFile): InspectSummary {
   const arch = metadataString(file, "general.architecture") ?? null;
   const key = (k: string) => (arch ? `${arch}.${k}` : k);
   const hparams: InspectHparams = {
@@ -210,7 +214,7 @@ function renderText(s: InspectSummary): string {
   ];
   const lines = [style.bold(s.path), formatTable(facts.map(([k, v]) => [style.dim(k), v]), "  "), ""];
   const m = s.memoryEstimate;
-  lines.push(style.bold("Memory") + " (llama.cpp's dry run on the CPU: nothing loaded; batch 512)");
+  lines.push(style.bold("Memory") + ` (llama.cpp's dry run on the CPU: nothing loaded; batch ${DEFAULTS.batchSize})`);
   if (m.rows.length > 0) {
     const table: string[][] = [["context", "kv type", "weights", "kv cache", "compute", "total"].map((c) => style.dim(c))];
     for (const r of m.rows) {
@@ -242,7 +246,7 @@ Examples:
     )
     .action(async (path: string, options: { json?: boolean }) => {
       const file = await readGguf(path);
-      const summary = summarize(file);
+      const summary = describeFile(file);
       summary.memoryEstimate = await memoryTable(path, summary.hparams.contextLength);
       if (options.json) {
         const metadata: Record<string, JsonValue> = {};

@@ -4,8 +4,9 @@
  */
 import { Command, Option } from "commander";
 import { LlamemError } from "../errors.js";
-import { SYNTHETIC_PRESETS, writeSyntheticModel, type SyntheticPreset, type SyntheticType } from "../synthetic.js";
-import { CliExit, ProgressBar, formatBytes, formatCount, intArg, trapSignals } from "./output.js";
+import { SYNTHETIC_PRESETS, writeSyntheticModel, type SyntheticPreset, type SyntheticType } from "../gguf/synthetic.js";
+import { CliExit, ProgressBar, formatBytes, formatCount, trapSignals } from "./output.js";
+import { intArg } from "./options.js";
 
 const TYPES = ["f32", "f16", "q8_0", "q4_0"] as const satisfies readonly SyntheticType[];
 

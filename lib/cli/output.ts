@@ -6,8 +6,8 @@
  *
  * | code | meaning                                                                            |
  * |------|------------------------------------------------------------------------------------|
- * | 0    | success                                                                            |
- * | 1    | anything else (I/O failure, internal error, an unexpected exception)               |
+ * | 0    | success (also when the reader of stdout went away: `llamem ... \| head`)           |
+ * | 1    | anything else (an internal error, an unexpected exception)                         |
  * | 2    | usage: unknown command or option, missing or invalid argument (ERR_INVALID_ARGUMENT) |
  * | 3    | file not found, or not a regular file (ERR_FILE_NOT_FOUND, ERR_NOT_A_FILE)         |
  * | 4    | not a GGUF file, truncated or invalid GGUF, or a saved state/session that does not fit (ERR_STATE_MISMATCH) |
@@ -15,11 +15,13 @@
  * | 6    | aborted by something other than a signal (ERR_ABORTED)                             |
  * | 7    | the native addon cannot be loaded (ERR_NATIVE_LOAD)                                |
  * | 8    | does not fit the memory or the budget (ERR_INSUFFICIENT_MEMORY)                     |
+ * | 9    | I/O failure: cannot write the output (disk full, ...), or read or write a file, or reach a server (ERR_IO) |
  * | 130  | interrupted by SIGINT (Ctrl-C); 143 for SIGTERM (128 + signal number)              |
  *
  * @packageDocumentation
  */
-import { CommanderError, InvalidArgumentError, type Command } from "commander";
+import { getSystemErrorMap } from "node:util";
+import { CommanderError, type Command } from "commander";
 import { LlamemError, type LlamemErrorCode } from "../errors.js";
 
 /**
@@ -39,6 +41,7 @@ export const EXIT = Object.freeze({
   ABORTED: 6,
   NATIVE: 7,
   MEMORY: 8,
+  IO: 9,
   SIGINT: 130,
   SIGTERM: 143,
 });
@@ -51,6 +54,7 @@ const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
   ERR_GGUF_TRUNCATED: EXIT.GGUF,
   ERR_GGUF_INVALID: EXIT.GGUF,
   ERR_STATE_MISMATCH: EXIT.GGUF,
+  ERR_ARCHIVE_INVALID: EXIT.GGUF,
   ERR_MODEL_LOAD: EXIT.LLAMA,
   ERR_CONTEXT_CREATE: EXIT.LLAMA,
   ERR_DECODE: EXIT.LLAMA,
@@ -60,6 +64,7 @@ const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
   ERR_NATIVE_LOAD: EXIT.NATIVE,
   ERR_INSUFFICIENT_MEMORY: EXIT.MEMORY,
   ERR_QUANTIZE: EXIT.LLAMA,
+  ERR_IO: EXIT.IO,
 };
 
 /** The exit code for a {@link LlamemError} code. */
@@ -264,6 +269,96 @@ export function flush(stream: NodeJS.WriteStream): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
+// stdout failures.
+
+/** What became of stdout (see {@link outputGuard}). */
+export interface OutputGuard {
+  /** Aborted at the first failed write, so that a command producing output stops. */
+  readonly signal: AbortSignal;
+  /** The first failed write's error, or undefined while every write has succeeded. */
+  readonly failure: NodeJS.ErrnoException | undefined;
+  /** True once a write has failed: nothing more can be printed. */
+  readonly failed: boolean;
+}
+
+const guards = new WeakMap<NodeJS.WritableStream, OutputGuard>();
+
+/**
+ * The one place a failed write to stdout is noticed: the stream's 'error' event, which Node
+ * emits a tick after the write (a closed pipe, a full disk, a terminal gone). Without a
+ * listener that event would crash the process with a stack trace. The guard records the
+ * failure and aborts its signal; {@link runToExit} then reports it. Installed once per stream.
+ */
+export function outputGuard(stream: NodeJS.WritableStream = process.stdout): OutputGuard {
+  let guard = guards.get(stream);
+  if (guard) return guard;
+  const controller = new AbortController();
+  let failure: NodeJS.ErrnoException | undefined;
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (failure) return;
+    failure = err;
+    controller.abort(new LlamemError("ERR_ABORTED", "the output cannot be written", { cause: err }));
+  });
+  guard = {
+    signal: controller.signal,
+    get failure() {
+      // `errored` is set when the write fails, before the 'error' event is emitted.
+      return failure ?? ((stream as { errored?: NodeJS.ErrnoException | null }).errored ?? undefined);
+    },
+    get failed() {
+      return this.failure !== undefined;
+    },
+  };
+  guards.set(stream, guard);
+  return guard;
+}
+
+/** True when `err` says the reader of the output went away (`| head`), which is no failure. */
+export function isClosedPipe(err: NodeJS.ErrnoException): boolean {
+  return err.code === "EPIPE";
+}
+
+/** The ERR_IO error for a failed write to stdout: "cannot write output: no space left on device". */
+export function outputError(err: NodeJS.ErrnoException): LlamemError {
+  const known = typeof err.errno === "number" ? getSystemErrorMap().get(err.errno)?.[1] : undefined;
+  // Node's own messages read "ENOSPC: no space left on device, write".
+  const why = known ?? err.message.replace(/^[A-Z0-9_]+: /, "").replace(/, write$/, "");
+  return new LlamemError("ERR_IO", `cannot write output: ${why}`, { cause: err });
+}
+
+/**
+ * Runs the CLI and returns its exit code: reports what `run` threw, waits for stdout to take
+ * what was written, and reports a failed stdout. A reader that went away (EPIPE) ends the run
+ * quietly, as CLIs do; any other failed write prints `llamem: cannot write output: <why>` and
+ * exits {@link EXIT.IO}. An abort that only followed from the failed output is not reported.
+ */
+export async function runToExit(run: () => Promise<unknown>): Promise<number> {
+  const output = outputGuard(process.stdout);
+  // A stderr that cannot be written leaves nobody to tell: carry on without it.
+  process.stderr.on("error", () => undefined);
+  let thrown: { error: unknown } | undefined;
+  try {
+    await run();
+  } catch (error) {
+    thrown = { error };
+  }
+  await flush(process.stdout);
+  // The 'error' event of a write that failed just now comes a tick later.
+  await new Promise((resolve) => setImmediate(resolve));
+  const failure = output.failure;
+  let code: number = EXIT.OK;
+  if (thrown) {
+    const consequence = failure !== undefined && thrown.error instanceof LlamemError && thrown.error.code === "ERR_ABORTED";
+    if (!consequence) code = reportError(thrown.error);
+  }
+  if (failure && !isClosedPipe(failure)) {
+    const ioCode = reportError(outputError(failure));
+    if (code === EXIT.OK) code = ioCode;
+  }
+  return code;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Signals.
 
 const SIGNAL_EXIT: Record<"SIGINT" | "SIGTERM", number> = { SIGINT: EXIT.SIGINT, SIGTERM: EXIT.SIGTERM };
@@ -304,41 +399,4 @@ export function trapSignals(): SignalTrap {
       process.off("SIGTERM", handler);
     },
   };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Option parsers for commander (they throw InvalidArgumentError, which commander reports as a
-// usage error naming the option).
-
-/** A commander argument parser for an integer in [min, max]. */
-export function intArg(min: number, max: number = Number.MAX_SAFE_INTEGER): (value: string) => number {
-  return (value: string) => {
-    const n = /^[+-]?\d+$/.test(value.trim()) ? Number(value) : NaN;
-    if (!Number.isSafeInteger(n) || n < min || n > max) {
-      const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `in [${min}, ${max}]`;
-      throw new InvalidArgumentError(`expected an integer ${range}.`);
-    }
-    return n;
-  };
-}
-
-/**
- * A commander argument parser for a finite number in [min, max], or in (min, max] when
- * `exclusiveMin` is set (for factors where 0 makes no sense).
- */
-export function numberArg(min: number, max: number = Infinity, exclusiveMin = false): (value: string) => number {
-  return (value: string) => {
-    const n = value.trim() === "" ? NaN : Number(value);
-    if (!Number.isFinite(n) || (exclusiveMin ? n <= min : n < min) || n > max) {
-      const low = exclusiveMin ? `> ${min}` : `>= ${min}`;
-      const range = max === Infinity ? low : exclusiveMin ? `in (${min}, ${max}]` : `in [${min}, ${max}]`;
-      throw new InvalidArgumentError(`expected a number ${range}.`);
-    }
-    return n;
-  };
-}
-
-/** A commander reducer for a repeatable option: each use appends its value. */
-export function collect(value: string, previous: string[] | undefined): string[] {
-  return [...(previous ?? []), value];
 }

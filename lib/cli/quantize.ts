@@ -9,7 +9,8 @@ import { rm, stat } from "node:fs/promises";
 import { Argument, type Command } from "commander";
 import { LlamemError } from "../errors.js";
 import { QUANT_TYPES, quantize, type QuantType } from "../quantize.js";
-import { EXIT, formatBytes, intArg, trapSignals, type OutStream } from "./output.js";
+import { EXIT, formatBytes, trapSignals, type OutStream } from "./output.js";
+import { intArg } from "./options.js";
 
 interface QuantizeCliOptions {
   threads?: number;

@@ -15,8 +15,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { connect, createServer, isIP } from "node:net";
 import type { Command } from "commander";
 import { LlamemError } from "../errors.js";
-import { defaultThreads } from "../context.js";
-import { CliExit, EXIT, intArg, styleFor, trapSignals, usageError } from "./output.js";
+import { defaultThreads } from "../system.js";
+import { CliExit, EXIT, styleFor, trapSignals, usageError } from "./output.js";
+import { intArg } from "./options.js";
 
 interface RpcServerOptions {
   host: string;

@@ -4,7 +4,7 @@
  * Needs dist/ built first (npx tsc -p tsconfig.json).
  */
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { tinyModel } from "../helpers/models.js";
@@ -32,6 +32,20 @@ function chat(lines: string[], args: string[] = []) {
 function replyLines(stdout: string): string[] {
   expect(stdout.endsWith("\n")).toBe(true);
   return stdout.slice(0, -1).split("\n");
+}
+
+/**
+ * A copy of a saved session (magic, u32 LE header length, JSON header, state) with its JSON
+ * header edited, as a damaged or hand-made file would have it.
+ */
+function editHeader(file: Buffer, edit: (header: Record<string, unknown>) => void): Buffer {
+  const length = file.readUInt32LE(8);
+  const header = JSON.parse(file.subarray(12, 12 + length).toString("utf8")) as Record<string, unknown>;
+  edit(header);
+  const json = Buffer.from(JSON.stringify(header), "utf8");
+  const prefix = Buffer.alloc(4);
+  prefix.writeUInt32LE(json.length);
+  return Buffer.concat([file.subarray(0, 8), prefix, json, file.subarray(12 + length)]);
 }
 
 /** A chat whose stdin stays open, for the signal tests. */
@@ -120,6 +134,45 @@ describe("llamem chat", () => {
     expect(r.stderr).toMatch(/loaded 2 messages/);
     expect(r.stderr).toMatch(/^messages\s+2 /m);
     expect(r.stderr).toMatch(/^llamem: .*missing\.llamem/m);
+  }, 30_000);
+
+  it("piped, /load of a damaged, foreign or another model's file prints the error and exits 4", async () => {
+    const file = join(tmp.dir, "to-damage.llamem");
+    const saved = await chat(["Hello there", `/save ${file}`]);
+    expect(saved.code, saved.stderr).toBe(0);
+    const good = readFileSync(file);
+    const bad: Record<string, Buffer> = {
+      "no-archive.llamem": editHeader(good, (h) => delete h["archive"]),
+      "bad-message.llamem": editHeader(good, (h) => (h["history"] = [{ role: "user" }])),
+      "other-model.llamem": editHeader(good, (h) => (h["model"] = "0".repeat(64))),
+      "truncated.llamem": good.subarray(0, 40),
+      "text.llamem": Buffer.from("not a session at all\n"),
+    };
+    for (const [name, bytes] of Object.entries(bad)) writeFileSync(join(tmp.dir, name), bytes);
+    const runs = await Promise.all(
+      [...Object.keys(bad).map((n) => join(tmp.dir, n)), model].map((path) => chat(["Something else", `/load ${path}`, "never answered"])),
+    );
+    for (const [i, r] of runs.entries()) {
+      const name = [...Object.keys(bad), "the model"][i];
+      // The reply before /load, none after: a script does not carry on as if it had worked.
+      expect(r.code, `${name}: ${r.stderr}`).toBe(4);
+      expect(replyLines(r.stdout), name).toHaveLength(1);
+      expect(r.stderr, name).toMatch(/^llamem: .*\.(llamem|gguf)\b/m);
+      expect(r.stderr, name).not.toMatch(/loaded|^\s+at /m);
+    }
+  }, 60_000);
+
+  it.skipIf(!hasScript())("at a terminal, a failed /load prints the error and the chat goes on", () => {
+    const damaged = join(tmp.dir, "damaged-tty.llamem");
+    writeFileSync(damaged, "not a session at all\n");
+    const cmd = [process.execPath, CLI, "chat", "-m", model, ...FAST, "--quiet"].map(shellQuote).join(" ");
+    const input = `Hello\n/load ${damaged}\nStill here?\n/stats\n/exit\n`;
+    const env = cliEnv({ COLUMNS: "80", NO_COLOR: "1" });
+    const r = spawnSync("script", ["-qec", cmd, "/dev/null"], { env, input, encoding: "utf8", timeout: 30_000 });
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/llamem: not a saved llamem session .*damaged-tty\.llamem/);
+    // Both messages were answered: the conversation went on after the failed /load.
+    expect(r.stdout).toMatch(/messages\s+4 \(2 turns\)/);
   }, 30_000);
 
   it("keeps a long chat within a small budget with --strategy slidingWindow, reporting prunes with --verbose", async () => {

@@ -12,8 +12,9 @@ import { estimateMemory } from "../../lib/index.js";
 import type { FitJsonResult } from "../../lib/cli/fit.js";
 import { parseBytes } from "../../lib/cli/fit.js";
 import type { BenchJsonResult } from "../../lib/cli/bench.js";
-import { summarize } from "../../lib/cli/bench.js";
+import { sampleStats } from "../../lib/cli/bench.js";
 import { isLoopback } from "../../lib/cli/rpc-server.js";
+import { EXIT } from "../../lib/cli/output.js";
 import { tinyModel } from "../helpers/models.js";
 import { CLI, assertBuilt, cliEnv, hasScript, runCli, runCliInTerminal, tempDir } from "./run.js";
 
@@ -202,9 +203,9 @@ describe("llamem bench", () => {
   });
 
   it("summarizes samples: median, mean, sample stddev", () => {
-    expect(summarize([3, 1, 2])).toEqual({ median: 2, mean: 2, stddev: 1, min: 1, max: 3 });
-    expect(summarize([4, 1, 3, 2]).median).toBe(2.5);
-    expect(summarize([5]).stddev).toBe(0);
+    expect(sampleStats([3, 1, 2])).toEqual({ median: 2, mean: 2, stddev: 1, min: 1, max: 3 });
+    expect(sampleStats([4, 1, 3, 2]).median).toBe(2.5);
+    expect(sampleStats([5]).stddev).toBe(0);
   });
 });
 
@@ -245,9 +246,9 @@ describe("llamem rpc-server", () => {
       });
       expect(stdout).toBe(`llamem rpc-server listening on 127.0.0.1:${port}\n`);
       expect(stderr).toMatch(/warning: the RPC protocol has no authentication or encryption/);
-      // A second server on the same port fails clearly.
+      // A second server on the same port fails clearly, as an I/O failure (ERR_IO).
       const again = await runCli(["rpc-server", "--port", String(port)]);
-      expect(again.code).toBe(1);
+      expect(again.code).toBe(EXIT.IO);
       expect(again.stderr).toMatch(/port is in use/);
       child.kill("SIGTERM");
       expect(await exited).toEqual({ code: 0, signal: null });

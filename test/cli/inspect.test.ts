@@ -4,7 +4,7 @@
 import { copyFileSync, statSync, truncateSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SYNTHETIC_PRESETS } from "../../lib/synthetic.js";
+import { SYNTHETIC_PRESETS } from "../../lib/gguf/synthetic.js";
 import { tinyModel } from "../helpers/models.js";
 import { assertBuilt, runCli, tempDir } from "./run.js";
 

@@ -104,3 +104,29 @@ export function tempDir(): { dir: string; cleanup: () => void } {
   const dir = mkdtempSync(join(tmpdir(), "llamem-cli-"));
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
+
+/** The CLI in a {@link runShell} script: `$SH_CLI prompt ...`. */
+export const SH_CLI = '"$LLAMEM_TEST_NODE" "$LLAMEM_TEST_CLI"';
+
+/**
+ * Runs `sh -c script` (for redirections such as `> /dev/full`, and pipes) in the CLI's clean
+ * environment. The script runs the CLI as {@link SH_CLI}; quote paths in it with {@link shellQuote}.
+ */
+export function runShell(script: string, options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolvePromise, reject) => {
+    const env = cliEnv({ LLAMEM_TEST_NODE: process.execPath, LLAMEM_TEST_CLI: CLI });
+    const child = spawn("sh", ["-c", script], { env, stdio: ["pipe", "pipe", "pipe"] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 60_000);
+    child.stdout.on("data", (b: Buffer) => out.push(b));
+    child.stderr.on("data", (b: Buffer) => err.push(b));
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout: Buffer.concat(out).toString("utf8"), stderr: Buffer.concat(err).toString("utf8") });
+    });
+    child.stdin.on("error", () => undefined);
+    child.stdin.end(options.input ?? "");
+  });
+}

@@ -1,56 +1,27 @@
 /**
- * An inference context: the KV cache and compute buffers for one model, split into sequences.
+ * An inference context: the KV cache and compute buffers for one model, split into sequences,
+ * and the one generation engine that decodes for all of them.
  */
-import { availableParallelism } from "node:os";
-import { readFileSync } from "node:fs";
 import { fromNative, invalidArgument } from "./errors.js";
 import { Lifetime } from "./lifetime.js";
-import { native, type NativeContext, type NativeContextInfo, type NativeContextOptions, type NativeMemoryRow } from "./native.js";
+import { native, type NativeContext } from "./internal/native.js";
+import { bindContext, nativeModel } from "./internal/handles.js";
 import type { Model } from "./model.js";
-import { Sequence, type GenerateOptions, type GenerationResult, type SequenceHost } from "./sequence.js";
+import { Sequence, type GenerateOptions, type GenerationResult } from "./sequence.js";
+import { Engine } from "./generation.js";
+import { contextBaton, defaultContextSize, kvTypeName, type ContextShapeOptions } from "./options.js";
 import { fitContextSize, type FitResult } from "./memory/fit.js";
 
-export type { GenerateOptions, GenerationResult, StopReason } from "./sequence.js";
-
-/** Element types the KV cache can be stored in. */
-export type KvCacheType = "f32" | "f16" | "bf16" | "q8_0" | "q4_0" | "q4_1" | "iq4_nl" | "q5_0" | "q5_1";
-
-/** ggml type ids of the KV cache types. */
-export const KV_TYPES: Readonly<Record<KvCacheType, number>> = {
-  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, iq4_nl: 20, bf16: 30,
-};
+export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
+export type { KvCacheType } from "./options.js";
 
 /** Options of {@link Model.createContext}. */
-export interface ContextOptions {
+export interface ContextOptions extends ContextShapeOptions {
   /**
    * Tokens the KV cache holds (all sequences together). Default: min(4096, the trained context).
    * "auto" picks the largest size that fits the free memory (or `maxRam`/`maxVram`).
    */
   contextSize?: number | "auto";
-  /** Most tokens submitted to one decode (default 512). */
-  batchSize?: number;
-  /** Physical micro-batch size (default min(batchSize, 512)). */
-  ubatchSize?: number;
-  /** Parallel sequences (default 1). */
-  sequences?: number;
-  /** One KV pool shared by all sequences instead of a fixed slice each (default false). */
-  kvUnified?: boolean;
-  /** Threads for generation (default: the number of physical cores). */
-  threads?: number;
-  /** Threads for prompt processing (default: `threads`). */
-  threadsBatch?: number;
-  /** Flash attention: "auto" (default) lets llama.cpp decide. */
-  flashAttention?: "auto" | "on" | "off";
-  /** Element type of both K and V caches (default f16). */
-  kvType?: KvCacheType;
-  /** K cache type; overrides kvType. */
-  kvTypeK?: KvCacheType;
-  /** V cache type; overrides kvType. A quantized V cache needs flash attention. */
-  kvTypeV?: KvCacheType;
-  /** Keep the KV cache on the GPU with the offloaded layers (default true); false keeps it in host RAM. */
-  offloadKv?: boolean;
-  /** Full-size cache for sliding-window-attention layers (default false). */
-  swaFull?: boolean;
   /** Host memory budget in bytes for `contextSize: "auto"` (default: available RAM minus a margin). */
   maxRam?: number;
   /** GPU memory budget in bytes for `contextSize: "auto"`. */
@@ -58,7 +29,18 @@ export interface ContextOptions {
 }
 
 /** Bytes one buffer type holds, from llama.cpp's memory breakdown. */
-export type MemoryRow = NativeMemoryRow;
+export interface MemoryRow {
+  /** The buffer type's name: CPU, CPU_Mapped, CPU_REPACK, AMX, CUDA0, … */
+  bufferType: string;
+  /** The device it lives on, or null for host buffers without one. */
+  device: string | null;
+  /** True for host (CPU-side) memory. */
+  host: boolean;
+  /** Bytes of weights, of this context's KV cache, and of compute buffers. */
+  model: number;
+  context: number;
+  compute: number;
+}
 
 /** Where a context's memory went. */
 export interface ContextMemory {
@@ -73,66 +55,19 @@ export interface ContextMemory {
   cells: number;
 }
 
-let physicalCores: number | undefined;
-
-/** Physical cores (llama.cpp gains nothing from SMT siblings), else the logical CPU count. */
-export function defaultThreads(): number {
-  if (physicalCores !== undefined) return physicalCores;
-  let n = 0;
-  try {
-    const cores = new Set<string>();
-    let physical = "";
-    for (const line of readFileSync("/proc/cpuinfo", "utf8").split("\n")) {
-      const [k, v] = line.split(":").map((s) => s.trim());
-      if (k === "physical id") physical = v ?? "";
-      if (k === "core id") cores.add(`${physical}/${v}`);
-    }
-    n = cores.size;
-  } catch {
-    n = 0;
-  }
-  physicalCores = n > 0 ? Math.min(n, availableParallelism()) : availableParallelism();
-  return physicalCores;
-}
-
-function kvName(id: number): string {
-  return Object.entries(KV_TYPES).find(([, v]) => v === id)?.[0] ?? String(id);
-}
-
-function kvType(name: KvCacheType | undefined, option: string): number {
-  if (name === undefined) return KV_TYPES.f16;
-  const id = KV_TYPES[name];
-  if (id === undefined) invalidArgument(`${option} must be one of ${Object.keys(KV_TYPES).join(", ")}`);
-  return id;
-}
-
-/** Turns user options into the native options object (contextSize must be resolved already). @internal */
-export function nativeContextOptions(o: ContextOptions, contextSize: number): NativeContextOptions {
-  const threads = o.threads ?? defaultThreads();
-  const fa = o.flashAttention ?? "auto";
-  if (fa !== "auto" && fa !== "on" && fa !== "off") invalidArgument('flashAttention must be "auto", "on" or "off"');
-  if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument('contextSize must be a positive integer or "auto"');
-  const batchSize = o.batchSize ?? 512;
-  return {
-    contextSize,
-    batchSize,
-    ubatchSize: o.ubatchSize ?? Math.min(batchSize, 512),
-    sequences: o.sequences ?? 1,
-    threads,
-    threadsBatch: o.threadsBatch ?? threads,
-    flashAttention: fa === "auto" ? -1 : fa === "on" ? 1 : 0,
-    typeK: kvType(o.kvTypeK ?? o.kvType, "kvTypeK"),
-    typeV: kvType(o.kvTypeV ?? o.kvType, "kvTypeV"),
-    offloadKv: o.offloadKv ?? true,
-    swaFull: o.swaFull ?? false,
-    kvUnified: o.kvUnified ?? false,
-    embeddings: false,
-  };
-}
-
-/** The default context size for a model: min(4096, its trained context). @internal */
-export function defaultContextSize(model: Model): number {
-  return Math.min(4096, model.info.trainedContextSize || 4096);
+/** A context's shape as llama.cpp applied it. */
+export interface ContextInfo {
+  /** KV cells over all sequences. */
+  contextSize: number;
+  /** Tokens one sequence can hold. */
+  sequenceContextSize: number;
+  batchSize: number;
+  ubatchSize: number;
+  sequences: number;
+  threads: number;
+  threadsBatch: number;
+  /** Whether cached positions can be shifted in place (removeTokens without re-evaluating the tail). */
+  canShift: boolean;
 }
 
 /**
@@ -143,44 +78,38 @@ export class Context {
   readonly #native: NativeContext;
   readonly #lifetime = new Lifetime("context");
   readonly #sequences: Sequence[] = [];
-  readonly #info: NativeContextInfo;
+  readonly #info: ContextInfo;
   #queue: Promise<unknown> = Promise.resolve();
-  #running: number | undefined;
   /** The model this context runs. */
   readonly model: Model;
   /** What `contextSize: "auto"` or a memory budget decided, and why; undefined without either. */
   readonly fit: FitResult | undefined;
 
-  private constructor(model: Model, handle: NativeContext, opts: NativeContextOptions, fit: FitResult | undefined) {
+  private constructor(model: Model, handle: NativeContext, stateLayout: string, fit: FitResult | undefined) {
     this.model = model;
     this.#native = handle;
     this.fit = fit;
-    this.#info = handle.info();
-    const layout = `${opts.sequences} sequences${opts.kvUnified ? " (unified KV)" : ""}, K ${kvName(opts.typeK)}, V ${kvName(opts.typeV)}`;
-    const host: SequenceHost = {
-      model,
-      native: handle,
-      check: () => this.#lifetime.check(),
-      enqueue: (op, owner) => this.#enqueue(op, owner),
-      abort: (owner) => {
-        if (this.#running === owner) handle.abort();
-      },
-      sequenceContextSize: this.#info.sequenceContextSize,
-      canShift: this.#info.canShift,
-      layout,
-    };
-    for (let i = 0; i < this.#info.sequences; i++) this.#sequences.push(new Sequence(host, i));
+    const info = handle.info();
+    this.#info = Object.freeze({ ...info });
+    const check = () => this.#lifetime.check();
+    const enqueue = <T>(op: () => T | Promise<T>) => this.#enqueue(op);
+    const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize });
+    bindContext(this, { native: handle, engine, check, enqueue });
+    const inner = { context: this, native: handle, engine, enqueue, check, stateLayout };
+    for (let i = 0; i < info.sequences; i++) this.#sequences.push(new Sequence(inner, i));
   }
 
   /** @internal Use {@link Model.createContext}. */
   static async create(model: Model, o: ContextOptions): Promise<Context> {
+    if (o === null || typeof o !== "object") invalidArgument("createContext(options): options must be an object");
     // "auto" is fitted; a fixed size with a budget is checked against it before allocating.
     const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
     const fit = budgeted ? await fitContextSize(model, o) : undefined;
-    const contextSize = fit?.contextSize ?? (o.contextSize === "auto" ? defaultContextSize(model) : (o.contextSize ?? defaultContextSize(model)));
-    const opts = nativeContextOptions(o, contextSize);
+    const contextSize = fit?.contextSize ?? (o.contextSize === undefined || o.contextSize === "auto" ? defaultContextSize(model.info.trainedContextSize) : o.contextSize);
+    const baton = contextBaton(o, contextSize);
+    const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
     try {
-      return new Context(model, await native().Context.create(model.native, opts), opts, fit);
+      return new Context(model, await native().Context.create(nativeModel(model), baton), layout, fit);
     } catch (err) {
       throw fromNative(err);
     }
@@ -197,7 +126,7 @@ export class Context {
   }
 
   /** Context size, batch sizes, sequences and threads as llama.cpp applied them. */
-  get info(): NativeContextInfo {
+  get info(): ContextInfo {
     this.#lifetime.check();
     return this.#info;
   }
@@ -205,7 +134,7 @@ export class Context {
   /** Sequence `id` (0 ≤ id < sequences). */
   sequence(id = 0): Sequence {
     this.#lifetime.check();
-    const s = this.#sequences[id];
+    const s = Number.isInteger(id) ? this.#sequences[id] : undefined;
     if (!s) invalidArgument(`sequence(id): id must be an integer in [0, ${this.#sequences.length})`);
     return s;
   }
@@ -262,28 +191,9 @@ export class Context {
     await this.dispose();
   }
 
-  /** @internal The native handle, for the session pool's batched decodes. */
-  get native(): NativeContext {
-    this.#lifetime.check();
-    return this.#native;
-  }
-
-  /** @internal Runs native work after everything queued before it (one at a time per context). */
-  enqueue<T>(op: () => T | Promise<T>, owner?: number): Promise<T> {
-    return this.#enqueue(op, owner);
-  }
-
-  #enqueue<T>(op: () => T | Promise<T>, owner?: number): Promise<T> {
-    const run = this.#queue.then(() =>
-      this.#lifetime.run(async () => {
-        this.#running = owner;
-        try {
-          return await op();
-        } finally {
-          this.#running = undefined;
-        }
-      }),
-    );
+  /** Runs native work after everything queued before it (one at a time per context). */
+  #enqueue<T>(op: () => T | Promise<T>): Promise<T> {
+    const run = this.#queue.then(() => this.#lifetime.run(async () => op()));
     this.#queue = run.catch(() => undefined);
     return run;
   }

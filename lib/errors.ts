@@ -3,50 +3,37 @@
  * branch on `err.code` instead of parsing messages.
  */
 
-/** The stable error codes. */
-export type LlamemErrorCode =
-  /** The model file does not exist. */
-  | "ERR_FILE_NOT_FOUND"
-  /** The path exists but is not a regular file (a directory, a device). */
-  | "ERR_NOT_A_FILE"
-  /** The file does not start with the GGUF magic. */
-  | "ERR_NOT_GGUF"
-  /** The GGUF file ends before its header, metadata or tensor data says it should. */
-  | "ERR_GGUF_TRUNCATED"
-  /** The GGUF file is malformed (bad version, absurd counts, bad tensor info, ...). */
-  | "ERR_GGUF_INVALID"
-  /** An option or argument is out of range or of the wrong type. */
-  | "ERR_INVALID_ARGUMENT"
-  /** The object was disposed; create a new one. */
-  | "ERR_DISPOSED"
-  /** The operation was cancelled through an AbortSignal or by dispose(). */
-  | "ERR_ABORTED"
-  /** llama.cpp could not load the model. */
-  | "ERR_MODEL_LOAD"
-  /** llama.cpp could not create the context (usually memory). */
-  | "ERR_CONTEXT_CREATE"
-  /** llama.cpp failed to evaluate a batch. */
-  | "ERR_DECODE"
-  /** The context has no room left for more tokens. */
-  | "ERR_CONTEXT_FULL"
-  /** Another operation is running on the same sequence. */
-  | "ERR_BUSY"
-  /** The native addon could not be loaded. */
-  | "ERR_NATIVE_LOAD"
-  /** An I/O operation failed (reading or writing a file). */
-  | "ERR_IO"
-  /** A native allocation failed. */
-  | "ERR_OUT_OF_MEMORY"
-  /** Quantization failed. */
-  | "ERR_QUANTIZE"
-  /** The model or backend cannot do this (e.g. shift positions of a recurrent cache). */
-  | "ERR_UNSUPPORTED"
-  /** Saved state does not belong to this model or context. */
-  | "ERR_STATE_MISMATCH"
-  /** The request does not fit the memory available or the budget given; the message says what would. */
-  | "ERR_INSUFFICIENT_MEMORY"
-  /** An unexpected internal failure; please report it. */
-  | "ERR_INTERNAL";
+/**
+ * The stable error codes, each with what it means. The one list: the type, the runtime check
+ * and the binding's codes (a test checks binding/ against it) all come from here.
+ */
+export const ERROR_CODES = {
+  ERR_FILE_NOT_FOUND: "The file does not exist.",
+  ERR_NOT_A_FILE: "The path exists but is not a regular file (a directory, a device, a FIFO).",
+  ERR_NOT_GGUF: "The file does not start with the GGUF magic.",
+  ERR_GGUF_TRUNCATED: "The GGUF file ends before its header, metadata or tensor data says it should.",
+  ERR_GGUF_INVALID: "The GGUF file is malformed (bad version, absurd counts, bad tensor info, impossible hyperparameters).",
+  ERR_INVALID_ARGUMENT: "An option or argument is out of range or of the wrong type.",
+  ERR_DISPOSED: "The object was disposed; create a new one.",
+  ERR_ABORTED: "The operation was cancelled through an AbortSignal or by dispose().",
+  ERR_MODEL_LOAD: "llama.cpp could not load the model.",
+  ERR_CONTEXT_CREATE: "llama.cpp could not create the context (usually memory).",
+  ERR_DECODE: "llama.cpp failed to evaluate a batch.",
+  ERR_CONTEXT_FULL: "The context has no room left for more tokens.",
+  ERR_BUSY: "Another operation is running on the same sequence or session.",
+  ERR_NATIVE_LOAD: "The native addon could not be loaded.",
+  ERR_IO: "An I/O operation failed (reading or writing a file, reaching a server).",
+  ERR_OUT_OF_MEMORY: "A native allocation failed.",
+  ERR_QUANTIZE: "Quantization failed.",
+  ERR_UNSUPPORTED: "The model or backend cannot do this (e.g. shift positions of a recurrent cache).",
+  ERR_STATE_MISMATCH: "Saved state does not belong to this model or context, or is damaged.",
+  ERR_ARCHIVE_INVALID: "A session archive file holds a line that is not an archived turn.",
+  ERR_INSUFFICIENT_MEMORY: "The request does not fit the memory available or the budget given; the message says what would.",
+  ERR_INTERNAL: "An unexpected internal failure; please report it.",
+} as const;
+
+/** The stable error codes; see {@link ERROR_CODES} for what each means. */
+export type LlamemErrorCode = keyof typeof ERROR_CODES;
 
 /** The error class of every failure llamem reports. */
 export class LlamemError extends Error {
@@ -60,15 +47,9 @@ export class LlamemError extends Error {
   }
 }
 
-const CODES = new Set<string>([
-  "ERR_FILE_NOT_FOUND", "ERR_NOT_A_FILE", "ERR_NOT_GGUF", "ERR_GGUF_TRUNCATED", "ERR_GGUF_INVALID",
-  "ERR_INVALID_ARGUMENT", "ERR_DISPOSED", "ERR_ABORTED", "ERR_MODEL_LOAD", "ERR_CONTEXT_CREATE",
-  "ERR_DECODE", "ERR_CONTEXT_FULL", "ERR_BUSY", "ERR_NATIVE_LOAD", "ERR_IO", "ERR_OUT_OF_MEMORY", "ERR_QUANTIZE", "ERR_UNSUPPORTED", "ERR_STATE_MISMATCH", "ERR_INSUFFICIENT_MEMORY", "ERR_INTERNAL",
-]);
-
 /** True when `code` is one of llamem's error codes. */
 export function isLlamemErrorCode(code: unknown): code is LlamemErrorCode {
-  return typeof code === "string" && CODES.has(code);
+  return typeof code === "string" && Object.hasOwn(ERROR_CODES, code);
 }
 
 /**

@@ -3,22 +3,24 @@
  */
 export { loadModel, Model } from "./model.js";
 export type { LoadModelOptions, LoadMode, ModelInfo, ChatMessage, TokenizeOptions } from "./model.js";
-export { Context, defaultThreads } from "./context.js";
-export type { ContextOptions, ContextMemory, KvCacheType, MemoryRow } from "./context.js";
+export { Context } from "./context.js";
+export type { ContextOptions, ContextMemory, ContextInfo, MemoryRow } from "./context.js";
+export { defaultThreads, availableRam } from "./system.js";
+export { DEFAULTS, KV_CACHE_TYPE_NAMES } from "./options.js";
+export type { KvCacheType, SamplingOptions, PlacementOptions, ContextShapeOptions } from "./options.js";
 export { Sequence } from "./sequence.js";
-export type { GenerateOptions, GenerationResult, StopReason } from "./sequence.js";
-export { estimateMemory, availableRam } from "./memory/estimate.js";
+export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
+export { estimateMemory } from "./memory/estimate.js";
 export type { EstimateOptions, MemoryEstimate, DeviceEstimate } from "./memory/estimate.js";
 export { fitModel } from "./memory/fit.js";
 export type { FitOptions, FitResult } from "./memory/fit.js";
 export { formatBytes } from "./memory/format.js";
-export type { SamplingOptions } from "./sampler.js";
-export { LlamemError } from "./errors.js";
+export { LlamemError, ERROR_CODES } from "./errors.js";
 export type { LlamemErrorCode } from "./errors.js";
-export { setLogLevel } from "./native.js";
-export type { LogLevel } from "./native.js";
-export { readGguf } from "./gguf.js";
-export type { GgufFile, GgufTensorInfo } from "./gguf.js";
+export { setLogLevel } from "./log.js";
+export type { LogLevel } from "./log.js";
+export { readGguf } from "./gguf/read.js";
+export type { GgufFile, GgufTensorInfo } from "./gguf/format.js";
 export { listDevices } from "./devices.js";
 export type { Device } from "./devices.js";
 export { quantize, QUANT_TYPES } from "./quantize.js";
@@ -39,5 +41,5 @@ export type {
   MemoryEvent,
   MemoryEventKind,
 } from "./session/memory.js";
-export { createPool, SessionPool } from "./session/pool.js";
-export type { PoolOptions, PoolStats } from "./session/pool.js";
+export { createPool, SessionPool } from "./session/pool/pool.js";
+export type { PoolOptions, PoolStats } from "./session/pool/pool.js";

@@ -5,13 +5,15 @@ import { createHash } from "node:crypto";
 import { open, stat } from "node:fs/promises";
 import { toTokenIds } from "./tokens.js";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
-import { readGguf, type GgufFile } from "./gguf.js";
-import { fitModel } from "./memory/fit.js";
+import type { GgufFile } from "./gguf/format.js";
+import { readGguf } from "./gguf/read.js";
+import { fitFile } from "./memory/fit.js";
 import { addRpcServers } from "./rpc.js";
-import { native, type NativeBinding, type NativeLoadOptions, type NativeModel, type NativeModelInfo } from "./native.js";
+import { native, type NativeBinding, type NativeModel, type NativeModelInfo } from "./internal/native.js";
+import { bindModel } from "./internal/handles.js";
 import { Context, type ContextOptions, type MemoryRow } from "./context.js";
 import { Lifetime } from "./lifetime.js";
-import type { ChatSession, SessionOptions } from "./session/session.js";
+import { contextBaton, DEFAULTS, LOAD_MODES, loadBaton, VOCAB_TYPES, type PlacementOptions } from "./options.js";
 
 /**
  * How the weights are brought into memory. "auto" (the default) maps the file unless the CPU
@@ -21,11 +23,10 @@ import type { ChatSession, SessionOptions } from "./session/session.js";
 export type LoadMode = "auto" | "mmap" | "none" | "mlock" | "mmap+mlock" | "directIo";
 
 /** The load modes llama.cpp knows (llama_load_mode). */
-type NativeLoadMode = Exclude<LoadMode, "auto">;
-const LOAD_MODES: Record<NativeLoadMode, number> = { none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 };
+type ResolvedLoadMode = keyof typeof LOAD_MODES;
 
 /** Options of {@link loadModel}. */
-export interface LoadModelOptions {
+export interface LoadModelOptions extends PlacementOptions {
   /**
    * Layers to offload to the GPU; -1 or "max" for all. "auto" offloads as many as fit the free
    * GPU memory (or `maxVram`) with a context of `contextSize`. Default 0 (CPU only).
@@ -50,19 +51,6 @@ export interface LoadModelOptions {
   loadMode?: LoadMode;
   /** Let the CPU backend repack weights into faster layouts (AMX, Q4_0 x8). Default true. */
   repack?: boolean;
-  /** Devices to use, by name (see listDevices()); default all. */
-  devices?: string[];
-  /** How layers are spread over several GPUs (default "layer"). */
-  splitMode?: "none" | "layer" | "row";
-  /** The GPU that holds the whole model with splitMode "none" (an index into the GPUs). */
-  mainGpu?: number;
-  /** Proportion of the model per device, e.g. [3, 1]. */
-  tensorSplit?: number[];
-  /**
-   * Pins tensors whose names match a pattern (a regular expression) to a device, first match
-   * wins: e.g. `{ pattern: "ffn_.*_exps", device: "CPU" }` keeps MoE experts in RAM.
-   */
-  tensorOverrides?: { pattern: string; device: string }[];
   /** Load only the vocabulary: tokenize and detokenize work, contexts cannot be created. */
   vocabOnly?: boolean;
   /** Called with the load progress in [0, 1]. */
@@ -98,12 +86,22 @@ export interface ModelInfo {
   heads: number;
   kvHeads: number;
   vocabSize: number;
+  /** The tokenizer's kind: "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2" (or "none"). */
+  vocabType: string;
+  /** Tokens a sliding-window attention layer sees; 0 when the model has none. */
+  slidingWindow: number;
+  /** True for recurrent and hybrid models (their cache cannot shift positions). */
+  recurrent: boolean;
+  /** True for encoder-decoder models; `hasDecoder` false for encoder-only ones. */
+  hasEncoder: boolean;
+  hasDecoder: boolean;
   /** Token ids of BOS/EOS/EOT, or -1. */
   bos: number;
   eos: number;
   eot: number;
-  /** Whether tokenizing with `addSpecial` prepends BOS. */
+  /** Whether tokenizing with `addSpecial` prepends BOS, and appends EOS. */
   addBos: boolean;
+  addEos: boolean;
   /** The model's Jinja chat template, if it has one. */
   chatTemplate: string | undefined;
   /** Every GGUF metadata entry as llama.cpp renders it (long arrays are abbreviated). */
@@ -121,10 +119,13 @@ export interface TokenizeOptions {
 /** Loads a GGUF model off the JS thread. */
 export async function loadModel(path: string, options: LoadModelOptions = {}): Promise<Model> {
   if (typeof path !== "string" || path.length === 0) invalidArgument("loadModel(path): path must be a non-empty string");
+  if (options === null || typeof options !== "object") invalidArgument("loadModel(path, options): options must be an object");
   const { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) invalidArgument("signal must be an AbortSignal");
+  if (options.onProgress !== undefined && typeof options.onProgress !== "function") invalidArgument("onProgress must be a function");
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted before it started");
   const requestedMode = requestedLoadMode(options);
-  const g = options.gpuLayers ?? 0;
+  const g = options.gpuLayers ?? DEFAULTS.gpuLayers;
   if (g !== "auto" && g !== "max" && (!Number.isInteger(g) || g < -1)) invalidArgument('gpuLayers must be an integer >= -1, "auto" or "max"');
 
   // Validate the file ourselves first: llama.cpp aborts the process on some malformed files.
@@ -133,14 +134,17 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${path}`);
   const gguf = await readGguf(path);
   if (options.rpcServers?.length) addRpcServers(options.rpcServers);
-  const repack = options.repack ?? true;
+  const repack = options.repack ?? DEFAULTS.repack;
   // "auto"/"max" are decided from llama.cpp's dry run before anything is allocated.
   const gpuLayers =
     typeof g === "number"
       ? g
-      : (await fitModel(path, { gpuLayers: g, contextSize: options.contextSize, maxVram: options.maxVram, maxRam: options.maxRam, repack })).gpuLayers;
+      : (await fitFile(path, trainedContextOf(gguf), { ...options, gpuLayers: g, repack }, true)).gpuLayers;
   const vocabOnly = options.vocabOnly ?? false;
-  const loadMode = requestedMode !== "auto" ? requestedMode : vocabOnly ? "mmap" : await autoLoadMode(path, gpuLayers, repack);
+  // Checked before the dry run, so a bad placement option fails fast.
+  loadBaton(options, { gpuLayers, loadMode: "mmap", repack, vocabOnly });
+  const loadMode = requestedMode !== "auto" ? requestedMode : vocabOnly ? "mmap" : await autoLoadMode(path, options, gpuLayers, repack);
+  const baton = loadBaton(options, { gpuLayers, loadMode, repack, vocabOnly });
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
 
   // Native progress arrives through the event loop and can trail the load's completion: report
@@ -154,11 +158,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   };
   let started: ReturnType<NativeBinding["Model"]["load"]>;
   try {
-    started = native().Model.load(
-      path,
-      { gpuLayers, loadMode: LOAD_MODES[loadMode], repack, vocabOnly, checkTensors: false, ...placement(options) },
-      options.onProgress ? report : undefined,
-    );
+    started = native().Model.load(path, baton, options.onProgress ? report : null);
   } catch (err) {
     throw fromNative(err);
   }
@@ -182,34 +182,9 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   }
 }
 
-const SPLIT_MODES = { none: 0, layer: 1, row: 2 } as const;
-
-/** The placement options in the native form, checked. */
-function placement(o: LoadModelOptions): Partial<NativeLoadOptions> {
-  const overrides = o.tensorOverrides ?? [];
-  for (const ov of overrides) {
-    if (typeof ov?.pattern !== "string" || typeof ov.device !== "string") invalidArgument("tensorOverrides entries need a pattern and a device");
-    try {
-      new RegExp(ov.pattern);
-    } catch {
-      invalidArgument(`tensorOverrides: ${JSON.stringify(ov.pattern)} is not a valid regular expression`);
-    }
-  }
-  const split = o.splitMode === undefined ? undefined : SPLIT_MODES[o.splitMode];
-  if (o.splitMode !== undefined && split === undefined) invalidArgument('splitMode must be "none", "layer" or "row"');
-  return {
-    devices: o.devices,
-    splitMode: split,
-    mainGpu: o.mainGpu,
-    tensorSplit: o.tensorSplit,
-    overridePatterns: overrides.map((x) => x.pattern),
-    overrideDevices: overrides.map((x) => x.device),
-  };
-}
-
 function requestedLoadMode(o: LoadModelOptions): LoadMode {
   if (o.loadMode !== undefined) {
-    if (o.loadMode !== "auto" && LOAD_MODES[o.loadMode] === undefined) {
+    if (o.loadMode !== "auto" && !Object.hasOwn(LOAD_MODES, o.loadMode)) {
       invalidArgument(`loadMode must be one of auto, ${Object.keys(LOAD_MODES).join(", ")}`);
     }
     return o.loadMode;
@@ -224,11 +199,13 @@ function requestedLoadMode(o: LoadModelOptions): LoadMode {
  * repacks at least half of the host weights (their mapped pages would stay resident as a
  * second copy); maps it otherwise, so plain weights stay shared, lazily paged file cache.
  */
-async function autoLoadMode(path: string, gpuLayers: number, repack: boolean): Promise<NativeLoadMode> {
+async function autoLoadMode(path: string, placement: PlacementOptions, gpuLayers: number, repack: boolean): Promise<ResolvedLoadMode> {
   if (!repack) return "mmap";
   let rows;
   try {
-    rows = (await native().Model.estimate(path, { gpuLayers, repack }, { contextSize: 256 })).rows;
+    // The context's size does not change where weights go: the smallest one llama.cpp pads to.
+    const load = loadBaton(placement, { gpuLayers, loadMode: "mmap", repack, vocabOnly: false });
+    rows = (await native().Model.estimate(path, load, contextBaton({}, 256))).rows;
   } catch (err) {
     throw fromNative(err);
   }
@@ -266,6 +243,7 @@ export class Model {
     this.repack = o.repack;
     this.loadMode = o.loadMode;
     this.#info = toInfo(handle.info(), gguf.fileSize);
+    bindModel(this, { native: handle, check: () => this.#lifetime.check() });
   }
 
   /** The parsed GGUF header (metadata and tensor table). */
@@ -305,12 +283,6 @@ export class Model {
     return this.#lifetime.disposed;
   }
 
-  /** @internal The native handle, for contexts and samplers. */
-  get native(): NativeModel {
-    this.#lifetime.check();
-    return this.#native;
-  }
-
   /** Converts text to token ids. */
   async tokenize(text: string, options: TokenizeOptions = {}): Promise<number[]> {
     return Array.from(await this.tokenizeRaw(text, options));
@@ -348,7 +320,8 @@ export class Model {
   applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
     this.#lifetime.check();
     try {
-      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template);
+      if (options.template !== undefined && typeof options.template !== "string") invalidArgument("template must be a string");
+      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template ?? null);
     } catch (err) {
       throw fromNative(err);
     }
@@ -375,13 +348,6 @@ export class Model {
     }
   }
 
-  /** Starts a chat session on a new context of this model; see {@link createSession}. */
-  async createSession(options: SessionOptions = {}): Promise<ChatSession> {
-    // Imported on use: the session layer builds on this module.
-    const { createSession } = await import("./session/session.js");
-    return createSession(this, options);
-  }
-
   /**
    * Frees the model. Contexts created from it are disposed first; work in flight is aborted
    * and awaited. Calling it again is a no-op.
@@ -398,25 +364,20 @@ export class Model {
   }
 }
 
+/** The trained context a GGUF header states (0 when it states none). */
+function trainedContextOf(gguf: GgufFile): number {
+  const arch = gguf.metadata.get("general.architecture")?.value;
+  const n = gguf.metadata.get(`${String(arch)}.context_length`)?.value;
+  return typeof n === "number" ? n : 0;
+}
+
 function toInfo(n: NativeModelInfo, fileSize: number): ModelInfo {
   return {
+    ...n,
     architecture: n.metadata["general.architecture"] ?? "unknown",
     name: n.metadata["general.name"],
-    description: n.description,
     fileSize,
-    size: n.size,
-    parameters: n.parameters,
-    trainedContextSize: n.trainedContextSize,
-    embeddingSize: n.embeddingSize,
-    layers: n.layers,
-    heads: n.heads,
-    kvHeads: n.kvHeads,
-    vocabSize: n.vocabSize,
-    bos: n.bos,
-    eos: n.eos,
-    eot: n.eot,
-    addBos: n.addBos,
+    vocabType: VOCAB_TYPES[n.vocabType] ?? String(n.vocabType),
     chatTemplate: n.chatTemplate ?? undefined,
-    metadata: n.metadata,
   };
 }

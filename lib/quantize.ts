@@ -5,8 +5,9 @@
 import { stat } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
-import { readGguf } from "./gguf.js";
-import { native } from "./native.js";
+import { readGguf } from "./gguf/read.js";
+import { native } from "./internal/native.js";
+import { defaultThreads } from "./system.js";
 
 /** llama.cpp's `llama_ftype` ids of the types one can quantize to. */
 export const QUANT_TYPES = {
@@ -19,7 +20,7 @@ export type QuantType = keyof typeof QUANT_TYPES;
 
 /** Options of {@link quantize}. */
 export interface QuantizeOptions {
-  /** Threads (default: all cores). */
+  /** Threads (default: the physical cores). */
   threads?: number;
   /** Allow re-quantizing tensors that are already quantized (quality suffers). */
   allowRequantize?: boolean;
@@ -42,7 +43,7 @@ export async function quantize(input: string, output: string, type: QuantType, o
   if (!dir.isDirectory()) throw new LlamemError("ERR_NOT_A_FILE", `the output folder is not a folder: ${dirname(resolve(output))}`);
   await readGguf(input);
   try {
-    await native().quantize(input, output, { ftype, threads: options.threads ?? 0, allowRequantize: options.allowRequantize ?? false, pure: options.pure ?? false });
+    await native().quantize(input, output, { ftype, threads: options.threads ?? defaultThreads(), allowRequantize: options.allowRequantize ?? false, pure: options.pure ?? false });
   } catch (err) {
     throw fromNative(err);
   }

@@ -4,10 +4,8 @@
  * authentication and no encryption: use it on loopback or a private network only.
  */
 import { fromNative, invalidArgument } from "./errors.js";
-import { native } from "./native.js";
-import { defaultThreads } from "./context.js";
-
-const added = new Set<string>();
+import { native } from "./internal/native.js";
+import { defaultThreads } from "./system.js";
 
 function checkEndpoint(endpoint: string): void {
   const port = typeof endpoint === "string" ? /^[^\s:]+:(\d{1,5})$/.exec(endpoint)?.[1] : undefined;
@@ -17,17 +15,19 @@ function checkEndpoint(endpoint: string): void {
   }
 }
 
-/** Adds remote RPC servers as devices (once per endpoint per process). */
+/**
+ * Adds remote RPC servers as devices. Adding one twice is a no-op: the binding keeps the set,
+ * because ggml's device registry is process-wide (worker threads share it).
+ */
 export function addRpcServers(endpoints: readonly string[]): void {
+  if (!Array.isArray(endpoints)) invalidArgument("rpcServers must be an array of \"host:port\" strings");
+  for (const e of endpoints) checkEndpoint(e);
   for (const e of endpoints) {
-    checkEndpoint(e);
-    if (added.has(e)) continue;
     try {
       native().rpcAddServer(e);
     } catch (err) {
       throw fromNative(err);
     }
-    added.add(e);
   }
 }
 

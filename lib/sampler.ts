@@ -1,52 +1,23 @@
 /**
- * Sampling options and the native sampler chain built from them.
+ * The native sampler chain of one generation, built from sampling options (their defaults and
+ * the chain's order live in options.ts).
  */
-import { fromNative, invalidArgument } from "./errors.js";
-import type { NativeSampler } from "./native.js";
-import { native } from "./native.js";
+import { fromNative } from "./errors.js";
+import { native, type NativeSampler } from "./internal/native.js";
+import { nativeModel } from "./internal/handles.js";
+import { samplerBaton, type SamplingOptions } from "./options.js";
 import type { Model } from "./model.js";
 
-/** How the next token is chosen. */
-export interface SamplingOptions {
-  /** 0 picks the most likely token (greedy, deterministic). Default 0.8. */
-  temperature?: number;
-  /** Keep only the k most likely tokens (0 = off). Default 40. */
-  topK?: number;
-  /** Keep the smallest set whose probability reaches p (1 = off). Default 0.95. */
-  topP?: number;
-  /** Drop tokens below p times the top probability (0 = off). Default 0.05. */
-  minP?: number;
-  /** Penalize repeating recent tokens (1 = off). Default 1. */
-  repeatPenalty?: number;
-  /** How many recent tokens the penalties look at. Default 64. */
-  repeatLastN?: number;
-  /** OpenAI-style frequency penalty (0 = off). */
-  frequencyPenalty?: number;
-  /** OpenAI-style presence penalty (0 = off). */
-  presencePenalty?: number;
-  /** Seed of the random draw; the same seed and prompt give the same text. Default random. */
-  seed?: number;
-}
+export type { SamplingOptions } from "./options.js";
 
-/** @internal A native sampler chain for one generation. */
+/** @internal A native sampler chain for one generation; the generation job disposes it. */
 export class Sampler {
   readonly native: NativeSampler;
 
   constructor(model: Model, o: SamplingOptions) {
-    const seed = o.seed ?? Math.floor(Math.random() * 0xffffffff);
-    if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) invalidArgument("seed must be an integer in [0, 2^32)");
+    const baton = samplerBaton(o, model.info.vocabSize);
     try {
-      this.native = new (native().Sampler)(model.native, {
-      temperature: o.temperature ?? 0.8,
-      topK: o.topK ?? 40,
-      topP: o.topP ?? 0.95,
-      minP: o.minP ?? 0.05,
-      repeatPenalty: o.repeatPenalty ?? 1,
-      repeatLastN: o.repeatLastN ?? 64,
-      frequencyPenalty: o.frequencyPenalty ?? 0,
-      presencePenalty: o.presencePenalty ?? 0,
-        seed,
-      });
+      this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {
       throw fromNative(err);
     }

@@ -35,7 +35,7 @@ if (args[0] === "--child") {
   process.exit(0);
 }
 
-const { writeSyntheticModel } = await import(join(root, "dist", "lib", "synthetic.js"));
+const { writeSyntheticModel } = await import(join(root, "dist", "lib", "gguf", "synthetic.js"));
 const preset = arg("--preset", "1b");
 const types = arg("--types", "q4_0,q8_0,f16").split(",");
 const modes = ["mmap", "none", "auto"];

@@ -351,7 +351,7 @@ async function prepareModel(spec) {
     if (!existsSync(path)) fail(`model file not found: ${spec}`);
     return { id: spec, label: spec.split("/").pop().replace(/\.gguf$/, ""), path, synthetic: null, fileSize: statSync(path).size };
   }
-  const synth = await import(pathToFileURL(join(distLib, "synthetic.js")).href);
+  const synth = await import(pathToFileURL(join(distLib, "gguf", "synthetic.js")).href);
   const [preset, type, extra] = spec.split(":");
   if (extra !== undefined || !(preset in synth.SYNTHETIC_PRESETS) || !["f32", "f16", "q8_0", "q4_0"].includes(type)) {
     fail(`bad --model '${spec}': use preset:type (preset ${Object.keys(synth.SYNTHETIC_PRESETS).join("|")}, type f32|f16|q8_0|q4_0) or a .gguf path`);

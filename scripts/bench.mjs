@@ -748,7 +748,7 @@ function runMeasured(cmd, args) {
 // Models.
 
 async function prepareModels(list, workDir) {
-  const synth = await import(pathToFileURL(join(distLib, "synthetic.js")).href);
+  const synth = await import(pathToFileURL(join(distLib, "gguf", "synthetic.js")).href);
   const models = [];
   for (const item of list) {
     if (item.endsWith(".gguf")) {

@@ -23,12 +23,12 @@ function log(msg) {
 }
 
 async function loadDist() {
-  const synthetic = join(root, "dist", "lib", "synthetic.js");
-  const gguf = join(root, "dist", "lib", "gguf.js");
+  const synthetic = join(root, "dist", "lib", "gguf", "synthetic.js");
+  const gguf = join(root, "dist", "lib", "gguf", "read.js");
   if (!existsSync(synthetic) || !existsSync(gguf)) return undefined;
   return {
     synthetic: await import(pathToFileURL(synthetic).href),
-    gguf: await import(pathToFileURL(gguf).href),
+    gguf: { ...(await import(pathToFileURL(gguf).href)), ...(await import(pathToFileURL(join(root, "dist", "lib", "gguf", "format.js")).href)) },
   };
 }
 

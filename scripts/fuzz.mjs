@@ -133,9 +133,9 @@ function rng(seed, stream) {
 // The base models and a map of their header fields.
 
 async function baseModels(cacheDir) {
-  const { readGguf } = await lib("gguf.js");
-  const { writeGguf } = await lib("gguf-writer.js");
-  const { writeSyntheticModel, defaultVocabPath } = await lib("synthetic.js");
+  const { readGguf } = await lib("gguf/read.js");
+  const { writeGguf } = await lib("gguf/write.js");
+  const { writeSyntheticModel, defaultVocabPath } = await lib("gguf/synthetic.js");
   mkdirSync(cacheDir, { recursive: true });
   const vocabPath = join(cacheDir, "fuzz-vocab-512-v1.gguf");
   if (!existsSync(vocabPath)) {

@@ -11,7 +11,7 @@ import { fileURLToPath } from "node:url";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const lib = await import(join(root, "dist", "lib", "index.js"));
-const { writeSyntheticModel } = await import(join(root, "dist", "lib", "synthetic.js"));
+const { writeSyntheticModel } = await import(join(root, "dist", "lib", "gguf", "synthetic.js"));
 
 const args = process.argv.slice(2);
 const arg = (name, def) => {

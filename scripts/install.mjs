@@ -30,7 +30,7 @@ try {
     const { buildAddon } = await import("./build-addon.mjs");
     buildAddon();
   }
-  if (existsSync(join(root, "dist", "lib", "synthetic.js")) && existsSync(join(root, "scripts", "demo-model.mjs"))) {
+  if (existsSync(join(root, "dist", "lib", "gguf", "synthetic.js")) && existsSync(join(root, "scripts", "demo-model.mjs"))) {
     const r = spawnSync(process.execPath, [join(root, "scripts", "demo-model.mjs")], { stdio: "inherit" });
     if (r.status !== 0) process.stderr.write("llamem: could not write the demo model; `llamem prompt` needs -m MODEL\n");
   }

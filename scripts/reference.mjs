@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { llamaCppDir } from "./fetch-llama.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const { writeSyntheticModel } = await import(join(root, "dist", "lib", "synthetic.js"));
+const { writeSyntheticModel } = await import(join(root, "dist", "lib", "gguf", "synthetic.js"));
 
 const CASES = [
   { preset: "tiny", type: "q8_0", seed: 1, prompt: "Write a haiku about memory", nPredict: 32 },

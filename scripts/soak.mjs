@@ -124,7 +124,7 @@ async function phase(name, cycles, warmupCycles, step) {
 }
 
 async function defaultModel() {
-  const { writeSyntheticModel } = await lib("synthetic.js");
+  const { writeSyntheticModel } = await lib("gguf/synthetic.js");
   const dir = join(tmpdir(), "llamem-test-models");
   mkdirSync(dir, { recursive: true });
   const path = join(dir, "soak-tiny-f16-v1.gguf");

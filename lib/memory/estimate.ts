@@ -2,16 +2,15 @@
  * Memory estimates from llama.cpp's own dry run (the model and context are sized with
  * no_alloc, so every buffer is what a real load would allocate), grouped per device.
  */
-import { readFileSync } from "node:fs";
-import { freemem } from "node:os";
 import { fromNative, invalidArgument } from "../errors.js";
-import { readGguf } from "../gguf.js";
-import { native, type NativeEstimate, type NativeMemoryRow } from "../native.js";
-import { nativeContextOptions, type ContextOptions } from "../context.js";
+import { readGguf } from "../gguf/read.js";
+import { native, type NativeEstimate } from "../internal/native.js";
+import type { MemoryRow } from "../context.js";
+import { contextBaton, defaultContextSize, DEFAULTS, loadBaton, type ContextShapeOptions, type PlacementOptions } from "../options.js";
+import { availableRam } from "../system.js";
 
 /** Options of {@link estimateMemory}: the load and context options that decide memory. */
-export interface EstimateOptions
-  extends Pick<ContextOptions, "sequences" | "kvType" | "kvTypeK" | "kvTypeV" | "flashAttention" | "offloadKv" | "batchSize" | "ubatchSize" | "kvUnified" | "swaFull"> {
+export interface EstimateOptions extends Omit<ContextShapeOptions, "threads" | "threadsBatch">, PlacementOptions {
   /** Layers on the GPU; -1 for all (default 0). */
   gpuLayers?: number;
   /** Context size (default: min(4096, the trained context)). */
@@ -46,19 +45,8 @@ export interface MemoryEstimate {
   total: number;
 }
 
-/** Available host RAM in bytes (MemAvailable on Linux: free plus reclaimable cache). */
-export function availableRam(): number {
-  try {
-    const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync("/proc/meminfo", "utf8"));
-    if (m?.[1]) return Number(m[1]) * 1024;
-  } catch {
-    // not Linux
-  }
-  return freemem();
-}
-
 /** Groups llama.cpp's per-buffer-type rows by device. @internal */
-export function groupByDevice(rows: NativeMemoryRow[], devices: NativeEstimate["devices"]): DeviceEstimate[] {
+export function groupByDevice(rows: MemoryRow[], devices: NativeEstimate["devices"]): DeviceEstimate[] {
   const out = new Map<string, DeviceEstimate>();
   for (const r of rows) {
     const name = r.host ? "CPU" : (r.device ?? r.bufferType);
@@ -85,17 +73,26 @@ export function groupByDevice(rows: NativeMemoryRow[], devices: NativeEstimate["
  * buffers, reading only the GGUF header. Nothing is allocated.
  */
 export async function estimateMemory(path: string, options: EstimateOptions = {}): Promise<MemoryEstimate> {
+  if (options === null || typeof options !== "object") invalidArgument("estimateMemory(path, options): options must be an object");
   const gguf = await readGguf(path);
-  const gpuLayers = options.gpuLayers ?? 0;
-  if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
   const arch = gguf.metadata.get("general.architecture")?.value;
-  const trainedKey = gguf.metadata.get(`${String(arch)}.context_length`)?.value;
-  const trained = typeof trainedKey === "number" ? trainedKey : 4096;
-  const contextSize = options.contextSize ?? Math.min(4096, trained);
-  const ctx = nativeContextOptions(options, contextSize);
+  const trained = gguf.metadata.get(`${String(arch)}.context_length`)?.value;
+  return estimateFile(path, typeof trained === "number" ? trained : 0, options);
+}
+
+/**
+ * {@link estimateMemory} of a file whose header was already read and checked (its trained
+ * context known), so a fit that runs many dry runs parses the header once. @internal
+ */
+export async function estimateFile(path: string, trainedContextSize: number, options: EstimateOptions): Promise<MemoryEstimate> {
+  const gpuLayers = options.gpuLayers ?? DEFAULTS.gpuLayers;
+  if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
+  const contextSize = options.contextSize ?? defaultContextSize(trainedContextSize);
+  const ctx = contextBaton(options, contextSize);
+  const load = loadBaton(options, { gpuLayers, loadMode: "mmap", repack: options.repack ?? DEFAULTS.repack, vocabOnly: false });
   let est: NativeEstimate;
   try {
-    est = await native().Model.estimate(path, { gpuLayers, repack: options.repack ?? true }, ctx);
+    est = await native().Model.estimate(path, load, ctx);
   } catch (err) {
     throw fromNative(err);
   }

@@ -6,9 +6,11 @@
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import { formatBytes } from "./format.js";
-import { estimateMemory, type DeviceEstimate, type EstimateOptions, type MemoryEstimate } from "./estimate.js";
+import { estimateFile, type DeviceEstimate, type EstimateOptions, type MemoryEstimate } from "./estimate.js";
+import { readGguf } from "../gguf/read.js";
+import { defaultContextSize, DEFAULTS, type KvCacheType } from "../options.js";
 import type { Model } from "../model.js";
-import type { ContextOptions, KvCacheType } from "../context.js";
+import type { ContextOptions } from "../context.js";
 
 /** Memory left free for the OS and other allocations when no budget is given. */
 export const FIT_MARGIN = 512 * 1024 * 1024;
@@ -104,23 +106,33 @@ async function largestLayers(hi: number, fits: (v: number) => Promise<boolean>):
  * Chooses GPU layers and context size for a model file so weights, KV cache and compute buffers
  * fit the budget. Numbers in the options are kept as given (and checked); "auto" is fitted.
  */
-export async function fitModel(path: string, o: FitOptions = {}, countWeights = true): Promise<FitResult> {
+export async function fitModel(path: string, o: FitOptions = {}): Promise<FitResult> {
+  if (o === null || typeof o !== "object") invalidArgument("fitModel(path, options): options must be an object");
+  const gguf = await readGguf(path);
+  const arch = gguf.metadata.get("general.architecture")?.value;
+  const trained = gguf.metadata.get(`${String(arch)}.context_length`)?.value;
+  return fitFile(path, typeof trained === "number" ? trained : 0, o, true);
+}
+
+/** {@link fitModel} of a file whose header was already read: every dry run skips the header parse. @internal */
+export async function fitFile(path: string, trainedContextSize: number, o: FitOptions, countWeights: boolean): Promise<FitResult> {
+  const estimateMemory = (e: EstimateOptions) => estimateFile(path, trainedContextSize, e);
   const reasons: string[] = [];
   const base: EstimateOptions = { ...o, gpuLayers: 0, contextSize: 256 };
-  const probe = await estimateMemory(path, base);
-  const hasGpu = probe.devices.some((d) => !d.host) || (await gpuPresent(path, base));
+  const probe = await estimateMemory(base);
+  const hasGpu = probe.devices.some((d) => !d.host) || (await estimateMemory({ ...base, gpuLayers: -1 })).devices.some((d) => !d.host);
   const budget = defaultBudget(o, countWeights, probe);
   const allLayers = probe.layers + 1;
-  const trained = probe.trainedContextSize || 4096;
-  const est = (gpuLayers: number, contextSize: number) => estimateMemory(path, { ...o, gpuLayers, contextSize });
+  const trained = probe.trainedContextSize || DEFAULTS.trainedContextSize;
+  const est = (gpuLayers: number, contextSize: number) => estimateMemory({ ...o, gpuLayers, contextSize });
   const fits = async (gpuLayers: number, contextSize: number) => overBy(await est(gpuLayers, contextSize), budget) <= 0;
 
-  const wantCtx = o.contextSize ?? Math.min(4096, trained);
+  const wantCtx = o.contextSize ?? defaultContextSize(trained);
   if (wantCtx !== "auto" && (!Number.isInteger(wantCtx) || wantCtx < 1)) invalidArgument('contextSize must be a positive integer or "auto"');
-  const layerCtx = wantCtx === "auto" ? Math.min(4096, trained) : wantCtx;
+  const layerCtx = wantCtx === "auto" ? defaultContextSize(trained) : wantCtx;
 
   let gpuLayers: number;
-  const g = o.gpuLayers ?? 0;
+  const g = o.gpuLayers ?? DEFAULTS.gpuLayers;
   if (g === "auto" || g === "max") {
     if (!hasGpu) {
       gpuLayers = 0;
@@ -141,7 +153,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
   let contextSize: number;
   if (wantCtx === "auto") {
     const c = await largest(CONTEXT_STEP, trained, CONTEXT_STEP, (v) => fits(gpuLayers, v));
-    if (c === undefined) throw await notFit(path, o, budget, gpuLayers, CONTEXT_STEP, trained);
+    if (c === undefined) throw await notFit(estimateMemory, o, budget, gpuLayers, CONTEXT_STEP, trained);
     contextSize = c;
     reasons.push(
       c >= trained
@@ -152,7 +164,7 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
     contextSize = wantCtx;
   }
   const final = await est(gpuLayers, contextSize);
-  if (overBy(final, budget) > 0) throw await notFit(path, o, budget, gpuLayers, contextSize, trained, final);
+  if (overBy(final, budget) > 0) throw await notFit(estimateMemory, o, budget, gpuLayers, contextSize, trained, final);
   return { gpuLayers, contextSize, estimate: final, reasons };
 }
 
@@ -161,13 +173,9 @@ export async function fitModel(path: string, o: FitOptions = {}, countWeights = 
  * fixed size is checked against `maxRam`/`maxVram`. @internal
  */
 export async function fitContextSize(model: Model, o: ContextOptions): Promise<FitResult> {
-  const contextSize = o.contextSize ?? Math.min(4096, model.info.trainedContextSize || 4096);
-  return fitModel(model.path, { ...o, gpuLayers: model.gpuLayers, contextSize, repack: model.repack }, false);
-}
-
-async function gpuPresent(path: string, base: EstimateOptions): Promise<boolean> {
-  const all = await estimateMemory(path, { ...base, gpuLayers: -1 });
-  return all.devices.some((d) => !d.host);
+  const trained = model.info.trainedContextSize;
+  const contextSize = o.contextSize ?? defaultContextSize(trained);
+  return fitFile(model.path, trained, { ...o, gpuLayers: model.gpuLayers, contextSize, repack: model.repack }, false);
 }
 
 function budgetText(b: Budget): string {
@@ -176,19 +184,19 @@ function budgetText(b: Budget): string {
 
 /** The ERR_INSUFFICIENT_MEMORY for a request, naming what would fit instead. */
 async function notFit(
-  path: string, o: FitOptions, budget: Budget, gpuLayers: number, contextSize: number, trained: number, known?: MemoryEstimate,
+  estimateMemory: (e: EstimateOptions) => Promise<MemoryEstimate>, o: FitOptions, budget: Budget, gpuLayers: number, contextSize: number, trained: number, known?: MemoryEstimate,
 ): Promise<LlamemError> {
   // A huge context's dry run is slow (llama.cpp sizes its per-cell bookkeeping): reuse the one we have.
-  const need = known ?? (await estimateMemory(path, { ...o, gpuLayers, contextSize }));
+  const need = known ?? (await estimateMemory({ ...o, gpuLayers, contextSize }));
   // Name the device that is most over its limit: that is the one the user has to act on.
   const over = (d: DeviceEstimate) => charged(d, budget) - limitOf(d, budget);
   const worst = [...need.devices].sort((a, b) => over(b) - over(a))[0];
   const ideas: string[] = [];
   const fitsWith = async (extra: FitOptions, g: number, c: number) =>
-    overBy(await estimateMemory(path, { ...o, ...extra, gpuLayers: g, contextSize: c }), budget) <= 0;
+    overBy(await estimateMemory({ ...o, ...extra, gpuLayers: g, contextSize: c }), budget) <= 0;
   const ctxNow = await largest(CONTEXT_STEP, Math.min(contextSize, trained), CONTEXT_STEP, (c) => fitsWith({}, gpuLayers, c));
   if (ctxNow !== undefined) ideas.push(`contextSize ${ctxNow}`);
-  const type = o.kvType ?? o.kvTypeK ?? "f16";
+  const type = o.kvType ?? o.kvTypeK ?? DEFAULTS.kvType;
   const smaller: KvCacheType = type === "q8_0" ? "q4_0" : "q8_0";
   if (type !== "q4_0") {
     try {
@@ -215,7 +223,7 @@ async function notFit(
     tail = "; nothing smaller fits either";
   } else {
     // Nothing fits: say how much the smallest context needs, so the user knows the budget to ask for.
-    const least = await estimateMemory(path, { ...o, gpuLayers, contextSize: CONTEXT_STEP });
+    const least = await estimateMemory({ ...o, gpuLayers, contextSize: CONTEXT_STEP });
     const d = [...least.devices].sort((a, b) => over(b) - over(a))[0];
     tail = `; nothing smaller fits either: even contextSize ${least.contextSize} needs ${parts(d)}`;
   }

@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 // @ts-expect-error: a plain .mjs script without type declarations
 import { BUILD_FLAGS, checkCompiled, checkDisassembly } from "../../scripts/check-amx.mjs";
-import { packageRoot } from "../../lib/paths.js";
+import { packageRoot } from "../../lib/system.js";
 
 type Check = { count: number; bad: string[] };
 const llamaDir = process.env.LLAMA_CPP_DIR ?? join(packageRoot, "vendor", "llama.cpp");

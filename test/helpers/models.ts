@@ -9,8 +9,8 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SYNTHETIC_FORMAT_VERSION, defaultVocabPath, writeSyntheticModel } from "../../lib/synthetic.js";
-import type { SyntheticType } from "../../lib/synthetic.js";
+import { SYNTHETIC_FORMAT_VERSION, defaultVocabPath, writeSyntheticModel } from "../../lib/gguf/synthetic.js";
+import type { SyntheticType } from "../../lib/gguf/synthetic.js";
 
 /** Directory of the cached test models. */
 export function testModelsDir(): string {

@@ -81,8 +81,10 @@ describe("estimateMemory against the real breakdown", () => {
       const actual = await ctx.memory();
       compare(actual, await estimateMemory(p, config), type);
       if (type === "q4_0") {
-        // CPU repacking moves most Q4_0 weights into their own buffer type, in both runs.
-        expect(actual.rows.map((r) => r.bufferType)).toContain("CPU_REPACK");
+        // CPU repacking moves most Q4_0 weights into a buffer type of its own, in both runs:
+        // CPU_REPACK on AVX2/AVX-512 CPUs, AMX where the CPU has AMX tiles.
+        const repacked = actual.rows.filter((r) => r.host && r.bufferType !== "CPU" && !r.bufferType.endsWith("_Mapped"));
+        expect(repacked.reduce((n, r) => n + r.model, 0)).toBeGreaterThan(actual.weights / 2);
       }
     }
   });

@@ -17,8 +17,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, type Context, type ContextOptions, type Model } from "../../lib/index.js";
-import { readGguf } from "../../lib/gguf.js";
-import { gguf, writeGguf } from "../../lib/gguf-writer.js";
+import { readGguf } from "../../lib/gguf/read.js";
+import { gguf, writeGguf } from "../../lib/gguf/write.js";
 import { tinyModel } from "../helpers/models.js";
 
 const THREADS = 1;

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamemError, loadModel, type Context, type ContextOptions, type Model } from "../../lib/index.js";
-import { writeSyntheticModel } from "../../lib/synthetic.js";
+import { writeSyntheticModel } from "../../lib/gguf/synthetic.js";
 import { tinyModel } from "../helpers/models.js";
 
 const THREADS = 1;

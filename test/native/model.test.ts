@@ -3,9 +3,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { loadModel, LlamemError } from "../../lib/index.js";
-import { defaultVocabPath } from "../../lib/synthetic.js";
-import { native } from "../../lib/native.js";
+import { defaultVocabPath } from "../../lib/gguf/synthetic.js";
+import { native } from "../../lib/internal/native.js";
 import { fromNative } from "../../lib/errors.js";
+import { loadBaton } from "../../lib/options.js";
 import { tinyModel } from "../helpers/models.js";
 import { codeOf } from "../helpers/errors.js";
 
@@ -115,7 +116,7 @@ describe("loadModel", () => {
     ac.abort();
     expect(await codeOf(p)).toBe("ERR_ABORTED");
     // The native load itself stops when cancelled while it runs.
-    const { promise, cancel } = native().Model.load(modelPath, { gpuLayers: 0, loadMode: 1, repack: true, vocabOnly: false, checkTensors: false });
+    const { promise, cancel } = native().Model.load(modelPath, loadBaton({}, { gpuLayers: 0, loadMode: "mmap", repack: true, vocabOnly: false }), null);
     cancel();
     expect(await codeOf(promise.catch((e: unknown) => { throw fromNative(e); }))).toBe("ERR_ABORTED");
   });

@@ -10,6 +10,7 @@ import { tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { contextSide } from "../../lib/internal/handles.js";
 import { loadModel, type Context, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 import { FIXTURES, ROOT, describeEnd, ensureDist, lastJson, pool, reportFigure, runNode } from "./helpers/child.js";
@@ -75,7 +76,7 @@ async function expectCompleteState(ctx: Context, path: string): Promise<number> 
   await ctx.sequence(0).loadStateFile(path);
   const n = ctx.sequence(0).tokens.length;
   expect(n).toBeGreaterThan(1000);
-  const [, max] = ctx.native.seqPosRange(0);
+  const [, max] = contextSide(ctx).native.seqPosRange(0);
   expect(max + 1).toBe(n);
   return n;
 }
@@ -196,7 +197,7 @@ describe("a full disk (a 1 MiB tmpfs, where this process may mount one)", () => 
   });
 
   it("a GGUF write that runs out of space fails with ERR_IO and leaves no partial model behind", async (t) => {
-    const { writeGguf } = await import("../../lib/gguf-writer.js");
+    const { writeGguf } = await import("../../lib/gguf/write.js");
     const ran = await withTmpfs("1m", async (fsDir) => {
       const target = join(fsDir, "big.gguf");
       const chunk = new Uint8Array(256 * 1024);

@@ -5,6 +5,7 @@
  */
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { contextSide } from "../../lib/internal/handles.js";
 import { LlamemError, loadModel, type Context, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 import { FIXTURES, describeEnd, ensureDist, lastJson, runNode } from "./helpers/child.js";
@@ -166,7 +167,7 @@ describe("aborts and concurrency", () => {
       })());
       expect(code).toBe("ERR_ABORTED");
       expect(ctx.lastGeneration?.stopReason).toBe("aborted");
-      const [, max] = ctx.native.seqPosRange(0);
+      const [, max] = contextSide(ctx).native.seqPosRange(0);
       expect(ctx.tokens.length).toBe(max + 1);
     }
     const r = await ctx.complete("The story goes", { maxTokens: 5, temperature: 0 });

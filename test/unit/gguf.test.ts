@@ -12,11 +12,10 @@ import {
   metadataArrayLength,
   metadataNumber,
   metadataString,
-  readGguf,
-  readGgufSync,
   tensorByteSize,
-} from "../../lib/gguf.js";
-import type { GgufMetadataEntry } from "../../lib/gguf.js";
+} from "../../lib/gguf/format.js";
+import type { GgufMetadataEntry } from "../../lib/gguf/format.js";
+import { readGguf, readGgufSync } from "../../lib/gguf/read.js";
 import {
   alignUp,
   encodeHeader,
@@ -25,11 +24,11 @@ import {
   encodeString,
   encodeTensorInfo,
   gguf,
-  writeFileAtomic,
   writeGguf,
-} from "../../lib/gguf-writer.js";
-import type { TensorInfoFields } from "../../lib/gguf-writer.js";
-import { defaultVocabPath } from "../../lib/synthetic.js";
+} from "../../lib/gguf/write.js";
+import type { TensorInfoFields } from "../../lib/gguf/write.js";
+import { writeFileAtomic } from "../../lib/files.js";
+import { defaultVocabPath } from "../../lib/gguf/synthetic.js";
 
 let dir: string;
 let n = 0;

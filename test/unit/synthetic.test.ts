@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamemError } from "../../lib/errors.js";
-import { GGML_TYPE, GGUF_VALUE_TYPE, metadataNumber, metadataString, readGguf } from "../../lib/gguf.js";
-import type { GgufFile, GgufTensorInfo } from "../../lib/gguf.js";
+import { GGML_TYPE, GGUF_VALUE_TYPE, metadataNumber, metadataString } from "../../lib/gguf/format.js";
+import type { GgufFile, GgufTensorInfo } from "../../lib/gguf/format.js";
+import { readGguf } from "../../lib/gguf/read.js";
 import {
   CHATML_TEMPLATE,
   SYNTHETIC_FORMAT_VERSION,
@@ -19,8 +20,8 @@ import {
   quantizeQ8_0,
   syntheticTensors,
   writeSyntheticModel,
-} from "../../lib/synthetic.js";
-import type { SyntheticType } from "../../lib/synthetic.js";
+} from "../../lib/gguf/synthetic.js";
+import type { SyntheticType } from "../../lib/gguf/synthetic.js";
 import { testModelsDir, tinyModel } from "../helpers/models.js";
 
 let dir: string;

@@ -1,11 +1,11 @@
 /**
  * The malformed-GGUF corpus: every file is generated from a valid small llama model by the
- * project's own writer (lib/gguf-writer.ts), at test time. Each case says what a loader must do
+ * project's own writer (lib/gguf/write.ts), at test time. Each case says what a loader must do
  * with it: fail at a given stage with one of the given LlamemError codes, or work.
  */
-import type { GgufMetadataEntry } from "../../../lib/gguf.js";
-import { GGML_TYPE, tensorByteSize } from "../../../lib/gguf.js";
-import { encodeKeyValue, encodeRawKeyValue, encodeString, gguf, type TensorInfoFields } from "../../../lib/gguf-writer.js";
+import type { GgufMetadataEntry } from "../../../lib/gguf/format.js";
+import { GGML_TYPE, tensorByteSize } from "../../../lib/gguf/format.js";
+import { encodeKeyValue, encodeRawKeyValue, encodeString, gguf, type TensorInfoFields } from "../../../lib/gguf/write.js";
 import {
   SMALL_SHAPE,
   assemble,

@@ -5,7 +5,8 @@
  */
 import { existsSync, mkdirSync, writeFileSync, renameSync } from "node:fs";
 import { join } from "node:path";
-import { readGguf, GGML_TYPE, GGUF_DEFAULT_ALIGNMENT, type GgufMetadataEntry } from "../../../lib/gguf.js";
+import { GGML_TYPE, GGUF_DEFAULT_ALIGNMENT, type GgufMetadataEntry } from "../../../lib/gguf/format.js";
+import { readGguf } from "../../../lib/gguf/read.js";
 import {
   alignUp,
   encodeGgufHeader,
@@ -14,8 +15,8 @@ import {
   encodeTensorInfo,
   gguf,
   type TensorInfoFields,
-} from "../../../lib/gguf-writer.js";
-import { SeededRng, defaultVocabPath, encodeF16 } from "../../../lib/synthetic.js";
+} from "../../../lib/gguf/write.js";
+import { SeededRng, defaultVocabPath, encodeF16 } from "../../../lib/gguf/synthetic.js";
 import { testModelsDir } from "../../helpers/models.js";
 
 /** The hyperparameters of a llama model this builder writes. */

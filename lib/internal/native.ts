@@ -1,73 +1,60 @@
 /**
  * Loads the native addon (a prebuild from prebuilds/, else the local build) and declares its
- * typed interface. Nothing outside lib/ should touch these objects directly.
+ * typed interface: the batons lib/ passes down, every field explicit (the binding holds no
+ * defaults). Private to lib/: nothing here is re-exported, and only the modules that own a
+ * native object (model, context, sampler, estimate, devices, quantize, rpc, log) import it.
  * @internal
  */
 import { createRequire } from "node:module";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { LlamemError } from "./errors.js";
-import { packageRoot } from "./paths.js";
+import { LlamemError } from "../errors.js";
+import { packageRoot } from "../system.js";
+import { LOG_LEVELS } from "../options.js";
+import type { ContextInfo, MemoryRow } from "../context.js";
+import type { Device } from "../devices.js";
+import type { ModelInfo } from "../model.js";
 
-/** Bytes of one buffer type from llama_get_memory_breakdown. */
-export interface NativeMemoryRow {
-  bufferType: string;
-  device: string | null;
-  host: boolean;
-  model: number;
-  context: number;
-  compute: number;
-}
-
-export interface NativeModelInfo {
-  description: string;
-  size: number;
-  parameters: number;
-  trainedContextSize: number;
-  embeddingSize: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  slidingWindow: number;
-  vocabSize: number;
+/** The model's facts as the binding reads them: the public ModelInfo less what lib/ adds, with raw ids. @internal */
+export type NativeModelInfo = Omit<ModelInfo, "architecture" | "name" | "fileSize" | "vocabType" | "chatTemplate"> & {
+  /** llama_vocab_type */
   vocabType: number;
-  bos: number;
-  eos: number;
-  eot: number;
-  addBos: boolean;
-  addEos: boolean;
-  hasEncoder: boolean;
-  hasDecoder: boolean;
-  recurrent: boolean;
   chatTemplate: string | null;
-  metadata: Record<string, string>;
-}
+};
 
+/** @internal */
 export interface NativeModel {
   info(): NativeModelInfo;
   tokenize(text: string, addSpecial: boolean, parseSpecial: boolean): Promise<Int32Array>;
   detokenize(tokens: Int32Array, removeSpecial: boolean, unparseSpecial: boolean): Promise<Buffer>;
   tokenToPiece(token: number, special: boolean): Buffer;
-  applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean, template?: string): string;
-  memory(): NativeMemoryRow[];
+  /** template null: the model's own. */
+  applyChatTemplate(messages: { role: string; content: string }[], addAssistant: boolean, template: string | null): string;
+  memory(): MemoryRow[];
   /** Frees the model off the JS thread once its contexts and workers let go. */
   dispose(): Promise<void>;
 }
 
+/** @internal */
 export interface NativeLoadOptions {
   gpuLayers: number;
+  /** llama_load_mode */
   loadMode: number;
   repack: boolean;
   vocabOnly: boolean;
-  checkTensors: boolean;
-  devices?: string[];
-  splitMode?: number;
-  mainGpu?: number;
-  tensorSplit?: number[];
-  overridePatterns?: string[];
-  overrideDevices?: string[];
+  /** Device names; empty: every device. */
+  devices: string[];
+  /** llama_split_mode */
+  splitMode: number;
+  mainGpu: number;
+  /** Proportions per device; empty: llama.cpp's own split. */
+  tensorSplit: number[];
+  /** Tensor-name patterns and the device each pins to, pairwise. */
+  overridePatterns: string[];
+  overrideDevices: string[];
 }
 
+/** @internal */
 export interface NativeContextOptions {
   contextSize: number;
   batchSize: number;
@@ -81,39 +68,21 @@ export interface NativeContextOptions {
   offloadKv: boolean;
   swaFull: boolean;
   kvUnified: boolean;
-  embeddings: boolean;
 }
 
-export interface NativeContextInfo {
-  contextSize: number;
-  sequenceContextSize: number;
-  batchSize: number;
-  ubatchSize: number;
-  sequences: number;
-  threads: number;
-  threadsBatch: number;
-  canShift: boolean;
-}
-
-export interface NativeEvalResult {
-  evaluated: number;
-  decodeUs: number;
-  token?: number;
-  eog?: boolean;
-  piece?: Buffer;
-  sampleUs?: number;
-}
-
+/** One sequence's part of a batched decode. @internal */
 export interface NativeBatchEntry {
   seq: number;
   tokens: Int32Array;
-  sampler?: NativeSampler;
+  /** The sampler of the sequence's generation, or null to decode only. */
+  sampler: NativeSampler | null;
   /** Feed the tokens to the sampler's history first (repetition penalties see the prompt). */
-  accept?: boolean;
-  /** Sample one token after the decode (default true when a sampler is given). */
-  sample?: boolean;
+  accept: boolean;
+  /** Sample one token from the last token's logits after the decode. */
+  sample: boolean;
 }
 
+/** @internal */
 export interface NativeBatchResult {
   seq: number;
   evaluated: number;
@@ -123,58 +92,53 @@ export interface NativeBatchResult {
   piece?: Buffer;
 }
 
+/** @internal */
 export interface NativeContext {
-  info(): NativeContextInfo;
-  eval(seq: number, tokens: Int32Array, sampler: NativeSampler | null, acceptInput: boolean): Promise<NativeEvalResult>;
+  info(): ContextInfo;
   evalBatch(entries: NativeBatchEntry[]): Promise<NativeBatchResult[]>;
   abort(): void;
   seqPosRange(seq: number): [number, number];
   seqRemove(seq: number, p0: number, p1: number): boolean;
   seqShift(seq: number, p0: number, p1: number, delta: number): void;
   seqCopy(src: number, dst: number, p0: number, p1: number): void;
-  seqKeep(seq: number): void;
   stateSeqGet(seq: number): Promise<Buffer>;
   stateSeqSet(seq: number, data: Buffer): Promise<number>;
   clear(): void;
-  memory(): { rows: NativeMemoryRow[]; cellsUsed: number; cells: number };
+  memory(): { rows: MemoryRow[]; cellsUsed: number; cells: number };
   /** Aborts work in flight and frees the context off the JS thread. */
   dispose(): Promise<void>;
 }
 
-export interface NativeDevice {
-  name: string;
-  description: string;
-  type: "cpu" | "gpu" | "igpu" | "accel" | "other";
-  backend: string;
-  free: number;
-  total: number;
-}
-
+/** @internal */
 export interface NativeEstimate {
-  rows: NativeMemoryRow[];
+  rows: MemoryRow[];
   contextSize: number;
   trainedContextSize: number;
   layers: number;
   devices: { name: string; type: "cpu" | "gpu"; free: number; total: number }[];
 }
 
+/** One stage of a sampler chain; the chain applies them in the order given. @internal */
+export type NativeSamplerStage =
+  | { type: "penalties"; lastN: number; repeat: number; frequency: number; presence: number }
+  | { type: "topK"; k: number }
+  | { type: "topP"; p: number; minKeep: number }
+  | { type: "minP"; p: number; minKeep: number }
+  | { type: "temperature"; t: number }
+  | { type: "dist"; seed: number }
+  | { type: "greedy" };
+
+/** @internal */
 export interface NativeSamplerOptions {
-  temperature: number;
-  topK: number;
-  topP: number;
-  minP: number;
-  repeatPenalty: number;
-  repeatLastN: number;
-  frequencyPenalty: number;
-  presencePenalty: number;
-  seed: number;
+  stages: NativeSamplerStage[];
 }
 
+/** @internal */
 export interface NativeSampler {
-  reset(): void;
   dispose(): void;
 }
 
+/** @internal */
 export interface NativeSystemInfo {
   llamaSystemInfo: string;
   gpuBackend: string;
@@ -185,29 +149,28 @@ export interface NativeSystemInfo {
   maxParallelSequences: number;
 }
 
+/** @internal */
 export interface NativeBinding {
   Model: {
-    load(path: string, options: NativeLoadOptions, onProgress?: (p: number) => void): {
+    load(path: string, options: NativeLoadOptions, onProgress: ((p: number) => void) | null): {
       promise: Promise<NativeModel>;
       cancel(): void;
     };
-    estimate(path: string, load: Partial<NativeLoadOptions>, context: Partial<NativeContextOptions>): Promise<NativeEstimate>;
+    estimate(path: string, load: NativeLoadOptions, context: NativeContextOptions): Promise<NativeEstimate>;
   };
   Context: { create(model: NativeModel, options: NativeContextOptions): Promise<NativeContext> };
   Sampler: new (model: NativeModel, options: NativeSamplerOptions) => NativeSampler;
   setLogLevel(level: number): void;
   systemInfo(): NativeSystemInfo;
-  devices(): NativeDevice[];
-  quantize(input: string, output: string, options: { ftype: number; threads?: number; allowRequantize?: boolean; pure?: boolean }): Promise<void>;
+  devices(): Device[];
+  quantize(input: string, output: string, options: { ftype: number; threads: number; allowRequantize: boolean; pure: boolean }): Promise<void>;
   rpcAddServer(endpoint: string): void;
   rpcServe(endpoint: string, threads: number): void;
 }
 
-export { packageRoot };
-
 let cached: NativeBinding | undefined;
 
-/** The native binding, loaded on first use; a clear ERR_NATIVE_LOAD if it cannot be. */
+/** The native binding, loaded on first use; a clear ERR_NATIVE_LOAD if it cannot be. @internal */
 export function native(): NativeBinding {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
@@ -225,21 +188,8 @@ export function native(): NativeBinding {
       cause: err,
     });
   }
+  // LLAMEM_LOG=info shows llama.cpp's log from the first call on (setLogLevel() changes it later).
   const level = process.env.LLAMEM_LOG;
-  if (level) cached.setLogLevel(logLevelNumber(level));
+  if (level && Object.hasOwn(LOG_LEVELS, level)) cached.setLogLevel(LOG_LEVELS[level as keyof typeof LOG_LEVELS]);
   return cached;
-}
-
-/** llama.cpp log verbosity. */
-export type LogLevel = "none" | "debug" | "info" | "warn" | "error";
-
-function logLevelNumber(level: string): number {
-  // ggml_log_level: DEBUG 1, INFO 2, WARN 3, ERROR 4.
-  const map: Record<string, number> = { none: -1, debug: 1, info: 2, warn: 3, error: 4 };
-  return map[level] ?? -1;
-}
-
-/** Sets how much of llama.cpp's own log reaches stderr (default: none). Process-wide. */
-export function setLogLevel(level: LogLevel): void {
-  native().setLogLevel(logLevelNumber(level));
 }

@@ -1,0 +1,454 @@
+/**
+ * The one generation engine. A {@link GenerationJob} holds everything about one generation on
+ * one sequence: the prompt still to evaluate, its sampler, stop strings, UTF-8 assembly, limits,
+ * timings, and the resync of the sequence's tokens after a failed decode. The context's
+ * {@link Engine} drives every job in flight with one batched decode per step, so one sequence
+ * generating alone, many sequences of a pool, and prompt evaluation all run the same loop.
+ */
+import { LlamemError, fromNative, invalidArgument } from "./errors.js";
+import type { NativeBatchEntry, NativeBatchResult, NativeContext } from "./internal/native.js";
+import { DEFAULTS, type SamplingOptions } from "./options.js";
+import type { Sampler } from "./sampler.js";
+
+/** Options of {@link Sequence.generate}. */
+export interface GenerateOptions extends SamplingOptions {
+  /** Most tokens to generate (default 256). */
+  maxTokens?: number;
+  /** Stop when the output contains one of these strings; the stop string is not emitted. */
+  stop?: string[];
+  /** Cancels generation; the iterator throws ERR_ABORTED. */
+  signal?: AbortSignal;
+  /** Parse special-token text in the prompt (default false; true for chat-formatted prompts). */
+  parseSpecial?: boolean;
+  /** Add BOS as the model is configured to (default true). */
+  addSpecial?: boolean;
+  /**
+   * Called with each generated token id, before its text is emitted. If it throws, the
+   * generation ends and the iterator throws that error.
+   */
+  onToken?: (token: number) => void;
+}
+
+/** Why a generation ended. */
+export type StopReason = "eog" | "maxTokens" | "stop" | "contextFull" | "aborted";
+
+/** Figures of the last generation. */
+export interface GenerationResult {
+  text: string;
+  stopReason: StopReason;
+  /** Tokens of the prompt (including those reused from the KV cache). */
+  promptTokens: number;
+  /** Prompt tokens actually evaluated (the rest were reused from the KV cache). */
+  evaluatedPromptTokens: number;
+  generatedTokens: number;
+  /** Wall time from the call to the first piece, in ms. */
+  timeToFirstTokenMs: number;
+  promptTokensPerSecond: number;
+  generatedTokensPerSecond: number;
+}
+
+/** The generation options, checked before anything starts: a bad one never leaves a sequence busy. @internal */
+export interface CheckedGenerateOptions {
+  readonly maxTokens: number;
+  readonly stops: readonly string[];
+  readonly signal: AbortSignal | undefined;
+  readonly onToken: ((token: number) => void) | undefined;
+}
+
+/** Checks the options every generation shares; ERR_INVALID_ARGUMENT names the bad one. @internal */
+export function checkGenerateOptions(o: GenerateOptions | undefined): CheckedGenerateOptions {
+  if (o !== undefined && (o === null || typeof o !== "object")) invalidArgument("options must be an object");
+  const maxTokens = o?.maxTokens ?? DEFAULTS.maxTokens;
+  if (!Number.isInteger(maxTokens) || maxTokens < 0) invalidArgument("maxTokens must be a non-negative integer");
+  const stop = o?.stop ?? [];
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== "string")) invalidArgument("stop must be an array of strings");
+  const signal = o?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) invalidArgument("signal must be an AbortSignal");
+  const onToken = o?.onToken;
+  if (onToken !== undefined && typeof onToken !== "function") invalidArgument("onToken must be a function");
+  return { maxTokens, stops: stop.filter((s) => s.length > 0), signal, onToken };
+}
+
+/** The tokens one sequence holds in the KV cache, positions 0..n-1, in order. @internal */
+export class SequenceTokens {
+  readonly list: number[] = [];
+
+  constructor(
+    /** The sequence id in the context. */
+    readonly id: number,
+  ) {}
+
+  get length(): number {
+    return this.list.length;
+  }
+
+  append(tokens: ArrayLike<number>): void {
+    // A loop, not push(...tokens): a spread of a long prompt overflows the call stack.
+    for (let i = 0; i < tokens.length; i++) this.list.push(tokens[i] as number);
+  }
+
+  truncate(length: number): void {
+    this.list.length = length;
+  }
+
+  replace(tokens: readonly number[]): void {
+    this.list.length = 0;
+    this.append(tokens);
+  }
+}
+
+/**
+ * Decodes token pieces into whole UTF-8 characters and cuts the text at the first stop string.
+ * Text that could still turn into a stop string is held back, so a stop string is never emitted.
+ */
+class PieceText {
+  readonly #stops: readonly string[];
+  readonly #holdback: number;
+  readonly #decoder = new TextDecoder("utf-8");
+  #pending = "";
+  /** The text emitted so far. */
+  text = "";
+
+  constructor(stops: readonly string[]) {
+    this.#stops = stops;
+    this.#holdback = stops.reduce((m, s) => Math.max(m, s.length - 1), 0);
+  }
+
+  /** Adds a token's bytes; returns the text that may be emitted now and whether a stop string was hit. */
+  push(piece: Uint8Array): { out: string; stopped: boolean } {
+    this.#pending += this.#decoder.decode(piece, { stream: true });
+    let hit = -1;
+    for (const s of this.#stops) {
+      const i = this.#pending.indexOf(s);
+      if (i >= 0 && (hit < 0 || i < hit)) hit = i;
+    }
+    const stopped = hit >= 0;
+    if (stopped) this.#pending = this.#pending.slice(0, hit);
+    const upTo = stopped ? this.#pending.length : Math.max(0, this.#pending.length - this.#holdback);
+    const out = this.#pending.slice(0, upTo);
+    this.#pending = stopped ? "" : this.#pending.slice(upTo);
+    this.text += out;
+    return { out, stopped };
+  }
+
+  /** Flushes what was held back (an incomplete character or a partial stop string). */
+  end(): string {
+    const out = this.#pending + this.#decoder.decode();
+    this.#pending = "";
+    this.text += out;
+    return out;
+  }
+}
+
+/** A single-consumer queue: the producer pushes, ends or fails; the consumer iterates. */
+class PieceQueue {
+  readonly #items: string[] = [];
+  #done = false;
+  #failed = false;
+  #error: unknown;
+  #wake: (() => void) | undefined;
+
+  push(item: string): void {
+    this.#items.push(item);
+    this.#notify();
+  }
+
+  end(err?: { error: unknown }): void {
+    this.#done = true;
+    if (err) {
+      this.#failed = true;
+      this.#error = err.error;
+    }
+    this.#notify();
+  }
+
+  #notify(): void {
+    const wake = this.#wake;
+    this.#wake = undefined;
+    wake?.();
+  }
+
+  async *drain(): AsyncGenerator<string, void, void> {
+    for (;;) {
+      const item = this.#items.shift();
+      if (item !== undefined) {
+        yield item;
+        continue;
+      }
+      if (this.#failed) throw this.#error;
+      if (this.#done) return;
+      await new Promise<void>((resolve) => {
+        this.#wake = resolve;
+      });
+    }
+  }
+}
+
+/** One step's share of a job: tokens to decode, and whether to sample after them. */
+interface Part {
+  readonly job: GenerationJob;
+  readonly tokens: Int32Array;
+  readonly sample: boolean;
+}
+
+/** One generation (or, without a sampler, one prompt evaluation) on one sequence. @internal */
+export class GenerationJob {
+  readonly seq: SequenceTokens;
+  readonly #prompt: Int32Array;
+  readonly #promptLength: number;
+  readonly #options: CheckedGenerateOptions;
+  readonly #sampler: Sampler | undefined;
+  readonly #text: PieceText;
+  readonly queue = new PieceQueue();
+  readonly #t0: number;
+  /** Prompt tokens evaluated so far. */
+  #offset = 0;
+  /** The last sampled token, to feed back at the next step; undefined while the prompt is evaluated. */
+  #next: number | undefined;
+  #generated = 0;
+  #promptStart = 0;
+  #promptMs = 0;
+  #firstMs = 0;
+  #genStart = 0;
+  /** Microseconds llama.cpp spent in the decodes of this job's steps. */
+  decodeUs = 0;
+  /** The consumer stopped early: the engine drops the job at its next step. */
+  cancelled = false;
+  result: GenerationResult | undefined;
+  readonly settled: Promise<void>;
+  #settle!: () => void;
+
+  /**
+   * @param prompt the tokens to evaluate (after the cached prefix); at least one.
+   * @param promptLength the whole prompt's length, cached prefix included.
+   * @param sampler the sampler, or undefined to evaluate the prompt only.
+   * @param t0 when the call began (performance.now()), for the time to the first piece.
+   */
+  constructor(seq: SequenceTokens, prompt: Int32Array, promptLength: number, options: CheckedGenerateOptions, sampler: Sampler | undefined, t0: number) {
+    this.seq = seq;
+    this.#prompt = prompt;
+    this.#promptLength = promptLength;
+    this.#options = options;
+    this.#sampler = sampler;
+    this.#text = new PieceText(options.stops);
+    this.#t0 = t0;
+    this.settled = new Promise<void>((resolve) => {
+      this.#settle = resolve;
+    });
+  }
+
+  get signal(): AbortSignal | undefined {
+    return this.#options.signal;
+  }
+
+  get done(): boolean {
+    return this.result !== undefined;
+  }
+
+  /** True once the prompt is evaluated and the job feeds back one sampled token per step. */
+  get generating(): boolean {
+    return this.#next !== undefined;
+  }
+
+  /** This step's share, within `room` tokens of the batch: the fed-back token, or the next prompt chunk. */
+  part(room: number): Part | undefined {
+    if (room < 1 || this.done) return undefined;
+    if (this.#next !== undefined) return { job: this, tokens: Int32Array.of(this.#next), sample: true };
+    const left = this.#prompt.length - this.#offset;
+    if (left === 0) return undefined;
+    if (this.#offset === 0) this.#promptStart = performance.now();
+    const n = Math.min(left, room);
+    return { job: this, tokens: this.#prompt.subarray(this.#offset, this.#offset + n), sample: n === left && this.#sampler !== undefined };
+  }
+
+  /** The native batch entry of a part. Prompt chunks go into the sampler's history, so repetition penalties see the prompt. */
+  entry(part: Part): NativeBatchEntry {
+    const sampler = this.#sampler?.native ?? null;
+    return { seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined, sample: part.sample };
+  }
+
+  /** Books a step's result: the tokens evaluated, then the token sampled. */
+  take(part: Part, r: NativeBatchResult, capacity: number, decodeUs: number): void {
+    this.seq.append(part.tokens);
+    this.decodeUs += decodeUs;
+    if (this.#next === undefined) {
+      this.#offset += part.tokens.length;
+      if (this.#offset < this.#prompt.length) return;
+      this.#promptMs = performance.now() - this.#promptStart;
+      this.#genStart = performance.now();
+      if (!this.#sampler || this.#options.maxTokens === 0) return this.finish("maxTokens");
+    }
+    if (r.eog || r.token === undefined) return this.finish("eog");
+    this.#generated++;
+    try {
+      this.#options.onToken?.(r.token);
+    } catch (err) {
+      // The documented rule: a throwing callback ends the generation with its own error.
+      return this.finish("aborted", err);
+    }
+    const { out, stopped } = this.#text.push(r.piece ?? new Uint8Array(0));
+    this.#emit(out);
+    if (stopped) this.finish("stop");
+    else if (this.#generated >= this.#options.maxTokens) this.finish("maxTokens");
+    else if (this.seq.length + 1 >= capacity) this.finish("contextFull");
+    else this.#next = r.token;
+  }
+
+  #emit(out: string): void {
+    if (out.length === 0) return;
+    if (this.#firstMs === 0) this.#firstMs = performance.now() - this.#t0;
+    this.queue.push(out);
+  }
+
+  /** Ends the job: frees its sampler, flushes held-back text, records the figures and settles the consumer. */
+  finish(stopReason: StopReason, error?: unknown): void {
+    if (this.done) return;
+    this.#sampler?.dispose();
+    if (error === undefined) this.#emit(this.#text.end());
+    const genMs = this.#genStart > 0 ? performance.now() - this.#genStart : 0;
+    const evaluated = this.#prompt.length;
+    this.result = {
+      text: this.#text.text,
+      stopReason,
+      promptTokens: this.#promptLength,
+      evaluatedPromptTokens: evaluated,
+      generatedTokens: this.#generated,
+      timeToFirstTokenMs: this.#firstMs,
+      promptTokensPerSecond: this.#promptMs > 0 ? (evaluated / this.#promptMs) * 1000 : 0,
+      // The first token came with the prompt step, so the rate counts the ones after it.
+      generatedTokensPerSecond: genMs > 0 && this.#generated > 1 ? ((this.#generated - 1) / genMs) * 1000 : 0,
+    };
+    this.queue.end(error === undefined ? undefined : { error });
+    this.#settle();
+  }
+}
+
+/** What the engine needs of its context. @internal */
+export interface EngineContext {
+  readonly native: NativeContext;
+  /** Runs native work in order with every other operation on the context. */
+  enqueue<T>(op: () => T | Promise<T>): Promise<T>;
+  /** Most tokens one decode takes. */
+  readonly batchSize: number;
+  /** Tokens one sequence can hold. */
+  readonly sequenceContextSize: number;
+}
+
+/** Decodes and figures of an engine since its context was created. @internal */
+export interface EngineStats {
+  /** Batched decodes run, and the tokens they held. */
+  steps: number;
+  batchedTokens: number;
+}
+
+/**
+ * The context's generation loop: while jobs are in flight, one step decodes a token for every
+ * generating job and prompt chunks in the room left, in one batch; jobs join and leave between
+ * steps. @internal
+ */
+export class Engine {
+  readonly #ctx: EngineContext;
+  #jobs: GenerationJob[] = [];
+  #running = false;
+  /** The jobs of the decode in flight. */
+  #inFlight: readonly GenerationJob[] = [];
+  readonly stats: EngineStats = { steps: 0, batchedTokens: 0 };
+
+  constructor(ctx: EngineContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Runs `job` to its end, streaming its pieces; stopping the iteration early cancels it. */
+  async *run(job: GenerationJob): AsyncGenerator<string, void, void> {
+    const signal = job.signal;
+    // A decode holding only this job is aborted at once; a shared one drops the job at the next step.
+    const onAbort = () => {
+      if (this.#inFlight.length > 0 && this.#inFlight.every((j) => j === job)) this.#ctx.native.abort();
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    this.#jobs.push(job);
+    this.#kick();
+    try {
+      yield* job.queue.drain();
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+      if (!job.done) {
+        job.cancelled = true;
+        await job.settled;
+      }
+    }
+  }
+
+  #kick(): void {
+    if (this.#running) return;
+    this.#running = true;
+    void this.#loop();
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (this.#jobs.length > 0) await this.#step();
+    } catch (err) {
+      // A bug here must fail the jobs waiting on the loop, not leave them hanging.
+      for (const job of this.#jobs.splice(0)) job.finish("aborted", fromNative(err));
+    } finally {
+      // Reset in the same tick as the last check of #jobs, so a job added after it starts a new loop.
+      this.#running = false;
+    }
+  }
+
+  /** Drops finished, cancelled and aborted jobs, then runs one batched decode for the rest. */
+  async #step(): Promise<void> {
+    for (const job of this.#jobs) {
+      if (job.cancelled) job.finish("aborted");
+      else if (job.signal?.aborted) job.finish("aborted", new LlamemError("ERR_ABORTED", "generation was aborted"));
+    }
+    this.#jobs = this.#jobs.filter((j) => !j.done);
+    const parts = this.#plan();
+    if (parts.length === 0) return;
+    const entries = parts.map((p) => p.job.entry(p));
+    const bases = parts.map((p) => p.job.seq.length);
+    let results: NativeBatchResult[];
+    let decodeUs = 0;
+    this.#inFlight = parts.map((p) => p.job);
+    try {
+      results = await this.#ctx.enqueue(() => this.#ctx.native.evalBatch(entries));
+      decodeUs = results[0]?.decodeUs ?? 0;
+    } catch (err) {
+      await this.#resync(parts, bases, fromNative(err));
+      return;
+    } finally {
+      this.#inFlight = [];
+    }
+    this.stats.steps++;
+    this.stats.batchedTokens += parts.reduce((n, p) => n + p.tokens.length, 0);
+    const capacity = this.#ctx.sequenceContextSize;
+    parts.forEach((p, i) => p.job.take(p, results[i] as NativeBatchResult, capacity, decodeUs));
+  }
+
+  /** This step's tokens: one for each generating job first, then prompt chunks in the room left. */
+  #plan(): Part[] {
+    let room = this.#ctx.batchSize;
+    const parts: Part[] = [];
+    const order = [...this.#jobs.filter((j) => j.generating), ...this.#jobs.filter((j) => !j.generating)];
+    for (const job of order) {
+      const part = job.part(room);
+      if (!part) continue;
+      parts.push(part);
+      room -= part.tokens.length;
+    }
+    return parts;
+  }
+
+  /** A failed decode fails the jobs in it; each sequence keeps what the cache actually holds. */
+  async #resync(parts: readonly Part[], bases: readonly number[], err: LlamemError): Promise<void> {
+    for (const [i, p] of parts.entries()) {
+      if (err.code !== "ERR_DISPOSED") {
+        const base = bases[i] as number;
+        const max = await this.#ctx.enqueue(() => this.#ctx.native.seqPosRange(p.job.seq.id)[1]).catch(() => base - 1);
+        p.job.seq.append(p.tokens.subarray(0, Math.max(0, Math.min(p.tokens.length, max + 1 - base))));
+      }
+      p.job.finish("aborted", err);
+    }
+  }
+}

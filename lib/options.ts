@@ -1,0 +1,275 @@
+/**
+ * Every default and every enum of llamem, defined once, and the batons built from user options:
+ * the plain structs passed to the binding with every field explicit (it holds no defaults).
+ * This module loads nothing but the error list and the machine facts, so memory estimation and
+ * the CLI can use it without the inference stack.
+ */
+import { invalidArgument } from "./errors.js";
+import { defaultThreads } from "./system.js";
+import type { NativeContextOptions, NativeLoadOptions, NativeSamplerOptions, NativeSamplerStage } from "./internal/native.js";
+
+/** ggml type ids of the element types the KV cache can be stored in. */
+export const KV_CACHE_TYPES = {
+  f32: 0, f16: 1, q4_0: 2, q4_1: 3, q5_0: 6, q5_1: 7, q8_0: 8, iq4_nl: 20, bf16: 30,
+} as const;
+
+/** Element types the KV cache can be stored in. */
+export type KvCacheType = keyof typeof KV_CACHE_TYPES;
+
+/** The KV cache type names, for option lists (CLI choices, messages). */
+export const KV_CACHE_TYPE_NAMES = Object.keys(KV_CACHE_TYPES) as KvCacheType[];
+
+/** llama_flash_attn_type. */
+export const FLASH_ATTENTION = { auto: -1, off: 0, on: 1 } as const;
+
+/** llama_load_mode. */
+export const LOAD_MODES = { none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 } as const;
+
+/** llama_split_mode. */
+export const SPLIT_MODES = { none: 0, layer: 1, row: 2 } as const;
+
+/** llama_vocab_type, by id. */
+export const VOCAB_TYPES: readonly string[] = ["none", "spm", "bpe", "wpm", "ugm", "rwkv", "plamo2"];
+
+/** ggml_log_level: DEBUG 1, INFO 2, WARN 3, ERROR 4; -1 silences llama.cpp. */
+export const LOG_LEVELS = { none: -1, debug: 1, info: 2, warn: 3, error: 4 } as const;
+
+/** The order of the sampler chain's stages, llama.cpp's own (common/sampling.cpp): penalties first, the draw last. */
+export const SAMPLER_ORDER = ["penalties", "topK", "topP", "minP", "temperature", "dist"] as const;
+
+/** Every default value of llamem's options. */
+export const DEFAULTS = {
+  /** The default context is the trained context, capped at this many tokens. */
+  contextSizeCap: 4096,
+  /** Assumed trained context when a model does not state one. */
+  trainedContextSize: 4096,
+  batchSize: 512,
+  /** The micro-batch is min(batchSize, this). */
+  ubatchSizeCap: 512,
+  sequences: 1,
+  flashAttention: "auto",
+  kvType: "f16",
+  offloadKv: true,
+  swaFull: false,
+  kvUnified: false,
+  gpuLayers: 0,
+  loadMode: "auto",
+  repack: true,
+  splitMode: "layer",
+  mainGpu: 0,
+  /** Most tokens of a generation or a reply. */
+  maxTokens: 256,
+  sampling: {
+    temperature: 0.8,
+    topK: 40,
+    topP: 0.95,
+    minP: 0.05,
+    repeatPenalty: 1,
+    repeatLastN: 64,
+    frequencyPenalty: 0,
+    presencePenalty: 0,
+  },
+} as const;
+
+/** The default context size for a model trained on `trained` tokens: min(4096, trained). */
+export function defaultContextSize(trained: number): number {
+  return Math.min(DEFAULTS.contextSizeCap, trained > 0 ? trained : DEFAULTS.trainedContextSize);
+}
+
+/** How the next token is chosen. */
+export interface SamplingOptions {
+  /** 0 picks the most likely token (greedy, deterministic). Default 0.8. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0 = off). Default 40. */
+  topK?: number;
+  /** Keep the smallest set whose probability reaches p (1 = off). Default 0.95. */
+  topP?: number;
+  /** Drop tokens below p times the top probability (0 = off). Default 0.05. */
+  minP?: number;
+  /** Penalize repeating recent tokens (1 = off). Default 1. */
+  repeatPenalty?: number;
+  /** How many recent tokens the penalties look at. Default 64. */
+  repeatLastN?: number;
+  /** OpenAI-style frequency penalty (0 = off). */
+  frequencyPenalty?: number;
+  /** OpenAI-style presence penalty (0 = off). */
+  presencePenalty?: number;
+  /** Seed of the random draw; the same seed and prompt give the same text. Default random. */
+  seed?: number;
+}
+
+/** The keys of {@link SamplingOptions}. */
+export const SAMPLING_KEYS = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty", "presencePenalty", "seed"] as const;
+
+/** The sampling options set in `o`, so that unset ones do not override defaults given elsewhere. */
+export function samplingOf(o: SamplingOptions): SamplingOptions {
+  const out: SamplingOptions = {};
+  for (const k of SAMPLING_KEYS) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}
+
+function numberIn(value: number, name: string, min: number, max: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max) invalidArgument(`${name} must be a number in [${min}, ${max}]`);
+  return value;
+}
+
+function intIn(value: number, name: string, min: number, max: number): number {
+  if (!Number.isInteger(value) || value < min || value > max) invalidArgument(`${name} must be an integer in [${min}, ${max}]`);
+  return value;
+}
+
+/**
+ * The sampler chain for `o`, in {@link SAMPLER_ORDER}: stages that are off are left out, and
+ * temperature 0 is a greedy pick. @internal
+ */
+export function samplerBaton(o: SamplingOptions, vocabSize: number): NativeSamplerOptions {
+  const d = DEFAULTS.sampling;
+  const temperature = numberIn(o.temperature ?? d.temperature, "temperature", 0, 100);
+  const topK = intIn(o.topK ?? d.topK, "topK", 0, vocabSize);
+  const topP = numberIn(o.topP ?? d.topP, "topP", 0, 1);
+  const minP = numberIn(o.minP ?? d.minP, "minP", 0, 1);
+  const repeat = numberIn(o.repeatPenalty ?? d.repeatPenalty, "repeatPenalty", 1e-6, 100);
+  const lastN = intIn(o.repeatLastN ?? d.repeatLastN, "repeatLastN", 0, 1 << 20);
+  const frequency = numberIn(o.frequencyPenalty ?? d.frequencyPenalty, "frequencyPenalty", -100, 100);
+  const presence = numberIn(o.presencePenalty ?? d.presencePenalty, "presencePenalty", -100, 100);
+  const seed = o.seed ?? Math.floor(Math.random() * 0xffffffff);
+  if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) invalidArgument("seed must be an integer in [0, 2^32)");
+  const stages: NativeSamplerStage[] = [];
+  for (const stage of SAMPLER_ORDER) {
+    if (stage === "penalties" && (repeat !== 1 || frequency !== 0 || presence !== 0)) {
+      stages.push({ type: "penalties", lastN, repeat, frequency, presence });
+    }
+    if (temperature <= 0) continue;
+    if (stage === "topK" && topK > 0) stages.push({ type: "topK", k: topK });
+    if (stage === "topP" && topP < 1) stages.push({ type: "topP", p: topP, minKeep: 1 });
+    if (stage === "minP" && minP > 0) stages.push({ type: "minP", p: minP, minKeep: 1 });
+    if (stage === "temperature") stages.push({ type: "temperature", t: temperature });
+    if (stage === "dist") stages.push({ type: "dist", seed });
+  }
+  if (temperature <= 0) stages.push({ type: "greedy" });
+  return { stages };
+}
+
+/** The options of a context that decide its KV cache and compute buffers. */
+export interface ContextShapeOptions {
+  /** Most tokens submitted to one decode (default 512). */
+  batchSize?: number;
+  /** Physical micro-batch size (default min(batchSize, 512)). */
+  ubatchSize?: number;
+  /** Parallel sequences (default 1). */
+  sequences?: number;
+  /** One KV pool shared by all sequences instead of a fixed slice each (default false). */
+  kvUnified?: boolean;
+  /** Threads for generation (default: the number of physical cores). */
+  threads?: number;
+  /** Threads for prompt processing (default: `threads`). */
+  threadsBatch?: number;
+  /** Flash attention: "auto" (default) lets llama.cpp decide. */
+  flashAttention?: keyof typeof FLASH_ATTENTION;
+  /** Element type of both K and V caches (default f16). */
+  kvType?: KvCacheType;
+  /** K cache type; overrides kvType. */
+  kvTypeK?: KvCacheType;
+  /** V cache type; overrides kvType. A quantized V cache needs flash attention. */
+  kvTypeV?: KvCacheType;
+  /** Keep the KV cache on the GPU with the offloaded layers (default true); false keeps it in host RAM. */
+  offloadKv?: boolean;
+  /** Full-size cache for sliding-window-attention layers (default false). */
+  swaFull?: boolean;
+}
+
+function kvTypeId(name: KvCacheType | undefined, option: string): number {
+  const n = name ?? DEFAULTS.kvType;
+  if (typeof n !== "string" || !Object.hasOwn(KV_CACHE_TYPES, n)) invalidArgument(`${option} must be one of ${KV_CACHE_TYPE_NAMES.join(", ")}`);
+  return KV_CACHE_TYPES[n];
+}
+
+function boolOpt(value: boolean | undefined, name: string, def: boolean): boolean {
+  if (value === undefined) return def;
+  if (typeof value !== "boolean") invalidArgument(`${name} must be true or false`);
+  return value;
+}
+
+/** The context baton for `o` at `contextSize` (already resolved from "auto"). @internal */
+export function contextBaton(o: ContextShapeOptions, contextSize: number): NativeContextOptions {
+  if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument('contextSize must be a positive integer or "auto"');
+  const fa = o.flashAttention ?? DEFAULTS.flashAttention;
+  if (typeof fa !== "string" || !Object.hasOwn(FLASH_ATTENTION, fa)) invalidArgument('flashAttention must be "auto", "on" or "off"');
+  const threads = o.threads ?? defaultThreads();
+  intIn(threads, "threads", 1, 1024);
+  const batchSize = intIn(o.batchSize ?? DEFAULTS.batchSize, "batchSize", 1, 1 << 20);
+  const ubatchSize = intIn(o.ubatchSize ?? Math.min(batchSize, DEFAULTS.ubatchSizeCap), "ubatchSize", 1, batchSize);
+  return {
+    contextSize,
+    batchSize,
+    ubatchSize,
+    sequences: intIn(o.sequences ?? DEFAULTS.sequences, "sequences", 1, 1 << 16),
+    threads,
+    threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
+    flashAttention: FLASH_ATTENTION[fa],
+    typeK: kvTypeId(o.kvTypeK ?? o.kvType, "kvTypeK"),
+    typeV: kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV"),
+    offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),
+    swaFull: boolOpt(o.swaFull, "swaFull", DEFAULTS.swaFull),
+    kvUnified: boolOpt(o.kvUnified, "kvUnified", DEFAULTS.kvUnified),
+  };
+}
+
+/** The name of a KV cache type id (for layouts and messages). @internal */
+export function kvTypeName(id: number): string {
+  return KV_CACHE_TYPE_NAMES.find((k) => KV_CACHE_TYPES[k] === id) ?? String(id);
+}
+
+/** Where weights go and how they are read: the load options that are not policy of the fit. */
+export interface PlacementOptions {
+  /** Devices to use, by name (see listDevices()); default all. */
+  devices?: string[];
+  /** How layers are spread over several GPUs (default "layer"). */
+  splitMode?: keyof typeof SPLIT_MODES;
+  /** The GPU that holds the whole model with splitMode "none" (an index into the GPUs). */
+  mainGpu?: number;
+  /** Proportion of the model per device, e.g. [3, 1]. */
+  tensorSplit?: number[];
+  /**
+   * Pins tensors whose names match a pattern (a regular expression) to a device, first match
+   * wins: e.g. `{ pattern: "ffn_.*_exps", device: "CPU" }` keeps MoE experts in RAM.
+   */
+  tensorOverrides?: { pattern: string; device: string }[];
+}
+
+/** The load baton: `loadMode` is a resolved llama_load_mode name ("auto" is decided by the caller). @internal */
+export function loadBaton(
+  o: PlacementOptions,
+  resolved: { gpuLayers: number; loadMode: keyof typeof LOAD_MODES; repack: boolean; vocabOnly: boolean },
+): NativeLoadOptions {
+  const overrides = o.tensorOverrides ?? [];
+  if (!Array.isArray(overrides)) invalidArgument("tensorOverrides must be an array of { pattern, device }");
+  for (const ov of overrides) {
+    if (typeof ov?.pattern !== "string" || typeof ov.device !== "string") invalidArgument("tensorOverrides entries need a pattern and a device");
+    try {
+      new RegExp(ov.pattern);
+    } catch {
+      invalidArgument(`tensorOverrides: ${JSON.stringify(ov.pattern)} is not a valid regular expression`);
+    }
+  }
+  const split = o.splitMode ?? DEFAULTS.splitMode;
+  if (typeof split !== "string" || !Object.hasOwn(SPLIT_MODES, split)) invalidArgument('splitMode must be "none", "layer" or "row"');
+  const devices = o.devices ?? [];
+  if (!Array.isArray(devices) || devices.some((d) => typeof d !== "string")) invalidArgument("devices must be an array of device names");
+  const tensorSplit = o.tensorSplit ?? [];
+  if (!Array.isArray(tensorSplit) || tensorSplit.some((x) => typeof x !== "number" || !Number.isFinite(x) || x < 0)) {
+    invalidArgument("tensorSplit must be an array of non-negative numbers");
+  }
+  return {
+    gpuLayers: resolved.gpuLayers,
+    loadMode: LOAD_MODES[resolved.loadMode],
+    repack: resolved.repack,
+    vocabOnly: resolved.vocabOnly,
+    devices,
+    splitMode: SPLIT_MODES[split],
+    mainGpu: intIn(o.mainGpu ?? DEFAULTS.mainGpu, "mainGpu", 0, 1 << 16),
+    tensorSplit,
+    overridePatterns: overrides.map((x) => x.pattern),
+    overrideDevices: overrides.map((x) => x.device),
+  };
+}

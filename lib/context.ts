@@ -11,6 +11,7 @@ import { Sequence, type GenerateOptions, type GenerationResult } from "./sequenc
 import { Engine } from "./generation.js";
 import { contextBaton, defaultContextSize, kvTypeName, type ContextShapeOptions } from "./options.js";
 import { fitContextSize, type FitResult } from "./memory/fit.js";
+import { hasAccelerator } from "./devices.js";
 
 export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
 export type { KvCacheType } from "./options.js";
@@ -106,7 +107,7 @@ export class Context {
     const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
     const fit = budgeted ? await fitContextSize(model, o) : undefined;
     const contextSize = fit?.contextSize ?? (o.contextSize === undefined || o.contextSize === "auto" ? defaultContextSize(model.info.trainedContextSize) : o.contextSize);
-    const baton = contextBaton(o, contextSize);
+    const baton = contextBaton(o, contextSize, model.gpuLayers !== 0 && hasAccelerator());
     const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
     try {
       return new Context(model, await native().Context.create(nativeModel(model), baton), layout, fit);

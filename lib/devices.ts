@@ -24,3 +24,8 @@ export function listDevices(): Device[] {
     throw fromNative(err);
   }
 }
+
+/** True when layers can be offloaded from the CPU: a GPU, an integrated GPU or an RPC server. @internal */
+export function hasAccelerator(): boolean {
+  return listDevices().some((d) => d.type === "gpu" || d.type === "igpu" || d.backend === "RPC");
+}

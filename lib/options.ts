@@ -164,7 +164,11 @@ export interface ContextShapeOptions {
   threads?: number;
   /** Threads for prompt processing (default: `threads`). */
   threadsBatch?: number;
-  /** Flash attention: "auto" (default) lets llama.cpp decide. */
+  /**
+   * Flash attention. "auto" (default): off when every layer runs on the CPU (ggml's CPU kernel is
+   * slow for the small batches of a chat turn) unless a quantized V cache needs it; with GPU
+   * layers, llama.cpp decides.
+   */
   flashAttention?: keyof typeof FLASH_ATTENTION;
   /** Element type of both K and V caches (default f16). */
   kvType?: KvCacheType;
@@ -190,14 +194,33 @@ function boolOpt(value: boolean | undefined, name: string, def: boolean): boolea
   return value;
 }
 
-/** The context baton for `o` at `contextSize` (already resolved from "auto"). @internal */
-export function contextBaton(o: ContextShapeOptions, contextSize: number): NativeContextOptions {
+/** Element types stored as plain floats; the others are block-quantized. */
+const FLOAT_KV_TYPES: ReadonlySet<number> = new Set([KV_CACHE_TYPES.f32, KV_CACHE_TYPES.f16, KV_CACHE_TYPES.bf16]);
+
+/**
+ * Flash attention for `"auto"`. On the CPU, ggml's flash attention takes its tiled kernel only
+ * for batches of at least its query tile (64 rows); a chat turn's smaller batches take a scalar
+ * path per query that llama-bench measured 6.3x slower at depth 850 (pp61: 21.6 vs 137 t/s). So
+ * where nothing is offloaded it is off, unless a quantized V cache needs it; with a GPU,
+ * llama.cpp decides.
+ */
+function autoFlashAttention(gpuOffload: boolean, typeV: number): number {
+  if (gpuOffload) return FLASH_ATTENTION.auto;
+  return FLOAT_KV_TYPES.has(typeV) ? FLASH_ATTENTION.off : FLASH_ATTENTION.on;
+}
+
+/**
+ * The context baton for `o` at `contextSize` (already resolved from "auto"); `gpuOffload` says
+ * whether any layer runs on a GPU, which decides flash attention's "auto". @internal
+ */
+export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOffload: boolean): NativeContextOptions {
   if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument('contextSize must be a positive integer or "auto"');
   const fa = o.flashAttention ?? DEFAULTS.flashAttention;
   if (typeof fa !== "string" || !Object.hasOwn(FLASH_ATTENTION, fa)) invalidArgument('flashAttention must be "auto", "on" or "off"');
   const threads = o.threads ?? defaultThreads();
   intIn(threads, "threads", 1, 1024);
   const batchSize = intIn(o.batchSize ?? DEFAULTS.batchSize, "batchSize", 1, 1 << 20);
+  const typeV = kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV");
   const ubatchSize = intIn(o.ubatchSize ?? Math.min(batchSize, DEFAULTS.ubatchSizeCap), "ubatchSize", 1, batchSize);
   return {
     contextSize,
@@ -206,9 +229,9 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number): Nativ
     sequences: intIn(o.sequences ?? DEFAULTS.sequences, "sequences", 1, 1 << 16),
     threads,
     threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
-    flashAttention: FLASH_ATTENTION[fa],
+    flashAttention: fa === "auto" ? autoFlashAttention(gpuOffload, typeV) : FLASH_ATTENTION[fa],
     typeK: kvTypeId(o.kvTypeK ?? o.kvType, "kvTypeK"),
-    typeV: kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV"),
+    typeV,
     offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),
     swaFull: boolOpt(o.swaFull, "swaFull", DEFAULTS.swaFull),
     kvUnified: boolOpt(o.kvUnified, "kvUnified", DEFAULTS.kvUnified),

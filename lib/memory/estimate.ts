@@ -8,6 +8,7 @@ import { native, type NativeEstimate } from "../internal/native.js";
 import type { MemoryRow } from "../context.js";
 import { contextBaton, defaultContextSize, DEFAULTS, loadBaton, type ContextShapeOptions, type PlacementOptions } from "../options.js";
 import { availableRam } from "../system.js";
+import { hasAccelerator } from "../devices.js";
 
 /** Options of {@link estimateMemory}: the load and context options that decide memory. */
 export interface EstimateOptions extends Omit<ContextShapeOptions, "threads" | "threadsBatch">, PlacementOptions {
@@ -88,7 +89,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
   const gpuLayers = options.gpuLayers ?? DEFAULTS.gpuLayers;
   if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
   const contextSize = options.contextSize ?? defaultContextSize(trainedContextSize);
-  const ctx = contextBaton(options, contextSize);
+  const ctx = contextBaton(options, contextSize, gpuLayers !== 0 && hasAccelerator());
   const load = loadBaton(options, { gpuLayers, loadMode: "mmap", repack: options.repack ?? DEFAULTS.repack, vocabOnly: false });
   let est: NativeEstimate;
   try {

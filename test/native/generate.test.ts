@@ -38,8 +38,9 @@ describe("generation", () => {
     const m = await loadModel(await tinyModel(c.type, c.seed));
     try {
       const prompt = await m.tokenize(c.prompt, { parseSpecial: true });
-      // examples/simple sizes its context to the prompt plus the prediction.
-      const ctx = await m.createContext({ contextSize: prompt.length + c.nPredict - 1, batchSize: prompt.length });
+      // examples/simple sizes its context to the prompt plus the prediction, and keeps llama.cpp's
+      // default flash attention ("auto", which llama.cpp turns on for the CPU).
+      const ctx = await m.createContext({ contextSize: prompt.length + c.nPredict - 1, batchSize: prompt.length, flashAttention: "on" });
       const ids: number[] = [];
       await ctx.complete(prompt, { maxTokens: c.nPredict, temperature: 0, onToken: (t) => ids.push(t) });
       const render = (t: number) => m.tokenToPiece(t, { special: true });

@@ -1,0 +1,98 @@
+/**
+ * The batons: what lib/options.ts sends the binding for given user options (no addon needed).
+ */
+import { describe, expect, it } from "vitest";
+import { contextBaton, DEFAULTS, defaultContextSize, FLASH_ATTENTION, KV_CACHE_TYPES, loadBaton, samplerBaton } from "../../lib/options.js";
+import { LlamemError } from "../../lib/errors.js";
+
+const code = (f: () => unknown) => {
+  try {
+    f();
+  } catch (err) {
+    return err instanceof LlamemError ? err.code : `untyped: ${String(err)}`;
+  }
+  return "no error";
+};
+
+describe("context baton", () => {
+  it("fills every field, with the defaults from DEFAULTS", () => {
+    const b = contextBaton({}, 1024, false);
+    expect(b).toMatchObject({
+      contextSize: 1024,
+      batchSize: DEFAULTS.batchSize,
+      ubatchSize: Math.min(DEFAULTS.batchSize, DEFAULTS.ubatchSizeCap),
+      sequences: DEFAULTS.sequences,
+      typeK: KV_CACHE_TYPES.f16,
+      typeV: KV_CACHE_TYPES.f16,
+      offloadKv: DEFAULTS.offloadKv,
+      swaFull: DEFAULTS.swaFull,
+      kvUnified: DEFAULTS.kvUnified,
+    });
+    for (const [k, v] of Object.entries(b)) expect(v, k).not.toBeUndefined();
+    expect(b.threads).toBeGreaterThan(0);
+    expect(b.threadsBatch).toBe(b.threads);
+  });
+
+  it('resolves flashAttention "auto": off on the CPU, on for a quantized V cache, llama.cpp\'s choice with a GPU', () => {
+    expect(contextBaton({}, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
+    expect(contextBaton({ kvType: "bf16" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
+    expect(contextBaton({ kvType: "q8_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
+    expect(contextBaton({ kvTypeK: "q8_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
+    expect(contextBaton({ kvTypeV: "q4_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
+    expect(contextBaton({}, 256, true).flashAttention).toBe(FLASH_ATTENTION.auto);
+    // An explicit choice is kept.
+    expect(contextBaton({ flashAttention: "on" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
+    expect(contextBaton({ flashAttention: "off" }, 256, true).flashAttention).toBe(FLASH_ATTENTION.off);
+  });
+
+  it("refuses bad values with ERR_INVALID_ARGUMENT", () => {
+    expect(code(() => contextBaton({ kvType: "q2_k" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ kvType: "toString" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ flashAttention: "yes" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ batchSize: 0 }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ batchSize: 64, ubatchSize: 128 }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ swaFull: 1 as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({}, 0, false))).toBe("ERR_INVALID_ARGUMENT");
+  });
+
+  it("sizes the default context from the trained one", () => {
+    expect(defaultContextSize(131072)).toBe(DEFAULTS.contextSizeCap);
+    expect(defaultContextSize(2048)).toBe(2048);
+    expect(defaultContextSize(0)).toBe(Math.min(DEFAULTS.contextSizeCap, DEFAULTS.trainedContextSize));
+  });
+});
+
+describe("sampler baton", () => {
+  it("lists the stages in llama.cpp's order and leaves out the ones that are off", () => {
+    const all = samplerBaton({ temperature: 0.7, topK: 10, topP: 0.9, minP: 0.1, repeatPenalty: 1.1, seed: 5 }, 1000);
+    expect(all.stages.map((s) => s.type)).toEqual(["penalties", "topK", "topP", "minP", "temperature", "dist"]);
+    expect(all.stages.at(-1)).toEqual({ type: "dist", seed: 5 });
+    const plain = samplerBaton({ topK: 0, topP: 1, minP: 0, seed: 1 }, 1000);
+    expect(plain.stages.map((s) => s.type)).toEqual(["temperature", "dist"]);
+  });
+
+  it("is a greedy pick at temperature 0, after the penalties", () => {
+    expect(samplerBaton({ temperature: 0 }, 1000).stages).toEqual([{ type: "greedy" }]);
+    expect(samplerBaton({ temperature: 0, presencePenalty: 0.5 }, 1000).stages.map((s) => s.type)).toEqual(["penalties", "greedy"]);
+  });
+
+  it("refuses out-of-range values", () => {
+    expect(code(() => samplerBaton({ topK: 1001 }, 1000))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => samplerBaton({ topP: Number.NaN }, 1000))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => samplerBaton({ seed: -1 }, 1000))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => samplerBaton({ temperature: "0" as never }, 1000))).toBe("ERR_INVALID_ARGUMENT");
+  });
+});
+
+describe("load baton", () => {
+  it("fills the placement fields and checks them", () => {
+    const b = loadBaton({}, { gpuLayers: 0, loadMode: "mmap", repack: true, vocabOnly: false });
+    expect(b).toEqual({
+      gpuLayers: 0, loadMode: 1, repack: true, vocabOnly: false, devices: [], splitMode: 1, mainGpu: 0,
+      tensorSplit: [], overridePatterns: [], overrideDevices: [],
+    });
+    expect(code(() => loadBaton({ tensorOverrides: [{ pattern: "(", device: "CPU" }] }, { gpuLayers: 0, loadMode: "mmap", repack: true, vocabOnly: false }))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => loadBaton({ splitMode: "rows" as never }, { gpuLayers: 0, loadMode: "mmap", repack: true, vocabOnly: false }))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => loadBaton({ tensorSplit: [1, -1] }, { gpuLayers: 0, loadMode: "mmap", repack: true, vocabOnly: false }))).toBe("ERR_INVALID_ARGUMENT");
+  });
+});

@@ -82,14 +82,23 @@ export class Sequence {
    */
   async evaluate(tokens: ArrayLike<number>): Promise<number> {
     const ids = toTokenIds(tokens);
-    return this.#exclusive(() => this.#evaluate(ids));
+    return this.#exclusive(async () => {
+      // A cache that lost what the new tokens attend to is evaluated again from the start.
+      const redo = await this.#inner.enqueue(() => {
+        const cached = this.#tokens.list.slice();
+        return cached.slice(this.#cutTo(cached.length, true));
+      });
+      return this.#evaluate(redo.length > 0 ? Int32Array.from([...redo, ...ids]) : ids);
+    });
   }
 
   /**
    * Removes the tokens at positions [start, end) and moves the later ones back, so the cache
    * holds exactly the remaining tokens in order. Where the model cannot shift positions
-   * (recurrent or some sliding-window caches), the tail is evaluated again instead.
-   * @returns whether the cache was shifted in place (false: the tail was re-evaluated).
+   * (recurrent or some sliding-window caches), the tail is evaluated again instead, and where
+   * the cache no longer holds what the tail attends to (a sliding-window layer dropped those
+   * positions, a recurrent state cannot be cut), everything is evaluated again from the start.
+   * @returns whether the cache was shifted in place (false: tokens were evaluated again).
    */
   async removeTokens(start: number, end: number): Promise<boolean> {
     this.#ensureIdle();
@@ -108,12 +117,13 @@ export class Sequence {
       return true;
     }
     return this.#exclusive(async () => {
-      const tail = this.#tokens.list.slice(end);
-      await this.#inner.enqueue(() => {
-        native.seqRemove(this.id, start, -1);
-        this.#tokens.truncate(start);
+      const redo = await this.#inner.enqueue(() => {
+        const cached = this.#tokens.list.slice();
+        // Cutting the end off needs nothing more from the cache; re-evaluating a tail does.
+        const kept = this.#cutTo(start, end < cached.length);
+        return [...cached.slice(kept, start), ...cached.slice(end)];
       });
-      if (tail.length > 0) await this.#evaluate(Int32Array.from(tail));
+      if (redo.length > 0) await this.#evaluate(Int32Array.from(redo));
       return false;
     });
   }
@@ -261,16 +271,99 @@ export class Sequence {
     return job.decodeUs;
   }
 
-  /** Keeps the cached tokens shared with `prompt` and returns the rest to evaluate (at least one). */
+  /**
+   * Keeps the cached tokens shared with `prompt` that generation can continue from (see
+   * {@link Sequence.holds}) and returns the rest to evaluate (at least one).
+   */
   async #reusePrefix(prompt: Int32Array): Promise<Int32Array> {
-    const cached = this.#tokens.list;
-    let common = 0;
-    const max = Math.min(cached.length, prompt.length - 1);
-    while (common < max && cached[common] === prompt[common]) common++;
-    if (common < cached.length) {
-      await this.#inner.enqueue(() => this.#inner.native.seqRemove(this.id, common, -1));
-      this.#tokens.truncate(common);
-    }
-    return prompt.subarray(common);
+    return this.#inner.enqueue(() => {
+      const cached = this.#tokens.list;
+      let common = 0;
+      const max = Math.min(cached.length, prompt.length - 1);
+      while (common < max && cached[common] === prompt[common]) common++;
+      return prompt.subarray(this.#cutTo(common, true));
+    });
   }
+
+  /**
+   * @internal Keeps the longest cached prefix of `prompt` (all but its last token at most) that
+   * generation can continue from, exactly as {@link generate} would, and returns its length: the
+   * prompt tokens that will not be evaluated again.
+   */
+  async keepPrefix(prompt: ArrayLike<number>): Promise<number> {
+    const ids = toTokenIds(prompt, "prompt");
+    return this.#exclusive(async () => ids.length - (await this.#reusePrefix(ids)).length);
+  }
+
+  /**
+   * @internal Whether evaluation can continue after this sequence's first `n` cached tokens, with
+   * the cache as it is now (see the rule at {@link cacheHolds}).
+   */
+  async holds(n: number): Promise<boolean> {
+    this.#inner.check();
+    return this.#inner.enqueue(() => this.#holds(n));
+  }
+
+  /** {@link cacheHolds} for this sequence, read from the native cache. Runs in the context's queue. */
+  #holds(n: number): boolean {
+    const { slidingWindow, recurrent } = this.#inner.context.model.info;
+    const [min, max] = this.#inner.native.seqPosRange(this.id);
+    return cacheHolds({ n, length: this.#tokens.length, min, max, slidingWindow, recurrent });
+  }
+
+  /**
+   * Cuts the cache to its first `keep` tokens and returns how many it kept. With `next` (tokens
+   * are evaluated after them), they are kept only if the cache still holds what those tokens
+   * attend to; where it does not, or where the cache cannot be cut there (a recurrent state), the
+   * sequence is emptied and 0 returned. Runs in the context's queue, so the bookkeeping changes in
+   * the same step as the cells.
+   */
+  #cutTo(keep: number, next: boolean): number {
+    const { native } = this.#inner;
+    let kept = keep;
+    if (kept > 0 && next && !this.#holds(kept)) kept = 0;
+    if (kept < this.#tokens.length && !native.seqRemove(this.id, kept, -1)) {
+      native.seqRemove(this.id, -1, -1);
+      kept = 0;
+    }
+    this.#tokens.truncate(Math.min(kept, this.#tokens.length));
+    return kept;
+  }
+}
+
+/** What {@link cacheHolds} decides from. @internal */
+export interface CacheSpan {
+  /** Cached tokens kept; evaluation continues at position `n`. */
+  readonly n: number;
+  /** Tokens the sequence holds (positions 0..length-1). */
+  readonly length: number;
+  /** llama_memory_seq_pos_min / _max of the sequence (-1 when it holds nothing). */
+  readonly min: number;
+  readonly max: number;
+  /** The model's sliding window (0: none) and whether its state is recurrent. */
+  readonly slidingWindow: number;
+  readonly recurrent: boolean;
+}
+
+/**
+ * Whether a token evaluated at position `n`, after the first `n` cached tokens, sees everything a
+ * fresh evaluation would (llama-server's rule before it reuses a cached prompt):
+ *
+ * - a recurrent (or hybrid) state summarises every token up to the last one and cannot be cut
+ *   back: only `n` = all of them can be continued;
+ * - a sliding-window layer attends to the positions [n - window + 1, n - 1], and llama.cpp's
+ *   sliding-window cache overwrites positions older than the window once it runs out of cells,
+ *   and saves only the window in a state: the oldest position the sequence still holds
+ *   (llama_memory_seq_pos_min, which for such a cache is the sliding layers') must be at most
+ *   n - window + 1 (0 when n is smaller than the window);
+ * - every other layer attends to all positions [0, n - 1]: the sequence must hold position 0.
+ *
+ * The cache is also checked to hold position n - 1 at all. @internal
+ */
+export function cacheHolds(s: CacheSpan): boolean {
+  if (s.n === 0) return true;
+  if (s.n > s.length || s.min < 0 || s.max < s.n - 1) return false;
+  if (s.recurrent) return s.n === s.length;
+  const oldestNeeded = s.slidingWindow > 0 ? Math.max(0, s.n - s.slidingWindow + 1) : 0;
+  return s.min <= oldestNeeded;
 }

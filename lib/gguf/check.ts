@@ -1,7 +1,8 @@
 /**
- * Model sanity: what llama.cpp asserts (aborting the whole process) instead of reporting.
+ * Model sanity: what llama.cpp asserts (aborting the whole process) instead of reporting, and
+ * hyperparameters no model can have that it loads anyway and then runs wrongly.
  * {@link checkModel} refuses such metadata, tensor types and tokenizers in a parsed header, so a
- * file that would crash llama.cpp becomes a {@link LlamemError} instead.
+ * file that would crash or mislead llama.cpp becomes a {@link LlamemError} instead.
  *
  * @packageDocumentation
  */
@@ -19,8 +20,24 @@ const LLAMA_MAX_LAYERS = 512;
 const LLAMA_MAX_EXPERTS = 1024;
 /** The values llama_rope_scaling_type_from_string knows. */
 const ROPE_SCALING_TYPES: ReadonlySet<string> = new Set(["none", "linear", "yarn", "longrope"]);
-/** Architectures whose hparams get the llama checks (head geometry). */
-const LLAMA_LIKE: ReadonlySet<string> = new Set(["llama"]);
+/**
+ * Architectures whose every layer is RoPE attention with n_embd / n_head (or key_length) wide
+ * heads: they get the head-geometry checks (heads and key/value heads in every layer, a whole,
+ * even head size). Other architectures may have attention-free layers (0 heads or 0 key/value
+ * heads marks a recurrent layer in several), so only what holds for all is checked there.
+ */
+const ROPE_TRANSFORMERS: ReadonlySet<string> = new Set(["llama", "mistral3", "qwen2", "qwen2moe", "qwen3", "qwen3moe", "gemma", "gemma2", "gemma3", "phi3"]);
+/**
+ * Architectures that make layers sliding-window whatever `sliding_window` says (src/models/*.cpp
+ * set the SWA type unconditionally): a window of 0 there masks every position, the token's own
+ * included, and attention yields NaN. The others turn sliding windows off at 0.
+ */
+const ALWAYS_SLIDING: ReadonlySet<string> = new Set([
+  "gemma2", "gemma3n", "gemma4", "gemma4-assistant", "gemma-embedding", "cohere2", "cohere2moe", "deepseek4", "dots3note",
+  "exaone-moe", "granite_swa", "maple", "mimo2", "muse-glimmer", "gpt-oss", "spark2_5", "step35",
+]);
+/** Architectures llama.cpp loads without the common hyperparameters (image encoders). */
+const NO_COMMON_HPARAMS: ReadonlySet<string> = new Set(["clip"]);
 
 /** Special-token defaults of llama.cpp's tokenizer models (llama-vocab.cpp), -1 for none. */
 const TOKENIZER_DEFAULTS: Readonly<Record<string, { bos: number; eos: number; sep: number; addBos: boolean; addEos: boolean; addSep: boolean }>> = {
@@ -48,19 +65,35 @@ function invalidModel(message: string): LlamemError {
   return new LlamemError("ERR_GGUF_INVALID", `${message} (llama.cpp would abort the process on this file)`);
 }
 
+/** A value no model can have, which llama.cpp loads anyway and then runs wrongly. */
+function impossible(message: string): LlamemError {
+  return new LlamemError("ERR_GGUF_INVALID", `${message}: this header describes no model llama.cpp can run correctly`);
+}
+
 /**
  * Checks what llama.cpp does not check gracefully: values its loader or ggml's kernels
- * `GGML_ASSERT` (which aborts the whole process) instead of returning an error. A file that
- * passes can still fail in llama.cpp, but as an ERR_MODEL_LOAD, not a crash. Only values that
- * are present are checked, so vocabulary-only files and unknown architectures pass.
+ * `GGML_ASSERT` (which aborts the whole process) instead of returning an error, and impossible
+ * values it accepts and then computes nonsense with. A file that passes can still fail in
+ * llama.cpp, but as an ERR_MODEL_LOAD, not a crash. Mostly only values that are present are
+ * checked, so vocabulary-only files and unknown architectures pass; the keys every model needs
+ * are required only in a file holding a model's weights.
  *
  * - layers: `<arch>.block_count` in 1..512, `<arch>.nextn_predict_layers` at most that;
  * - experts: `<arch>.expert_count` ≤ 1024, `expert_used_count` in 1..expert_count when there
  *   are experts and 0 when there are none, expert groups consistent;
  * - `<arch>.rope.scaling.type` one of none, linear, yarn, longrope; `<arch>.rope.dimension_count` even;
  * - norm epsilons finite and ≥ 0;
- * - attention heads: `head_count_kv` divides `head_count` (per layer); for llama, both > 0 and a
- *   head size (`embedding_length / head_count` or `key_length`) that is whole and even;
+ * - attention heads: `head_count_kv` divides `head_count` (per layer); a `key_length` or
+ *   `value_length` of 0 is refused where there are heads; for RoPE transformers (llama, qwen2/3,
+ *   gemma/2/3, phi3, …) every layer has heads and key/value heads, and the head size
+ *   (`embedding_length / head_count` or `key_length`) is whole, not 0, and even;
+ *   `rope.dimension_count` (and its `_swa` twin) is at most the head size it rotates (ggml asserts);
+ * - the common hyperparameters every architecture but `clip` needs: `context_length` and
+ *   `embedding_length` at least 1 where present, and present (with `block_count`) in a file that
+ *   holds a model's weights (`token_embd.weight`); a context length of 0 loads in llama.cpp and
+ *   then runs with nothing to size YaRN or the default context from;
+ * - sliding windows: a `sliding_window` of 0 where a `sliding_window_pattern` asks for sliding
+ *   layers, or in an architecture whose layers slide whatever the key says (gemma2, gpt-oss, …);
  * - tensors: 1-D norm weights and biases in f32; matrices not in a type ggml cannot compute
  *   with (q8_1, q8_K, i8–i64, f64);
  * - tokenizer: at least one token, no duplicate token strings, a BOS/EOS/SEP token whenever the
@@ -77,7 +110,10 @@ export function checkModel(file: Pick<GgufFile, "metadata" | "tensors">): void {
 /** {@link checkModel} in steps, so the async reader can let the event loop run in between. @internal */
 export function* checkModelSteps(file: Pick<GgufFile, "metadata" | "tensors">): Generator<void, void, void> {
   const arch = metadataString(file, "general.architecture");
-  if (arch !== undefined) checkHparams(file, arch);
+  if (arch !== undefined) {
+    checkHparams(file, arch);
+    checkImpossible(file, arch);
+  }
   checkTensorTypes(file);
   yield* checkTokenizer(file);
 }
@@ -144,19 +180,78 @@ function checkHparams(file: Pick<GgufFile, "metadata">, arch: string): void {
     }
   }
 
-  if (!LLAMA_LIKE.has(arch)) return;
-  const nHead = heads?.length === 1 ? heads[0] : undefined;
-  const nHeadKv = kvHeads?.length === 1 ? kvHeads[0] : undefined;
-  if (nHead !== undefined && nHead <= 0) throw invalidModel(`'${k("attention.head_count")}' is ${nHead}; a llama model needs heads`);
-  if (nHeadKv !== undefined && nHeadKv <= 0) throw invalidModel(`'${k("attention.head_count_kv")}' is ${nHeadKv}; a llama model needs key/value heads`);
+  if (!ROPE_TRANSFORMERS.has(arch)) return;
+  if (heads?.some((h) => h <= 0)) throw invalidModel(`'${k("attention.head_count")}' is ${heads.join(",")}; a ${arch} model needs heads in every layer`);
+  if (kvHeads?.some((h) => h <= 0)) throw invalidModel(`'${k("attention.head_count_kv")}' is ${kvHeads.join(",")}; a ${arch} model needs key/value heads in every layer`);
+  const nHead = heads?.[0];
   const embd = one("embedding_length");
-  const keyLength = one("attention.key_length");
-  if (nHead !== undefined && nHead > 0 && embd !== undefined) {
-    if (keyLength === undefined && embd % nHead !== 0) {
+  for (const [which, key] of [["key", "attention.key_length"], ["value", "attention.value_length"]] as const) {
+    const given = one(key);
+    if (nHead === undefined || nHead <= 0 || (given === undefined && embd === undefined)) continue;
+    if (given === undefined && (embd as number) % nHead !== 0) {
       throw invalidModel(`'${k("embedding_length")}' ${embd} is not a multiple of the ${nHead} attention heads`);
     }
-    const headDim = keyLength ?? embd / nHead;
-    if (headDim % 2 !== 0) throw invalidModel(`the attention heads are ${headDim} wide; RoPE needs an even head size`);
+    const headDim = given ?? (embd as number) / nHead;
+    if (headDim <= 0) throw impossible(`the attention heads' ${which}s are 0 wide`);
+    if (which === "key" && headDim % 2 !== 0) throw invalidModel(`the attention heads are ${headDim} wide; RoPE needs an even head size`);
+  }
+}
+
+/**
+ * Values llama.cpp loads without complaint but no model can have: it then runs wrongly (a
+ * context length of 0, NaN from a window that masks everything) or aborts at the first decode
+ * (RoPE over more dimensions than a head has).
+ */
+function checkImpossible(file: Pick<GgufFile, "metadata" | "tensors">, arch: string): void {
+  if (NO_COMMON_HPARAMS.has(arch)) return;
+  const k = (name: string) => `${arch}.${name}`;
+  const one = (name: string): number | undefined => {
+    const v = intValues(file, k(name));
+    return v && v.length === 1 ? v[0] : undefined;
+  };
+  // A file with a model's weights is loaded with these keys required (llama_model_base::load_hparams).
+  const weights = file.tensors.some((t) => t.name === "token_embd.weight");
+  for (const [name, what] of [["context_length", "a trained context"], ["embedding_length", "an embedding width"], ["block_count", "layers"]] as const) {
+    const present = file.metadata.has(k(name));
+    const v = one(name);
+    if (present && v !== undefined && v < 1) throw impossible(`'${k(name)}' is ${v}; a model has ${what} of at least 1`);
+    if (!present && weights) throw impossible(`'${k(name)}' is missing; llama.cpp needs it to load a ${arch} model`);
+  }
+
+  // RoPE rotates dimension pairs within a head: ggml asserts n_dims <= the head's width.
+  const heads = intValues(file, k("attention.head_count"));
+  const nHead = heads?.[0];
+  const embd = one("embedding_length");
+  const keyLength = one("attention.key_length") ?? (nHead !== undefined && nHead > 0 && embd !== undefined ? Math.floor(embd / nHead) : undefined);
+  if (heads?.some((h) => h > 0)) {
+    for (const name of ["attention.key_length", "attention.value_length", "attention.key_length_swa", "attention.value_length_swa"]) {
+      if (one(name) === 0) throw impossible(`'${k(name)}' is 0 but the model has attention heads`);
+    }
+  }
+  const rope = one("rope.dimension_count");
+  if (rope !== undefined && keyLength !== undefined && keyLength > 0 && rope > keyLength) {
+    throw invalidModel(`'${k("rope.dimension_count")}' is ${rope}, more than the ${keyLength}-wide attention heads it rotates`);
+  }
+  const ropeSwa = one("rope.dimension_count_swa");
+  const keySwa = one("attention.key_length_swa") ?? keyLength;
+  if (ropeSwa !== undefined && keySwa !== undefined && keySwa > 0 && ropeSwa > keySwa) {
+    throw invalidModel(`'${k("rope.dimension_count_swa")}' is ${ropeSwa}, more than the ${keySwa}-wide sliding-window heads it rotates`);
+  }
+
+  // A sliding window of 0 in layers that slide: every position is masked, even the token's own.
+  const window = one("attention.sliding_window");
+  if (window === 0) {
+    const pattern = file.metadata.get(k("attention.sliding_window_pattern"));
+    let sliding: boolean | undefined;
+    if (pattern?.type === GGUF_VALUE_TYPE.ARRAY) sliding = (pattern.value as readonly unknown[]).some((v) => v === true || (typeof v === "number" && v !== 0));
+    else if (pattern !== undefined) {
+      const n = intValues(file, k("attention.sliding_window_pattern"))?.[0];
+      // llama_hparams::set_swa_pattern: 0 makes every layer slide, 1 none, n the first n-1 of every n.
+      if (n !== undefined) sliding = n !== 1;
+    }
+    if (sliding === true || (sliding === undefined && ALWAYS_SLIDING.has(arch))) {
+      throw impossible(`'${k("attention.sliding_window")}' is 0 but ${sliding ? `'${k("attention.sliding_window_pattern")}' makes layers slide` : `${arch} layers slide`}; a window must hold at least the token itself`);
+    }
   }
 }
 

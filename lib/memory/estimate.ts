@@ -46,6 +46,18 @@ export interface MemoryEstimate {
   total: number;
 }
 
+/**
+ * Bytes of host weights that sit in a buffer of their own instead of the file's pages: every
+ * host buffer type but the plain "CPU" one and the mapped "*_Mapped" ones, so CPU_REPACK, AMX
+ * and any other layout the CPU backend converts weights into, and a GPU backend's pinned host
+ * buffer. Loaded with mmap, each of these tensors is read through the mapping and its pages stay
+ * resident beside the copy (the mapped range spans the tensors in between), so the same weights
+ * would count twice; the auto load mode reads such a file instead. @internal
+ */
+export function hostCopiedWeights(rows: readonly Pick<MemoryRow, "bufferType" | "host" | "model">[]): number {
+  return rows.filter((r) => r.host && r.bufferType !== "CPU" && !r.bufferType.endsWith("_Mapped")).reduce((s, r) => s + r.model, 0);
+}
+
 /** Groups llama.cpp's per-buffer-type rows by device. @internal */
 export function groupByDevice(rows: MemoryRow[], devices: NativeEstimate["devices"]): DeviceEstimate[] {
   const out = new Map<string, DeviceEstimate>();

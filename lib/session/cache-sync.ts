@@ -107,6 +107,9 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
     }
   }
   await sharePrefix(seq, prompt, o.self);
+  // What generation will really reuse: the common prefix, unless the cache lost positions the
+  // rest attends to (a sliding window's, a recurrent state's), when it starts over.
+  const reused = await seq.keepPrefix(prompt);
   // Tokens of messages that were in the last prompt and now need evaluating again.
   const kept = new Set<object>();
   for (const it of before?.items ?? []) if (it.prompt) kept.add(it.key);
@@ -115,27 +118,34 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
     const span = r.spans[i];
     if (span && kept.has(it.key)) keptEnd = span.end;
   });
-  const reevaluatedTokens = Math.max(0, keptEnd - commonPrefix(seq.tokens, prompt, max));
+  const reevaluatedTokens = Math.max(0, keptEnd - reused);
   return { kvReused: reevaluatedTokens === 0, reevaluatedTokens };
 }
 
-/** Copies the cells of an idle peer on the same context whose cache shares a longer prefix of `prompt`. */
+/**
+ * Copies the cells of an idle peer on the same context whose cache shares a longer prefix of
+ * `prompt`, if its cache still holds what the rest of the prompt attends to there.
+ */
 async function sharePrefix(seq: Sequence, prompt: Int32Array, self: CachePeer): Promise<void> {
   const max = prompt.length - 1;
-  let best: Sequence | undefined;
-  let bestLength = Math.max(MIN_SHARED_PREFIX - 1, commonPrefix(seq.tokens, prompt, max));
+  const own = commonPrefix(seq.tokens, prompt, max);
+  const floor = Math.max(MIN_SHARED_PREFIX - 1, own > 0 && (await seq.holds(own)) ? own : 0);
+  const candidates: { peer: CachePeer; other: Sequence; n: number }[] = [];
   for (const peer of peersOn(seq.context)) {
     const other = peer.sequence();
     if (peer === self || peer.busy() || !other || other === seq || other.busy) continue;
     const n = commonPrefix(other.tokens, prompt, max);
-    if (n > bestLength) {
-      best = other;
-      bestLength = n;
-    }
+    if (n > floor) candidates.push({ peer, other, n });
   }
-  if (!best) return;
-  await best.copyTo(seq);
-  await seq.removeTokens(bestLength, seq.tokens.length);
+  candidates.sort((a, b) => b.n - a.n);
+  for (const { peer, other, n } of candidates) {
+    if (!(await other.holds(n))) continue;
+    // The peer may have started a turn while we asked.
+    if (peer.busy() || other.busy || peer.sequence() !== other || commonPrefix(other.tokens, prompt, max) < n) continue;
+    await other.copyTo(seq);
+    await seq.removeTokens(n, seq.tokens.length);
+    return;
+  }
 }
 
 /** The layout after a turn: the prompt's message spans, and the reply's cells after them. */

@@ -125,10 +125,11 @@ export interface MemoryEvent {
   /**
    * Whether the messages kept after the evicted ones stayed in the KV cache (cut out and shifted
    * in place). False when they had to be evaluated again: kvReuse "prefix", a cache that cannot
-   * shift, or a new summary placed before them.
+   * shift, a new summary placed before them, or a cache that no longer holds positions they
+   * attend to (a sliding-window layer's oldest, a recurrent state), which starts over.
    */
   readonly kvReused: boolean;
-  /** Tokens of kept messages evaluated again because of this turn's evictions. */
+  /** Tokens of kept messages evaluated again because of this turn's evictions (as generation really evaluates them). */
   readonly reevaluatedTokens: number;
 }
 
@@ -147,10 +148,16 @@ export interface ResolvedMemory {
 
 const STRATEGIES: readonly MemoryStrategy[] = ["slidingWindow", "tokenBudget", "summarize"];
 
+const isObject = (x: unknown): x is object => typeof x === "object" && x !== null && !Array.isArray(x);
+
 /** Validates memory options and applies the defaults. @internal */
 export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
+  if (!isObject(o)) invalidArgument("memory must be an object");
   const strategy = o.strategy ?? "tokenBudget";
   if (!STRATEGIES.includes(strategy)) invalidArgument(`memory.strategy must be one of ${STRATEGIES.join(", ")}`);
+  if (o.keepSystem !== undefined && typeof o.keepSystem !== "boolean") invalidArgument("memory.keepSystem must be true or false");
+  if (o.pinned !== undefined && typeof o.pinned !== "function") invalidArgument("memory.pinned must be a function");
+  if (o.archive !== undefined && !isObject(o.archive)) invalidArgument("memory.archive must be an object");
   const b = o.budget;
   if (b !== undefined && !(Number.isFinite(b) && ((b > 0 && b < 1) || (Number.isInteger(b) && b >= 1)))) {
     invalidArgument("memory.budget must be an integer >= 1 (tokens) or a fraction in (0, 1) of the context");
@@ -163,8 +170,10 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
   if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) invalidArgument("memory.archive.maxAge must be a non-negative number of ms");
   const kvReuse = o.kvReuse ?? "shift";
   if (kvReuse !== "shift" && kvReuse !== "prefix") invalidArgument('memory.kvReuse must be "shift" or "prefix"');
-  const s = o.summarize ?? {};
+  const s = o.summarize === undefined ? {} : o.summarize;
   if (typeof s !== "function") {
+    if (!isObject(s)) invalidArgument("memory.summarize must be a function or an object");
+    if (s.prompt !== undefined && typeof s.prompt !== "string") invalidArgument("memory.summarize.prompt must be a string");
     if (s.maxTokens !== undefined && (!Number.isInteger(s.maxTokens) || s.maxTokens < 1)) invalidArgument("memory.summarize.maxTokens must be a positive integer");
   }
   return {

@@ -275,7 +275,7 @@ export async function buildCorpus(): Promise<CorpusCase[]> {
   add("hparams", "nextn_predict_layers above block_count", meta((m) => m.set("llama.nextn_predict_layers", gguf.u32(5))), INVALID);
   add("hparams", "unknown rope scaling type", meta((m) => m.set("llama.rope.scaling.type", gguf.str("bogus"))), INVALID);
   add("hparams", "rope dimension count 8 (not the head size)", meta((m) => m.set("llama.rope.dimension_count", gguf.u32(8))), LOAD_FAILS);
-  add("hparams", "context_length 0", meta((m) => m.set("llama.context_length", gguf.u32(0))), { stage: "done" });
+  add("hparams", "context_length 0", meta((m) => m.set("llama.context_length", gguf.u32(0))), INVALID);
   add("hparams", "rms epsilon NaN", meta((m) => m.set("llama.attention.layer_norm_rms_epsilon", gguf.f32(Number.NaN))), INVALID);
   add("hparams", "rms epsilon -1", meta((m) => m.set("llama.attention.layer_norm_rms_epsilon", gguf.f32(-1))), INVALID);
   add("hparams", "rope freq base NaN", meta((m) => m.set("llama.rope.freq_base", gguf.f32(Number.NaN))), OK);

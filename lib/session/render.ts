@@ -37,9 +37,22 @@ interface CachedPiece {
   readonly tokens: Int32Array;
 }
 
+/** The text a message adds to the rendered chat, as last seen: reused while the message is unchanged. */
+interface CachedText {
+  readonly role: string;
+  readonly content: string;
+  readonly first: boolean;
+  readonly text: string;
+}
+
+/** Lets the event loop run between template calls: one call on a long history takes milliseconds. */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 export class Renderer {
   /** Tokens of each message's piece of text, so a render only tokenizes new messages' prefixes. */
   readonly #pieces = new WeakMap<object, CachedPiece>();
+  /** Each message's piece of text, so a render calls the template for new messages only. */
+  readonly #texts = new WeakMap<object, CachedText>();
 
   constructor(
     readonly model: Model,
@@ -50,7 +63,7 @@ export class Renderer {
   async render(items: readonly RenderItem[], addAssistant = true): Promise<Rendered> {
     const messages = items.map((m) => ({ role: m.role, content: m.content }));
     const format = (n: number, assistant: boolean) =>
-      this.model.applyChatTemplate(messages.slice(0, n), { addAssistant: assistant, template: this.template });
+      this.model.applyChatTemplate(n === messages.length ? messages : messages.slice(0, n), { addAssistant: assistant, template: this.template });
     const full = format(messages.length, addAssistant);
     const raw = await this.#tokenize(full);
     const { bos, addBos } = this.model.info;
@@ -58,34 +71,141 @@ export class Renderer {
     const lead = addBos && raw[0] !== bos ? 1 : 0;
     const tokens = lead ? withLead(bos, raw) : raw;
 
-    // Each message's text is what format(0..i) adds to format(0..i-1); a template that rewrites
-    // earlier text when a message is added has no per-message spans.
-    const prefixes: string[] = [""];
-    for (let i = 1; i <= messages.length; i++) {
-      const text = format(i, false);
-      if (!text.startsWith(prefixes[i - 1] as string)) break;
-      prefixes.push(text);
-    }
+    const texts = await this.#pieceTexts(items, full, format);
     const spans: (Span | undefined)[] = items.map(() => undefined);
-    if (!full.startsWith(prefixes[prefixes.length - 1] as string)) return { items, tokens, spans };
     let pos = 0;
-    for (let i = 0; i + 1 < prefixes.length; i++) {
+    let at = 0;
+    let byteAt = 0;
+    let ends: Map<number, number> | undefined | null = null;
+    for (let i = 0; i < texts.length; i++) {
       const item = items[i] as RenderItem;
-      const text = (prefixes[i + 1] as string).slice((prefixes[i] as string).length);
+      const text = texts[i] as string;
       const first = i === 0;
+      at += text.length;
+      byteAt += Buffer.byteLength(text);
       let piece = this.#pieces.get(item.key);
       if (!piece || piece.text !== text || piece.first !== first || !matchesAt(raw, pos, piece.tokens)) {
-        // Tokenizing the whole prefix (not the piece alone) gives the tokens the piece has in context.
-        const prefix = await this.#tokenize(prefixes[i + 1] as string);
-        if (!startsWith(prefix, raw, pos)) break;
-        piece = { text, first, tokens: prefix.slice(pos) };
-        if (!matchesAt(raw, pos, piece.tokens)) break;
+        // Where the prompt's tokens render back to its text, a piece's tokens are those up to the
+        // token that ends where the piece's text ends (none ends there: a token merges across).
+        if (ends === null) ends = await this.#tokenEnds(raw, full);
+        let own: Int32Array | undefined;
+        if (ends) {
+          const end = ends.get(byteAt);
+          if (end === undefined) break;
+          own = raw.slice(pos, end);
+        } else {
+          // Otherwise tokenizing the whole prefix gives the piece's tokens in context (slower).
+          const prefix = await this.#tokenize(full.slice(0, at));
+          if (!startsWith(prefix, raw, pos)) break;
+          own = prefix.slice(pos);
+          if (!matchesAt(raw, pos, own)) break;
+        }
+        piece = { text, first, tokens: own };
         this.#pieces.set(item.key, piece);
       }
       spans[i] = { start: lead + pos, end: lead + pos + piece.tokens.length };
       pos += piece.tokens.length;
     }
     return { items, tokens, spans };
+  }
+
+  /**
+   * The text each message adds to the chat: format(0..i+1) less format(0..i). Messages seen
+   * before keep their text, so a turn calls the template for the new messages only (rendering
+   * every prefix of a long history would be quadratic). The texts must add up to the start of
+   * `full`; where they do not (a template that writes a message differently depending on the
+   * others), every prefix is rendered again, and the list stops at the first message whose text
+   * is not its own.
+   */
+  async #pieceTexts(items: readonly RenderItem[], full: string, format: (n: number, assistant: boolean) => string): Promise<string[]> {
+    const known = items.map((it, i) => {
+      const c = this.#texts.get(it.key);
+      return c && c.role === it.role && c.content === it.content && c.first === (i === 0) ? c.text : undefined;
+    });
+    const prefixes = new Map<number, string>([[0, ""]]);
+    const prefix = async (n: number): Promise<string> => {
+      let p = prefixes.get(n);
+      if (p === undefined) {
+        if (prefixes.size > 1) await yieldToLoop();
+        p = format(n, false);
+        prefixes.set(n, p);
+      }
+      return p;
+    };
+    // A new message's text, from a window of it and the message before it: what it adds to that
+    // one alone. Two small template calls, whatever the history's length; the check against the
+    // whole prompt below catches a template whose text for a message depends on more.
+    const window = (list: readonly RenderItem[]) =>
+      this.model.applyChatTemplate(list.map((m) => ({ role: m.role, content: m.content })), { addAssistant: false, template: this.template });
+    let consistent = true;
+    let slice = performance.now();
+    for (let i = 0; i < items.length && consistent; i++) {
+      if (known[i] !== undefined) continue;
+      if (performance.now() - slice > 4) {
+        await yieldToLoop();
+        slice = performance.now();
+      }
+      const item = items[i] as RenderItem;
+      const before = i === 0 ? "" : window([items[i - 1] as RenderItem]);
+      const after = i === 0 ? window([item]) : window([items[i - 1] as RenderItem, item]);
+      if (after.startsWith(before)) known[i] = after.slice(before.length);
+      else consistent = false;
+    }
+    let at = 0;
+    for (const t of known) {
+      if (!consistent || t === undefined || !full.startsWith(t, at)) {
+        consistent = false;
+        break;
+      }
+      at += t.length;
+    }
+    if (!consistent) return this.#allPrefixes(items, full, prefix);
+    items.forEach((it, i) => this.#texts.set(it.key, { role: it.role, content: it.content, first: i === 0, text: known[i] as string }));
+    return known as string[];
+  }
+
+  /** Every prefix rendered: the texts of the leading messages whose text is their own. */
+  async #allPrefixes(items: readonly RenderItem[], full: string, prefix: (n: number) => Promise<string>): Promise<string[]> {
+    const texts: string[] = [];
+    let before = "";
+    for (let i = 1; i <= items.length; i++) {
+      const text = await prefix(i);
+      if (!text.startsWith(before)) break;
+      texts.push(text.slice(before.length));
+      before = text;
+    }
+    if (!full.startsWith(before)) return [];
+    items.slice(0, texts.length).forEach((it, i) => this.#texts.set(it.key, { role: it.role, content: it.content, first: i === 0, text: texts[i] as string }));
+    return texts;
+  }
+
+  /**
+   * The byte offset in `full` where each token of `raw` ends, mapped to the index after it; or
+   * undefined when the tokens do not render back to `full` (a tokenizer that normalizes the
+   * text). A leading space that SentencePiece tokenizers add is allowed and skipped. Pieces are
+   * read in slices, letting the event loop run between them.
+   */
+  async #tokenEnds(raw: Int32Array, full: string): Promise<Map<number, number> | undefined> {
+    const bytes = Buffer.from(full, "utf8");
+    const lengths = new Int32Array(raw.length);
+    const pieces: Buffer[] = [];
+    for (let i = 0; i < raw.length; i++) {
+      if (i > 0 && i % 2048 === 0) await yieldToLoop();
+      const piece = this.model.tokenToPiece(raw[i] as number, { special: true });
+      pieces.push(piece);
+      lengths[i] = piece.length;
+    }
+    const rendered = Buffer.concat(pieces);
+    const skip = rendered.length - bytes.length;
+    if ((skip !== 0 && !(skip === 1 && rendered[0] === 0x20)) || !rendered.subarray(skip).equals(bytes)) return undefined;
+    const ends = new Map<number, number>();
+    let offset = -skip;
+    for (let i = 0; i < raw.length; i++) {
+      if (i > 0 && i % 16384 === 0) await yieldToLoop();
+      offset += lengths[i] as number;
+      if (offset > 0) ends.set(offset, i + 1);
+    }
+    return ends;
   }
 
   #tokenize(text: string): Promise<Int32Array> {

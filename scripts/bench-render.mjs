@@ -1,0 +1,54 @@
+#!/usr/bin/env node
+// How long a session's prompt blocks the event loop with a long history: the history is set to
+// N short messages, then one prompt runs (1 generated token) while a 1 ms timer measures the
+// longest gap between its ticks. Repeated for several N; a second prompt shows the steady state.
+//
+//   npm run bench:render -- [--messages 1000,2000,10000] [--ctx 32768]
+import { readdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const lib = await import(pathToFileURL(join(root, "dist", "lib", "index.js")).href);
+const synth = await import(pathToFileURL(join(root, "dist", "lib", "gguf", "synthetic.js")).href);
+const { values } = parseArgs({ options: { messages: { type: "string", default: "1000,2000,10000" }, ctx: { type: "string", default: "32768" } } });
+
+const path = join(tmpdir(), `llamem-bench-render-tiny-f16-v${synth.SYNTHETIC_FORMAT_VERSION}.gguf`);
+if (!readdirSync(tmpdir()).includes(path.split("/").pop())) await synth.writeSyntheticModel(path, { preset: "tiny", type: "f16", seed: 1 });
+
+/** Runs `work` while a 1 ms timer records the longest gap between its ticks. */
+async function longestBlock(work) {
+  let last = performance.now();
+  let worst = 0;
+  const timer = setInterval(() => {
+    const now = performance.now();
+    worst = Math.max(worst, now - last);
+    last = now;
+  }, 1);
+  const t0 = performance.now();
+  try {
+    await work();
+  } finally {
+    clearInterval(timer);
+  }
+  return { worst, total: performance.now() - t0 };
+}
+
+const model = await lib.loadModel(path);
+const rows = [];
+for (const n of values.messages.split(",").map(Number)) {
+  const session = await lib.createSession(model, { context: { contextSize: Number(values.ctx) }, maxTokens: 1 });
+  session.setHistory(Array.from({ length: n }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `note ${i}` })));
+  const first = await longestBlock(() => session.prompt("and now?", { temperature: 0 }));
+  const second = await longestBlock(() => session.prompt("and then?", { temperature: 0 }));
+  rows.push({ messages: n, first, second, kept: session.history.length });
+  await session.dispose();
+}
+await model.dispose();
+console.log("| messages | kept after the budget | 1st prompt: longest block / total (ms) | 2nd prompt: longest block / total (ms) |");
+console.log("|---|---|---|---|");
+for (const r of rows) {
+  console.log(`| ${r.messages} | ${r.kept} | ${r.first.worst.toFixed(1)} / ${r.first.total.toFixed(0)} | ${r.second.worst.toFixed(1)} / ${r.second.total.toFixed(0)} |`);
+}

@@ -7,9 +7,11 @@
 #include <mutex>
 
 #include "args.h"
+#include "backends.h"
 #include "context.h"
 #include "errors.h"
 #include "model.h"
+#include "rpc.h"
 #include "sampler.h"
 #include "llama.h"
 
@@ -31,12 +33,15 @@ void LogCallback(enum ggml_log_level level, const char* text, void*) {
   std::fputs(text, stderr);
 }
 
-void InitBackendOnce() {
+// Returns why the backends could not be loaded, or an empty string.
+const std::string& InitBackendOnce() {
   static std::once_flag once;  // process-wide by nature: llama.cpp's backend registry is global
   std::call_once(once, [] {
     llama_log_set(LogCallback, nullptr);
     llama_backend_init();
   });
+  // A prebuild loads its CPU variant (and any backend modules beside it) here.
+  return LoadBackendsOnce();
 }
 
 }  // namespace
@@ -66,7 +71,9 @@ std::string TakeLastNativeError() {
 }
 
 Addon::Addon(Napi::Env env, Napi::Object exports) {
-  InitBackendOnce();
+  const std::string& why = InitBackendOnce();
+  // require() fails with this error: lib/internal/native.ts reports it as ERR_NATIVE_LOAD.
+  if (!why.empty()) throw MakeError(env, "ERR_NATIVE_LOAD", why);
   DefineAddon(exports, {
       InstanceMethod("setLogLevel", &Addon::SetLogLevel),
       InstanceMethod("systemInfo", &Addon::SystemInfo),
@@ -75,6 +82,7 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
   exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
   exports.Set("rpcAddServer", Napi::Function::New(env, RpcAddServer, "rpcAddServer"));
   exports.Set("rpcServe", Napi::Function::New(env, RpcServe, "rpcServe"));
+  exports.Set("rpcServers", Napi::Function::New(env, RpcServers, "rpcServers"));
   env.AddCleanupHook([this] { CloseAll(); });
   Model::Init(env, exports, *this);
   Context::Init(env, exports, *this);
@@ -123,6 +131,15 @@ Napi::Value Addon::SystemInfo(const Napi::CallbackInfo& info) {
   out.Set("supportsGpuOffload", llama_supports_gpu_offload());
   out.Set("maxDevices", static_cast<double>(llama_max_devices()));
   out.Set("maxParallelSequences", static_cast<double>(llama_max_parallel_sequences()));
+  // Which CPU backend runs: "native" (a source build), "portable", or a prebuild's variant.
+  CpuBackendInfo cpu = CpuBackend();
+  Napi::Object backend = Napi::Object::New(env);
+  backend.Set("variant", cpu.variant);
+  backend.Set("path", cpu.path.empty() ? env.Null() : Napi::String::New(env, cpu.path));
+  Napi::Array features = Napi::Array::New(env, cpu.features.size());
+  for (size_t i = 0; i < cpu.features.size(); i++) features.Set(static_cast<uint32_t>(i), cpu.features[i]);
+  backend.Set("features", features);
+  out.Set("cpuBackend", backend);
   return out;
 }
 

@@ -42,10 +42,8 @@ class Addon : public Napi::Addon<Addon> {
   std::vector<std::weak_ptr<std::atomic<bool>>> cancels_;
 };
 
-// Free functions exported beside the classes (devices.cc, quantize.cc).
+// Free functions exported beside the classes (devices.cc, quantize.cc; rpc.h has the RPC ones).
 Napi::Value Devices(const Napi::CallbackInfo& info);
-Napi::Value RpcAddServer(const Napi::CallbackInfo& info);
-Napi::Value RpcServe(const Napi::CallbackInfo& info);
 Napi::Value Quantize(const Napi::CallbackInfo& info);
 
 // Fetches the per-env Addon instance.

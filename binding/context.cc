@@ -3,10 +3,14 @@
 #include <string>
 #include <vector>
 
+#include <cstdio>
+
 #include "args.h"
 #include "errors.h"
+#include "llama-context.h"  // llama_context::memory_update: KV changes llama.cpp defers to the next decode
 #include "llama-ext.h"  // llama_get_memory_breakdown
 #include "llama-model.h"  // hparams: per-layer head sizes for the cache checks
+#include "rpc.h"
 #include "worker.h"
 
 namespace llamem {
@@ -30,6 +34,14 @@ const char* KvTypeProblem(ggml_type t, bool is_v) {
 
 bool AbortCallback(void* data) { return static_cast<std::atomic<bool>*>(data)->load(std::memory_order_relaxed); }
 
+// llama.cpp defers two KV changes to the start of the next llama_decode: a copy between
+// sequences in different streams (kvUnified false: seq_cp moves the cells' metadata at once and
+// the data at the next update) and a K-shift. Reading or writing a sequence's cells before that
+// would see the new metadata with the old data: a saved state missing the copied cells' data, or
+// a restore the pending copy overwrites. Every worker that reads or writes cell data outside a
+// decode applies them first, as the decode does (a no-op when nothing is pending).
+void ApplyPendingKv(llama_context* ctx) { ctx->memory_update(false); }
+
 // llama_memory_can_shift, except a quantized K cache whose heads are not a multiple of 64
 // wide: this llama.cpp's K-shift graph for it (no Hadamard rotation) crashes the process.
 bool CanShift(llama_context* ctx, const llama_model* model, const llama_context_params& p) {
@@ -51,6 +63,7 @@ class CreateWorker : public PromiseWorker {
  protected:
   void Run() override {
     CheckContextFits(model_->model, params_);
+    CheckRpcServers(model_->rpc, "creating the context");
     TakeLastNativeError();
     llama_context* ctx = llama_init_from_model(model_->model, params_);
     if (ctx == nullptr) {
@@ -99,6 +112,8 @@ class StateGetWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(h_->mu);
     if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    CheckRpcServers(h_->model->rpc, "saving the state");
+    ApplyPendingKv(h_->ctx);
     const size_t size = llama_state_seq_get_size(h_->ctx, seq_);
     data_.resize(size);
     const size_t n = llama_state_seq_get_data(h_->ctx, data_.data(), data_.size(), seq_);
@@ -122,6 +137,9 @@ class StateSetWorker : public PromiseWorker {
   void Run() override {
     std::lock_guard<std::mutex> lock(h_->mu);
     if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    CheckRpcServers(h_->model->rpc, "restoring the state");
+    // A pending copy into this sequence's stream would overwrite the restored cells later.
+    ApplyPendingKv(h_->ctx);
     llama_memory_seq_rm(llama_get_memory(h_->ctx), seq_, -1, -1);
     TakeLastNativeError();
     // llama.cpp validates the layout (layers, cell counts, types) and returns 0 on a mismatch.
@@ -148,7 +166,14 @@ void ContextHandle::Close() {
   abort.store(true);
   std::lock_guard<std::mutex> lock(mu);
   if (ctx != nullptr) {
-    llama_free(ctx);
+    // With an RPC server gone, ggml aborts when told to free a buffer there: keep the context's
+    // memory until the process exits instead (the model is kept too, see ~ModelHandle).
+    const std::string gone = model && !model->rpc.empty() ? FirstDeadRpcServer(model->rpc, 1000) : "";
+    if (gone.empty()) {
+      llama_free(ctx);
+    } else {
+      std::fprintf(stderr, "llamem: the RPC server %s is gone: the context's memory is kept (freeing it would abort)\n", gone.c_str());
+    }
     ctx = nullptr;
     llama_batch_free(batch);
     batch = llama_batch{};
@@ -210,6 +235,9 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where) {
   p.n_batch = static_cast<uint32_t>(f.Int("batchSize", 1, 1 << 20));
   p.n_ubatch = static_cast<uint32_t>(f.Int("ubatchSize", 1, p.n_batch));
   p.n_seq_max = static_cast<uint32_t>(f.Int("sequences", 1, static_cast<int64_t>(llama_max_parallel_sequences())));
+  // llama.cpp reserves one output row per sequence in a buffer of n_batch rows, and asserts
+  // (GGML_ASSERT(n_outputs_max <= cparams.n_outputs_max), llama-context.cpp) when they do not fit.
+  if (p.n_batch < p.n_seq_max) f.Fail("batchSize", "must be at least the number of sequences (llama.cpp keeps one output per sequence in a batch)");
   p.n_threads = static_cast<int32_t>(f.Int("threads", 1, 1024));
   p.n_threads_batch = static_cast<int32_t>(f.Int("threadsBatch", 1, 1024));
   p.flash_attn_type = static_cast<llama_flash_attn_type>(
@@ -408,6 +436,8 @@ Napi::Value Context::StateSeqGet(const Napi::CallbackInfo& info) {
   auto h = Live(env, info);
   Args args(info, "stateSeqGet(seq)");
   const int32_t seq = static_cast<int32_t>(args.Int(0, "seq", 0, h->n_seq_max - 1));
+  // A fresh operation starts un-aborted (applying a pending K-shift computes a graph).
+  h->abort.store(false);
   return (new StateGetWorker(env, std::move(h), seq))->Start();
 }
 

@@ -10,6 +10,7 @@
 #include "errors.h"
 #include "ggml-backend.h"
 #include "model.h"
+#include "rpc.h"
 #include "worker.h"
 
 namespace llamem {
@@ -57,7 +58,9 @@ class EstimateWorker : public PromiseWorker {
       DeviceMemory m;
       m.name = ggml_backend_dev_name(d);
       m.type = ggml_backend_dev_type(d) == GGML_BACKEND_DEVICE_TYPE_CPU ? "cpu" : "gpu";
-      ggml_backend_dev_memory(d, &m.free, &m.total);
+      // A gone RPC server would abort the process when asked: it reports no memory.
+      const std::string rpc = RpcEndpointOf(d);
+      if (rpc.empty() || RpcServerAlive(rpc, kRpcCheckTimeoutMs)) ggml_backend_dev_memory(d, &m.free, &m.total);
       devices_.push_back(std::move(m));
     }
   }

@@ -6,6 +6,7 @@
 #include "args.h"
 #include "context.h"
 #include "errors.h"
+#include "rpc.h"
 #include "sampler.h"
 #include "worker.h"
 
@@ -63,6 +64,8 @@ class EvalBatchWorker : public PromiseWorker {
     std::lock_guard<std::mutex> lock(h_->mu);
     llama_context* ctx = h_->ctx;
     if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    // ggml-rpc aborts the process on a server that is gone: fail the decode instead.
+    CheckRpcServers(h_->model->rpc, "this decode");
     llama_memory_t mem = llama_get_memory(ctx);
     // Every sequence must fit before anything is decoded, so a failure changes nothing.
     for (BatchEntry& entry : entries_) {

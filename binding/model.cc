@@ -2,7 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -11,12 +14,25 @@
 #include "errors.h"
 #include "ggml-backend.h"
 #include "llama-model.h"  // llama_model::memory_breakdown(): the only per-buffer view of a model alone
+#include "rpc.h"
 #include "worker.h"
 
 namespace llamem {
 
 const napi_type_tag Model::kTag = {0x6c6c616d656d4d4fULL, 0x44454c0000000001ULL};
 const napi_type_tag Model::kExternalTag = {0x6c6c616d656d4d4fULL, 0x44454c4558540001ULL};
+
+ModelHandle::~ModelHandle() {
+  if (model == nullptr) return;
+  if (!rpc.empty()) {
+    const std::string gone = FirstDeadRpcServer(rpc, 1000);
+    if (!gone.empty()) {
+      std::fprintf(stderr, "llamem: the RPC server %s is gone: the model's memory is kept (freeing it would abort)\n", gone.c_str());
+      return;
+    }
+  }
+  llama_model_free(model);
+}
 
 namespace {
 
@@ -54,6 +70,10 @@ class LoadWorker : public PromiseWorker {
     }
     handle_ = std::make_shared<ModelHandle>();
     handle_->model = model;
+    for (const llama_device& d : model->devices) {
+      std::string e = d.is_meta ? "" : RpcEndpointOf(d.dev);
+      if (!e.empty() && std::find(handle_->rpc.begin(), handle_->rpc.end(), e) == handle_->rpc.end()) handle_->rpc.push_back(e);
+    }
     handle_->vocab = llama_model_get_vocab(model);
     handle_->n_vocab = llama_vocab_n_tokens(handle_->vocab);
     if (llama_vocab_type(handle_->vocab) == LLAMA_VOCAB_TYPE_NONE || handle_->n_vocab <= 0) {
@@ -218,16 +238,67 @@ LoadOptions ParseLoadOptions(Napi::Env env, const std::string& path, Napi::Objec
   return opts;
 }
 
+namespace {
+
+// llama.cpp's default devices (llama_prepare_model_devices: RPC servers first, then the GPUs
+// with distinct ids, then integrated GPUs of one backend when there is no GPU), less the RPC
+// servers in `gone`.
+std::vector<ggml_backend_dev_t> DefaultDevicesWithout(const std::vector<std::string>& gone) {
+  std::vector<ggml_backend_dev_t> rpc, gpus, igpus;
+  for (size_t i = 0; i < ggml_backend_dev_count(); i++) {
+    ggml_backend_dev_t dev = ggml_backend_dev_get(i);
+    const enum ggml_backend_dev_type type = ggml_backend_dev_type(dev);
+    const std::string endpoint = RpcEndpointOf(dev);
+    if (!endpoint.empty()) {
+      if (std::find(gone.begin(), gone.end(), endpoint) == gone.end()) rpc.push_back(dev);
+    } else if (type == GGML_BACKEND_DEVICE_TYPE_GPU) {
+      ggml_backend_dev_props props;
+      ggml_backend_dev_get_props(dev, &props);
+      bool seen = false;
+      for (ggml_backend_dev_t g : gpus) {
+        ggml_backend_dev_props gp;
+        ggml_backend_dev_get_props(g, &gp);
+        if (props.device_id && gp.device_id && std::strcmp(props.device_id, gp.device_id) == 0) seen = true;
+      }
+      if (!seen) gpus.push_back(dev);
+    } else if (type == GGML_BACKEND_DEVICE_TYPE_IGPU) {
+      if (igpus.empty() || ggml_backend_dev_backend_reg(dev) == ggml_backend_dev_backend_reg(igpus.back())) igpus.push_back(dev);
+    }
+  }
+  std::vector<ggml_backend_dev_t> out = rpc;
+  out.insert(out.end(), gpus.begin(), gpus.end());
+  if (gpus.empty()) out.insert(out.end(), igpus.begin(), igpus.end());
+  return out;
+}
+
+}  // namespace
+
 llama_model_params ToModelParams(LoadOptions& opts) {
   llama_model_params params = llama_model_default_params();
+  // ggml-rpc aborts on the first use of a server that is gone: a device named explicitly is an
+  // error, and the default list leaves such servers out.
   auto device = [](const std::string& name) {
     ggml_backend_dev_t d = ggml_backend_dev_by_name(name.c_str());
     if (d == nullptr) Throw("ERR_INVALID_ARGUMENT", "no device named " + name + "; see listDevices()");
+    const std::string endpoint = RpcEndpointOf(d);
+    if (!endpoint.empty()) CheckRpcServers({endpoint}, "the device " + name);
     return d;
   };
   opts.device_ptrs.clear();
   for (const std::string& name : opts.devices) opts.device_ptrs.push_back(device(name));
-  if (!opts.device_ptrs.empty()) {
+  bool listed = !opts.device_ptrs.empty();
+  if (!listed) {
+    std::vector<std::string> gone;
+    for (const std::string& e : RegisteredRpcServers()) {
+      if (!RpcServerAlive(e, kRpcCheckTimeoutMs)) gone.push_back(e);
+    }
+    if (!gone.empty()) {
+      // Possibly empty: then the model runs on the CPU alone.
+      opts.device_ptrs = DefaultDevicesWithout(gone);
+      listed = true;
+    }
+  }
+  if (listed) {
     opts.device_ptrs.push_back(nullptr);
     params.devices = opts.device_ptrs.data();
   }

@@ -21,9 +21,12 @@ struct ModelHandle {
   llama_model* model = nullptr;
   const llama_vocab* vocab = nullptr;
   int32_t n_vocab = 0;
-  ~ModelHandle() {
-    if (model != nullptr) llama_model_free(model);
-  }
+  // The RPC servers ("host:port") of the devices the model uses: work that touches them checks
+  // first that they are still there (ggml-rpc aborts the process otherwise; see rpc.h).
+  std::vector<std::string> rpc;
+  // Frees the model, unless one of its RPC servers is gone: ggml would abort telling it to free
+  // a buffer, so the model's memory is kept until the process exits instead.
+  ~ModelHandle();
 };
 
 // Load options parsed on the JS thread (shared by load and estimate); every field comes from lib/.

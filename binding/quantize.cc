@@ -1,6 +1,8 @@
 // Quantizing a GGUF with llama.cpp's quantizer, off the JS thread. The output is written to a
 // temporary file and renamed into place, so a failure never leaves a half-written model.
+#include <atomic>
 #include <cstdio>
+#include <random>
 #include <string>
 #include <unistd.h>
 
@@ -20,7 +22,12 @@ class QuantizeWorker : public PromiseWorker {
 
  protected:
   void Run() override {
-    const std::string tmp = out_ + ".tmp-" + std::to_string(getpid());
+    // A name of this call's own: two quantizations to one output must never write one file.
+    static std::atomic<uint64_t> counter{0};
+    std::random_device rd;
+    char suffix[40];
+    std::snprintf(suffix, sizeof(suffix), "%llu-%08x", static_cast<unsigned long long>(counter.fetch_add(1)), rd());
+    const std::string tmp = out_ + ".tmp-" + std::to_string(getpid()) + "-" + suffix;
     TakeLastNativeError();
     const uint32_t rc = llama_model_quantize(in_.c_str(), tmp.c_str(), &params_);
     if (rc != 0) {

@@ -29,3 +29,24 @@ export function listDevices(): Device[] {
 export function hasAccelerator(): boolean {
   return listDevices().some((d) => d.type === "gpu" || d.type === "igpu" || d.backend === "RPC");
 }
+
+/** The CPU backend this process runs, as `llamem devices` names it. @internal */
+export interface CpuBackend {
+  /** "native" (a source build for this machine), "portable", or the CPU variant a prebuild chose ("haswell", "sapphirerapids", …). */
+  variant: string;
+  /** The backend module the variant was loaded from; null for a source build (linked in). */
+  path: string | null;
+  /** The CPU features the backend uses (AVX2, AVX512, AMX_INT8, …). */
+  features: string[];
+}
+
+/** The CPU backend in use. @internal */
+export function cpuBackend(): CpuBackend {
+  try {
+    const info = native().systemInfo().cpuBackend as CpuBackend | undefined;
+    // A binary built before the backend was reported.
+    return info ?? { variant: "unknown", path: null, features: [] };
+  } catch (err) {
+    throw fromNative(err);
+  }
+}

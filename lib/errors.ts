@@ -65,6 +65,15 @@ export function fromNative(err: unknown): LlamemError {
   return new LlamemError("ERR_INTERNAL", String(err));
 }
 
+/** A value as error messages show it; never throws (String() does for some objects). @internal */
+export function describeValue(value: unknown): string {
+  try {
+    return typeof value === "string" ? JSON.stringify(value) : String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
 /** Throws ERR_INVALID_ARGUMENT with a message naming the option. */
 export function invalidArgument(message: string): never {
   throw new LlamemError("ERR_INVALID_ARGUMENT", message);

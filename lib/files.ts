@@ -10,7 +10,11 @@ import { constants as fsConstants } from "node:fs";
 import type { Stats } from "node:fs";
 import { open, rename, stat, unlink } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { LlamemError } from "./errors.js";
+import { LlamemError, invalidArgument } from "./errors.js";
+
+function checkPath(path: unknown): void {
+  if (typeof path !== "string" || path.length === 0 || path.includes("\0")) invalidArgument("the path must be a non-empty string without NUL bytes");
+}
 
 /** What kind of thing a non-regular file is, for messages. */
 function kindOf(st: Stats): string {
@@ -50,6 +54,7 @@ function readError(path: string, err: unknown): LlamemError {
  *   or ERR_IO, naming the path.
  */
 export async function readWholeFile(path: string): Promise<Buffer> {
+  checkPath(path);
   let st: Stats;
   try {
     st = await stat(path);
@@ -149,6 +154,7 @@ export async function writeFileAtomic(
   body: (write: (chunk: Uint8Array) => Promise<void>, fh: FileHandle) => Promise<void>,
   opts: { fsync?: boolean; onWritten?: (written: number) => void } = {},
 ): Promise<number> {
+  checkPath(path);
   let existing: Stats | undefined;
   try {
     existing = await stat(path);

@@ -8,6 +8,7 @@ import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import type { GgufFile } from "./gguf/format.js";
 import { readGguf } from "./gguf/read.js";
 import { fitFile } from "./memory/fit.js";
+import { hostCopiedWeights } from "./memory/estimate.js";
 import { addRpcServers } from "./rpc.js";
 import { native, type NativeBinding, type NativeModel, type NativeModelInfo } from "./internal/native.js";
 import { bindModel } from "./internal/handles.js";
@@ -40,7 +41,8 @@ export interface LoadModelOptions extends PlacementOptions {
   maxRam?: number;
   /**
    * llama.cpp RPC servers ("host:port") whose devices take part in the load, spreading layers
-   * over several machines. No authentication: loopback or a private network only.
+   * over several machines. No authentication: loopback or a private network only. A server that
+   * cannot be reached, or is not an RPC server, is ERR_IO naming it; see {@link addRpcServers}.
    */
   rpcServers?: string[];
   /** Map the file (true) or read it (false). Shorthand for `loadMode: "mmap"` / `"none"`; default "auto". */
@@ -53,7 +55,10 @@ export interface LoadModelOptions extends PlacementOptions {
   repack?: boolean;
   /** Load only the vocabulary: tokenize and detokenize work, contexts cannot be created. */
   vocabOnly?: boolean;
-  /** Called with the load progress in [0, 1]. */
+  /**
+   * Called with the load progress in [0, 1]. If it throws, the load is cancelled, whatever was
+   * loaded is freed, and `loadModel` rejects with that error.
+   */
   onProgress?: (progress: number) => void;
   /** Cancels the load; the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
@@ -133,7 +138,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (!st) throw new LlamemError("ERR_FILE_NOT_FOUND", `model file not found: ${path}`);
   if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${path}`);
   const gguf = await readGguf(path);
-  if (options.rpcServers?.length) addRpcServers(options.rpcServers);
+  if (options.rpcServers !== undefined) await addRpcServers(options.rpcServers);
   const repack = options.repack ?? DEFAULTS.repack;
   // "auto"/"max" are decided from llama.cpp's dry run before anything is allocated.
   const gpuLayers =
@@ -148,15 +153,22 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (signal?.aborted) throw new LlamemError("ERR_ABORTED", "model load was aborted");
 
   // Native progress arrives through the event loop and can trail the load's completion: report
-  // only increasing values, and 1 before the promise resolves, never after.
+  // only increasing values, and 1 before the promise resolves, never after. A callback that
+  // throws cancels the load, which then rejects with its error (the rule for every callback).
   let last = -1;
   let settled = false;
+  let thrown: { error: unknown } | undefined;
   const report = (p: number) => {
-    if (settled || p <= last) return;
+    if (settled || thrown || p <= last) return;
     last = p;
-    options.onProgress?.(p);
+    try {
+      options.onProgress?.(p);
+    } catch (error) {
+      thrown = { error };
+      started?.cancel();
+    }
   };
-  let started: ReturnType<NativeBinding["Model"]["load"]>;
+  let started: ReturnType<NativeBinding["Model"]["load"]> | undefined;
   try {
     started = native().Model.load(path, baton, options.onProgress ? report : null);
   } catch (err) {
@@ -166,15 +178,23 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   const onAbort = () => cancel();
   signal?.addEventListener("abort", onAbort, { once: true });
   try {
-    const handle = await promise;
+    let handle: NativeModel;
+    try {
+      handle = await promise;
+    } catch (err) {
+      if (thrown) throw thrown.error;
+      throw err;
+    }
     report(1);
     settled = true;
-    if (signal?.aborted) {
+    if (thrown || signal?.aborted) {
       await handle.dispose();
+      if (thrown) throw thrown.error;
       throw new LlamemError("ERR_ABORTED", "model load was aborted");
     }
     return new Model(handle, gguf, { gpuLayers, repack, loadMode, vocabOnly });
   } catch (err) {
+    if (thrown && err === thrown.error) throw err;
     throw fromNative(err);
   } finally {
     settled = true;
@@ -184,7 +204,7 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
 
 function requestedLoadMode(o: LoadModelOptions): LoadMode {
   if (o.loadMode !== undefined) {
-    if (o.loadMode !== "auto" && !Object.hasOwn(LOAD_MODES, o.loadMode)) {
+    if (typeof o.loadMode !== "string" || (o.loadMode !== "auto" && !Object.hasOwn(LOAD_MODES, o.loadMode))) {
       invalidArgument(`loadMode must be one of auto, ${Object.keys(LOAD_MODES).join(", ")}`);
     }
     return o.loadMode;
@@ -195,12 +215,14 @@ function requestedLoadMode(o: LoadModelOptions): LoadMode {
 }
 
 /**
- * Reads the file instead of mapping it when llama.cpp's dry run shows that the CPU backend
- * repacks at least half of the host weights (their mapped pages would stay resident as a
- * second copy); maps it otherwise, so plain weights stay shared, lazily paged file cache.
+ * Reads the file instead of mapping it when llama.cpp's dry run puts any host weights in a buffer
+ * of their own (CPU_REPACK, AMX, a GPU's pinned host buffer: see {@link hostCopiedWeights}):
+ * mapped, their pages would stay resident beside the copy, so those weights would take RAM
+ * twice. Maps it otherwise, so plain weights stay shared, lazily paged file cache. Either way
+ * every weight is resident once, as the estimate counts it.
  */
 async function autoLoadMode(path: string, placement: PlacementOptions, gpuLayers: number, repack: boolean): Promise<ResolvedLoadMode> {
-  if (!repack) return "mmap";
+  // Asked even without repacking: a GPU backend's pinned host buffer holds CPU layers' weights.
   let rows;
   try {
     // The context's size does not change where weights go: the smallest one llama.cpp pads to.
@@ -209,9 +231,7 @@ async function autoLoadMode(path: string, placement: PlacementOptions, gpuLayers
   } catch (err) {
     throw fromNative(err);
   }
-  const host = rows.filter((r) => r.host).reduce((s, r) => s + r.model, 0);
-  const repacked = rows.filter((r) => r.host && /REPACK|AMX/i.test(r.bufferType)).reduce((s, r) => s + r.model, 0);
-  return repacked > 0 && repacked * 2 >= host ? "none" : "mmap";
+  return hostCopiedWeights(rows) > 0 ? "none" : "mmap";
 }
 
 /** A loaded model. Dispose it (or use `await using`) to free its memory. */
@@ -222,6 +242,7 @@ export class Model {
   readonly #info: ModelInfo;
   readonly #gguf: GgufFile;
   #fingerprint: Promise<string> | undefined;
+  #disposing: Promise<void> | undefined;
   /** The path the model was loaded from. */
   readonly path: string;
   /** True when only the vocabulary was loaded. */
@@ -291,6 +312,7 @@ export class Model {
   /** @internal tokenize into an Int32Array. */
   tokenizeRaw(text: string, options: TokenizeOptions = {}): Promise<Int32Array> {
     if (typeof text !== "string") invalidArgument("tokenize(text): text must be a string");
+    checkOptions(options, "tokenize(text, options)");
     return this.#lifetime.run(() =>
       this.#native.tokenize(text, options.addSpecial ?? true, options.parseSpecial ?? false),
     );
@@ -298,6 +320,7 @@ export class Model {
 
   /** Converts token ids back to text (special tokens rendered when `special` is true). */
   async detokenize(tokens: ArrayLike<number>, options: { special?: boolean } = {}): Promise<string> {
+    checkOptions(options, "detokenize(tokens, options)");
     const arr = toTokenIds(tokens);
     const bytes = await this.#lifetime.run(() => this.#native.detokenize(arr, false, options.special ?? false));
     return bytes.toString("utf8");
@@ -306,6 +329,7 @@ export class Model {
   /** The bytes of one token's text (a token may hold part of a UTF-8 character). */
   tokenToPiece(token: number, options: { special?: boolean } = {}): Buffer {
     this.#lifetime.check();
+    checkOptions(options, "tokenToPiece(token, options)");
     try {
       return this.#native.tokenToPiece(token, options.special ?? false);
     } catch (err) {
@@ -319,6 +343,7 @@ export class Model {
    */
   applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
     this.#lifetime.check();
+    checkOptions(options, "applyChatTemplate(messages, options)");
     try {
       if (options.template !== undefined && typeof options.template !== "string") invalidArgument("template must be a string");
       return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template ?? null);
@@ -327,14 +352,36 @@ export class Model {
     }
   }
 
-  /** Creates an inference context (KV cache and compute buffers) on this model. */
+  /**
+   * Creates an inference context (KV cache and compute buffers) on this model. ERR_DISPOSED if
+   * the model is disposed before the context is ready (the context is then freed, not returned).
+   */
   async createContext(options: ContextOptions = {}): Promise<Context> {
     this.#lifetime.check();
     if (this.vocabOnly) invalidArgument("this model was loaded with vocabOnly: it has no weights to run");
-    const ctx = await Context.create(this, options);
-    this.#contexts.add(ctx);
-    ctx.onDispose(() => this.#contexts.delete(ctx));
-    return ctx;
+    let ctx: Context | undefined;
+    try {
+      // Tracked, so a dispose() meanwhile waits for it (and the context it frees) before freeing the model.
+      ctx = await this.#lifetime.run(async () => {
+        const created = await Context.create(this, options);
+        if (!this.#lifetime.disposed) return created;
+        await created.dispose();
+        return undefined;
+      });
+    } catch (err) {
+      if (!this.#lifetime.disposed) throw err;
+    }
+    if (!ctx) {
+      // Rejected only after dispose() has resolved and a turn of the event loop, so that
+      // `await model.dispose(); await p` has its handler on `p` by then.
+      await this.#disposing;
+      await new Promise((resolve) => setImmediate(resolve));
+      throw new LlamemError("ERR_DISPOSED", "the model was disposed while the context was being created");
+    }
+    const created = ctx;
+    this.#contexts.add(created);
+    created.onDispose(() => this.#contexts.delete(created));
+    return created;
   }
 
   /** Bytes of the weights per buffer type (CPU, CPU_Mapped, CPU_REPACK, CUDA0, …) and in total. */
@@ -352,16 +399,25 @@ export class Model {
    * Frees the model. Contexts created from it are disposed first; work in flight is aborted
    * and awaited. Calling it again is a no-op.
    */
-  async dispose(): Promise<void> {
-    if (this.#lifetime.disposed) return;
-    await Promise.all([...this.#contexts].map((c) => c.dispose()));
-    await this.#lifetime.dispose(() => this.#native.dispose());
+  dispose(): Promise<void> {
+    // Marked disposed first, so a context still being created sees it and frees itself; every
+    // call resolves once the model is freed.
+    this.#disposing ??= this.#lifetime.dispose(async () => {
+      await Promise.all([...this.#contexts].map((c) => c.dispose()));
+      await this.#native.dispose();
+    });
+    return this.#disposing;
   }
 
   /** `await using model = await loadModel(...)` disposes it at the end of the scope. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.dispose();
   }
+}
+
+/** ERR_INVALID_ARGUMENT unless `options` is an object. */
+function checkOptions(options: unknown, call: string): void {
+  if (options === null || typeof options !== "object") invalidArgument(`${call}: options must be an object`);
 }
 
 /** The trained context a GGUF header states (0 when it states none). */

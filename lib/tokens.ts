@@ -3,7 +3,7 @@
  * 1.5 or 2^32 + 1 into real token ids, so every id is checked first.
  * @internal
  */
-import { invalidArgument } from "./errors.js";
+import { describeValue, invalidArgument } from "./errors.js";
 
 /** Copies `tokens` into an Int32Array; ERR_INVALID_ARGUMENT for anything but integers in [0, 2^31). */
 export function toTokenIds(tokens: ArrayLike<number>, what = "tokens"): Int32Array {
@@ -12,7 +12,7 @@ export function toTokenIds(tokens: ArrayLike<number>, what = "tokens"): Int32Arr
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i];
     if (typeof t !== "number" || !Number.isInteger(t) || t < 0 || t > 0x7fffffff) {
-      invalidArgument(`${what}[${i}] is ${String(t)}, not a token id (an integer >= 0)`);
+      invalidArgument(`${what}[${i}] is ${describeValue(t)}, not a token id (an integer >= 0)`);
     }
     out[i] = t;
   }

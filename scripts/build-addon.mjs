@@ -4,6 +4,8 @@
 // `npm install` takes seconds. `--force` rebuilds; environment:
 //   LLAMEM_GPU=cpu|cuda|vulkan|metal   backend (default cpu)
 //   LLAMEM_PORTABLE=1                  baseline CPU flags instead of -march=native
+//   LLAMEM_CPU_VARIANTS=1              the prebuild layout (Linux): shared llama.cpp libraries and
+//                                      one CPU backend module per CPU level, the best loaded at startup
 //   LLAMEM_ASAN=1                      AddressSanitizer + UBSan build (into build-asan/)
 //   LLAMA_CPP_DIR=/path                build against your own llama.cpp checkout
 //   LLAMEM_CUDA_ARCHS=90               CUDA architectures to build for (default: llama.cpp's list)
@@ -29,6 +31,7 @@ function options() {
   return {
     gpu,
     portable: process.env.LLAMEM_PORTABLE === "1",
+    cpuVariants: process.env.LLAMEM_CPU_VARIANTS === "1",
     cudaArchs: process.env.LLAMEM_CUDA_ARCHS ?? "",
     asan,
     outDir: process.env.LLAMEM_BUILD_DIR ? resolve(process.env.LLAMEM_BUILD_DIR) : join(root, asan ? "build-asan" : "build"),
@@ -63,11 +66,12 @@ export function buildAddon({ force = false } = {}) {
     `--CDLLAMA_CPP_DIR=${llamaDir}`,
     `--CDLLAMEM_GPU=${opts.gpu}`,
     `--CDLLAMEM_PORTABLE=${opts.portable ? "ON" : "OFF"}`,
+    `--CDLLAMEM_CPU_VARIANTS=${opts.cpuVariants ? "ON" : "OFF"}`,
     `--CDLLAMEM_ASAN=${opts.asan ? "ON" : "OFF"}`,
     ...(opts.cudaArchs ? [`--CDCMAKE_CUDA_ARCHITECTURES=${opts.cudaArchs}`] : []),
   ];
   if (spawnSync("ninja", ["--version"], { stdio: "ignore" }).status === 0) args.push("--generator", "Ninja");
-  process.stderr.write(`llamem: building the native addon (${opts.gpu}${opts.portable ? ", portable" : ""}${opts.asan ? ", asan" : ""}); this takes a few minutes\n`);
+  process.stderr.write(`llamem: building the native addon (${opts.gpu}${opts.portable ? ", portable" : ""}${opts.cpuVariants ? ", every CPU variant" : ""}${opts.asan ? ", asan" : ""}); this takes a few minutes\n`);
   const t0 = Date.now();
   const verbose = Boolean(process.env.LLAMEM_VERBOSE_BUILD);
   const r = spawnSync(process.execPath, args, { cwd: root, stdio: ["ignore", verbose ? "inherit" : "pipe", verbose ? "inherit" : "pipe"], maxBuffer: 1 << 28 });

@@ -10,7 +10,7 @@
 //
 // Every outcome must be a success or a LlamemError whose code is in ERROR_CODES (ERR_INTERNAL
 // excepted: it means "please report it"), or the very error a callback of the fuzzer threw. A
-// finding is any of: a signal or an abnormal exit (crash), a case over --time-limit (hang), an
+// finding is any of: a signal or an abnormal exit (crash), no call settling for --time-limit (hang), an
 // error of another kind (untyped), ERR_INTERNAL, an unhandled rejection or uncaught exception, and
 // a sequence still busy once every call has settled (stuck). The process exits 1 on a finding.
 // Call k of case i (which call, with which arguments) depends only on (seed, i, k); which objects
@@ -142,6 +142,8 @@ function childCase(api, o, id, say) {
     return "UNTYPED";
   };
   const record = (what, err) => {
+    // A heartbeat: the parent's hang timer counts from the last call that settled.
+    say({ tick: id });
     const k = err === undefined ? "ok" : classify(err);
     codes[k] = (codes[k] ?? 0) + 1;
     if (k === "UNTYPED" || k === "INTERNAL" || k === "UNKNOWN_CODE") {
@@ -413,7 +415,8 @@ function runBatch(o, ids) {
       queue = [];
       const args = [self, "--child", "--seed", String(o.seed), "--ops", String(o.ops), "--model", o.model, "--dir", o.dir];
       if (o.verbose) args.push("--verbose");
-      const cp = spawn(process.execPath, args, { cwd: root, stdio: ["pipe", "pipe", "pipe"] });
+      // In the scratch folder: paths such as "abc" that the calls write land there, not in the repository.
+      const cp = spawn(process.execPath, args, { cwd: o.dir, stdio: ["pipe", "pipe", "pipe"] });
       let current;
       let stderr = "";
       let timer;
@@ -429,14 +432,19 @@ function runBatch(o, ids) {
         } catch {
           return;
         }
-        if (msg.start !== undefined) {
-          current = msg.start;
-          stderr = "";
+        const arm = () => {
           clearTimeout(timer);
           timer = setTimeout(() => {
             hung = true;
             cp.kill("SIGKILL");
           }, o.timeLimit);
+        };
+        if (msg.start !== undefined) {
+          current = msg.start;
+          stderr = "";
+          arm();
+        } else if (msg.tick !== undefined) {
+          arm();
         } else if (msg.end !== undefined) {
           results.set(msg.end, msg);
           for (const f of msg.findings) failures.push({ case: msg.end, ...f });

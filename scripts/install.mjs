@@ -1,7 +1,8 @@
 #!/usr/bin/env node
-// npm's install step. Uses a prebuilt binary from prebuilds/ when one loads on this machine;
-// otherwise fetches the pinned llama.cpp source and builds the addon (skipped when nothing
-// changed). Then writes the demo model, when the compiled library is present.
+// npm's install step. Uses a prebuilt binary from prebuilds/ when one loads on this machine (on
+// x86-64 Linux it carries every CPU variant and picks the best at load); otherwise fetches the
+// pinned llama.cpp source and builds the addon (skipped when nothing changed). Then writes the
+// demo model, when the compiled library is present.
 // LLAMEM_BUILD_FROM_SOURCE=1 (or any LLAMEM_GPU) forces the source build.
 import { existsSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -12,17 +13,23 @@ import { fileURLToPath } from "node:url";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const require = createRequire(import.meta.url);
 
+/** True when a prebuild fits this machine and loads (in a child process, so a crash cannot end the install). */
 function prebuildLoads() {
   if (process.env.LLAMEM_BUILD_FROM_SOURCE === "1" || process.env.LLAMEM_GPU) return false;
   if (!existsSync(join(root, "prebuilds"))) return false;
+  let path;
   try {
-    const path = require("node-gyp-build").resolve(root);
-    if (!path.includes(`${join(root, "prebuilds")}`)) return false;
-    require(path);
-    return true;
+    path = require("node-gyp-build").resolve(root);
   } catch {
+    process.stderr.write(`llamem: no prebuilt binary for ${process.platform}-${process.arch}; building from source\n`);
     return false;
   }
+  if (!path.startsWith(join(root, "prebuilds"))) return false;
+  const r = spawnSync(process.execPath, ["-e", `require(${JSON.stringify(path)})`], { encoding: "utf8" });
+  if (r.status === 0) return true;
+  const why = (r.stderr || `exit ${r.status ?? r.signal}`).trim().split("\n").find((l) => /Error|error:/.test(l)) ?? "";
+  process.stderr.write(`llamem: the prebuilt binary does not load here (${why.trim()}); building from source\n`);
+  return false;
 }
 
 try {

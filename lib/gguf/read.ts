@@ -10,7 +10,7 @@ import { closeSync, fstatSync, openSync, readSync, statSync } from "node:fs";
 import type { Stats } from "node:fs";
 import { open, stat } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
-import { LlamemError } from "../errors.js";
+import { LlamemError, invalidArgument } from "../errors.js";
 import { checkModel, checkModelSteps } from "./check.js";
 import type { GgufFile } from "./format.js";
 import { Cursor, Slicer, parseGguf } from "./parser.js";
@@ -42,6 +42,11 @@ export interface ReadGgufOptions {
   readonly checkModel?: boolean;
 }
 
+/** A path must be a non-empty string: anything else would reach fs as something else (a URL, a Buffer) or throw untyped. */
+function checkPath(path: unknown): void {
+  if (typeof path !== "string" || path.length === 0) invalidArgument("the model path must be a non-empty string");
+}
+
 /**
  * Reads and validates the header of a GGUF file.
  *
@@ -49,6 +54,7 @@ export interface ReadGgufOptions {
  *   ERR_GGUF_INVALID, ERR_UNSUPPORTED (see {@link checkModel}) or ERR_IO.
  */
 export async function readGguf(path: string, options: ReadGgufOptions = {}): Promise<GgufFile> {
+  checkPath(path);
   let st: Stats;
   try {
     st = await stat(path);
@@ -98,6 +104,7 @@ export async function readGguf(path: string, options: ReadGgufOptions = {}): Pro
 
 /** Synchronous {@link readGguf}, for callers that cannot await (it blocks while reading the header). */
 export function readGgufSync(path: string, options: ReadGgufOptions = {}): GgufFile {
+  checkPath(path);
   let st: Stats;
   try {
     st = statSync(path);

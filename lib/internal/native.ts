@@ -6,8 +6,8 @@
  * @internal
  */
 import { createRequire } from "node:module";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { LlamemError } from "../errors.js";
 import { packageRoot } from "../system.js";
 import { LOG_LEVELS } from "../options.js";
@@ -147,6 +147,8 @@ export interface NativeSystemInfo {
   supportsGpuOffload: boolean;
   maxDevices: number;
   maxParallelSequences: number;
+  /** The CPU backend in use: "native" (a source build), "portable", or the variant a prebuild chose. */
+  cpuBackend: { variant: string; path: string | null; features: string[] };
 }
 
 /** @internal */
@@ -164,29 +166,103 @@ export interface NativeBinding {
   systemInfo(): NativeSystemInfo;
   devices(): Device[];
   quantize(input: string, output: string, options: { ftype: number; threads: number; allowRequantize: boolean; pure: boolean }): Promise<void>;
-  rpcAddServer(endpoint: string): void;
-  rpcServe(endpoint: string, threads: number): void;
+  /** Registers a server's devices off the JS thread, after a handshake of its own (ERR_IO when it fails). */
+  rpcAddServer(endpoint: string): Promise<void>;
+  /** Serves on a thread of its own; rejects with ERR_IO if the server stops (it cannot listen). */
+  rpcServe(endpoint: string, threads: number): Promise<never>;
+  /** The endpoints registered in this process. */
+  rpcServers(): string[];
 }
 
 let cached: NativeBinding | undefined;
+
+/** Where a binary came from: it decides what a failure to load it means. @internal */
+export type BinarySource = "LLAMEM_BINARY" | "local build" | "prebuild";
+
+/** What the loader tried, for the error it reports. @internal */
+export interface LoadAttempt {
+  /** null: no binary was found at all. */
+  source: BinarySource | null;
+  path: string | null;
+  /** The error of node-gyp-build's lookup or of require(). */
+  error: string;
+  /** The platform-arch folders under prebuilds/ in this package. */
+  prebuilds: string[];
+  /** e.g. "linux-x64", "linux-x64 (musl)". */
+  platform: string;
+}
+
+const BUILD_FROM_SOURCE =
+  "build it from source: `npm rebuild llamem --foreground-scripts` (runs the install script: needs CMake 3.18+ and a C++17 compiler; " +
+  "LLAMEM_BUILD_FROM_SOURCE=1 forces it), or `npm run build:addon` in a checkout";
+
+/**
+ * The message of ERR_NATIVE_LOAD: which binary failed, why, and what to do. Pure, for tests.
+ * @internal
+ */
+export function explainLoadFailure(a: LoadAttempt): string {
+  const head = "cannot load the llamem native addon";
+  const err = a.error.trim().split("\n")[0] ?? "";
+  if (a.source === null) {
+    const have = a.prebuilds.length > 0 ? `this package carries prebuilds for ${a.prebuilds.join(", ")} only` : "this package carries no prebuilds";
+    return `${head}: no prebuilt binary fits ${a.platform} (${have}) and there is no local build; ${BUILD_FROM_SOURCE}`;
+  }
+  if (a.source === "LLAMEM_BINARY") {
+    return `${head}: LLAMEM_BINARY=${a.path} failed to load (${err}); point it at a built llamem.node or unset it`;
+  }
+  if (a.source === "local build") {
+    return `${head}: the local build ${a.path} failed to load (${err}); rebuild it with \`npm run build:addon\`, or delete build/ to use a prebuild`;
+  }
+  // A prebuild that does not load on this machine.
+  let why = err;
+  const glibc = /(GLIBC(?:XX)?_[\d.]+)' not found/.exec(err);
+  const missing = /^([^:]+\.so[^:]*): cannot open shared object file/.exec(err);
+  if (glibc) why = `this system's C/C++ runtime is older than the prebuild needs (${glibc[1]} not found)`;
+  else if (missing) why = `the prebuild is incomplete: ${missing[1]} is missing beside it (${err})`;
+  else if (/invalid ELF header|wrong ELF class|Exec format error|not a valid Win32/.test(err)) why = `it is not a binary for ${a.platform} (${err})`;
+  return `${head}: the prebuilt binary ${a.path} does not load on this machine: ${why}; ${BUILD_FROM_SOURCE}`;
+}
+
+function platformName(): string {
+  let libc = "";
+  if (process.platform === "linux") {
+    const header = (process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined)?.header;
+    libc = header?.glibcVersionRuntime ? "" : " (musl)";
+  }
+  return `${process.platform}-${process.arch}${libc}`;
+}
+
+function prebuildFolders(): string[] {
+  try {
+    return readdirSync(join(packageRoot, "prebuilds")).filter((d) => !d.startsWith(".")).sort();
+  } catch {
+    return [];
+  }
+}
 
 /** The native binding, loaded on first use; a clear ERR_NATIVE_LOAD if it cannot be. @internal */
 export function native(): NativeBinding {
   if (cached) return cached;
   const require = createRequire(import.meta.url);
   const override = process.env.LLAMEM_BINARY;
+  let source: BinarySource | null = override ? "LLAMEM_BINARY" : null;
+  let path: string | null = override ? resolve(override) : null;
   try {
-    const path: string = override ?? (require("node-gyp-build") as { resolve(dir: string): string }).resolve(packageRoot);
+    if (path === null) {
+      // A local build (build/Release) first, then prebuilds/<platform>-<arch>/ (node-gyp-build's order).
+      path = (require("node-gyp-build") as { resolve(dir: string): string }).resolve(packageRoot);
+      source = /[\\/]prebuilds[\\/]/.test(path) ? "prebuild" : "local build";
+    }
     cached = require(path) as NativeBinding;
   } catch (err) {
-    const built = existsSync(join(packageRoot, "build", "Release", "llamem.node"));
-    const hint = built
-      ? "the built binary exists but failed to load; rebuild it with `npm run build:addon`"
-      : "no prebuilt binary for " + `${process.platform}-${process.arch}` +
-        " and no local build; run `npm install` (needs cmake and a C++ compiler) or `npm run build:addon`";
-    throw new LlamemError("ERR_NATIVE_LOAD", `cannot load the llamem native addon: ${hint} (${(err as Error).message})`, {
-      cause: err,
-    });
+    const attempt: LoadAttempt = {
+      source,
+      path,
+      error: (err as Error).message,
+      prebuilds: prebuildFolders(),
+      platform: platformName(),
+    };
+    throw new LlamemError("ERR_NATIVE_LOAD", explainLoadFailure(attempt), { cause: err });
   }
   // LLAMEM_LOG=info shows llama.cpp's log from the first call on (setLogLevel() changes it later).
   const level = process.env.LLAMEM_LOG;

@@ -23,8 +23,8 @@ export interface SessionRunner {
   readonly context: Context;
   /** The sequence holding the session's cache, undefined while spilled. */
   readonly sequence: Sequence | undefined;
-  /** Makes the cache resident (restoring a spilled state) for a turn. */
-  acquire(): Promise<Sequence>;
+  /** Makes the cache resident (restoring a spilled state) for a turn; ERR_ABORTED if `signal` aborts while it waits. */
+  acquire(signal?: AbortSignal): Promise<Sequence>;
   /** Ends the turn begun by {@link acquire}. */
   release(): void;
   saveState(): Promise<Buffer>;

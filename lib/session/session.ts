@@ -8,8 +8,8 @@ import { LlamemError, invalidArgument } from "../errors.js";
 import { Model } from "../model.js";
 import { Context, type ContextOptions } from "../context.js";
 import { Sequence } from "../sequence.js";
-import type { GenerationResult } from "../generation.js";
-import { DEFAULTS, samplingOf, type SamplingOptions } from "../options.js";
+import { checkGenerateOptions, type GenerationResult } from "../generation.js";
+import { DEFAULTS, samplerBaton, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
 import { Archive } from "./archive.js";
 import { fitCache, joinPeers, layoutAfter, leavePeers, peersOn, sameTokens, type CachePeer, type Layout, type LayoutItem } from "./cache-sync.js";
@@ -119,13 +119,24 @@ export class ChatSession {
   #busy = false;
   #last: GenerationResult | undefined;
   #disposed = false;
+  #disposing: Promise<void> | undefined;
+  /** The turn in progress: aborting it is how dispose() ends it; `ended` settles when it has. */
+  #turn: { readonly abort: AbortController; readonly ended: Promise<void> } | undefined;
+  /** True while the turn's consumer holds a piece (the stream is suspended at a yield). */
+  #parked = false;
   #counters = { summaries: 0, turnsEvicted: 0, evaluatedTokens: 0, generatedTokens: 0 };
 
   /** @internal Use {@link createSession}, {@link loadSession} or a pool. */
   constructor(runner: SessionRunner, options: SessionOptions, ownedContext?: Context) {
+    checkSessionOptions(options);
     if (options.system !== undefined && typeof options.system !== "string") invalidArgument("system must be a string");
     const maxTokens = options.maxTokens ?? DEFAULTS.maxTokens;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) invalidArgument("maxTokens must be a non-negative integer");
+    if (options.template !== undefined && typeof options.template !== "string") invalidArgument("template must be a string");
+    if (options.onMemoryEvent !== undefined && typeof options.onMemoryEvent !== "function") invalidArgument("onMemoryEvent must be a function");
+    // Every option a turn uses is checked here, so a bad one fails the session, not its first turn.
+    checkGenerateOptions({ maxTokens, stop: options.stop });
+    samplerBaton(samplingOf(options), runner.context.model.info.vocabSize);
     this.#runner = runner;
     this.#memory = resolveMemory(options.memory);
     this.#archive = new Archive(this.#memory.archivePath);
@@ -209,17 +220,26 @@ export class ChatSession {
   async *stream(text: string, options: PromptOptions = {}): AsyncGenerator<string, void, void> {
     this.#ensureIdle();
     if (typeof text !== "string") invalidArgument("prompt(text): text must be a string");
+    if (options === null || typeof options !== "object") invalidArgument("prompt(text, options): options must be an object");
     const maxTokens = options.maxTokens ?? this.#maxTokens;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) invalidArgument("maxTokens must be a non-negative integer");
+    // Every option is checked before anything starts: a bad one evicts nothing and leaves the session idle.
+    const { onToken } = checkGenerateOptions({ maxTokens, stop: options.stop ?? this.#stop, signal: options.signal, onToken: options.onToken });
+    if (options.pinned !== undefined && typeof options.pinned !== "boolean") invalidArgument("pinned must be true or false");
+    samplerBaton({ ...this.#sampling, ...samplingOf(options) }, this.#runner.context.model.info.vocabSize);
     this.#busy = true;
+    // dispose() ends the turn through this controller, whatever the caller's own signal does.
+    const abort = new AbortController();
+    const signal = options.signal ? AbortSignal.any([options.signal, abort.signal]) : abort.signal;
+    let ended!: () => void;
+    this.#turn = { abort, ended: new Promise<void>((resolve) => (ended = resolve)) };
     const user: SessionMessage = options.pinned ? { role: "user", content: text, pinned: true, timestamp: Date.now() } : { role: "user", content: text, timestamp: Date.now() };
     this.#history.push(user);
     let done = false;
     try {
-      const seq = await this.#runner.acquire();
+      const seq = await this.#runner.acquire(signal);
       try {
+        if (signal.aborted) throw new LlamemError("ERR_ABORTED", "the turn was aborted before it started");
         const before = this.#layout;
-        const { signal, onToken } = options;
         const { sequenceContextSize, canShift } = this.#runner.context.info;
         const { rendered, events } = await this.#plan(seq, maxTokens, signal);
         const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
@@ -234,7 +254,14 @@ export class ChatSession {
           signal,
           onToken,
         });
-        for await (const piece of gen) yield piece;
+        for await (const piece of gen) {
+          this.#parked = true;
+          try {
+            yield piece;
+          } finally {
+            this.#parked = false;
+          }
+        }
         const result = seq.lastGeneration as GenerationResult;
         this.#last = result;
         const reply: SessionMessage = { role: "assistant", content: result.text, timestamp: Date.now() };
@@ -246,12 +273,18 @@ export class ChatSession {
       } finally {
         this.#runner.release();
       }
+    } catch (err) {
+      // A turn ended by dispose() says so, whatever stage it was in.
+      if (this.#disposed && abort.signal.aborted) throw new LlamemError("ERR_DISPOSED", "the session was disposed during the turn", { cause: err });
+      throw err;
     } finally {
       if (!done) {
         const i = this.#history.lastIndexOf(user);
         if (i >= 0) this.#history.splice(i, 1);
       }
       this.#busy = false;
+      this.#turn = undefined;
+      ended();
     }
   }
 
@@ -332,10 +365,26 @@ export class ChatSession {
     this.#layout = { tokens, items };
   }
 
-  /** Ends the session: frees its pool slot, or the context it created from a Model. */
-  async dispose(): Promise<void> {
-    if (this.#disposed) return;
+  /**
+   * Ends the session: a turn in progress is aborted (its stream throws ERR_DISPOSED), then its
+   * pool slot, or the context it created from a Model, is freed. Other sessions are unaffected.
+   * Every call resolves once that is done. Called from inside the turn's own loop (while the
+   * stream is suspended at a piece), it does not wait for the turn: the slot is freed when the
+   * stream is resumed or closed.
+   */
+  dispose(): Promise<void> {
+    this.#disposing ??= this.#dispose();
+    return this.#disposing;
+  }
+
+  async #dispose(): Promise<void> {
     this.#disposed = true;
+    const turn = this.#turn;
+    if (turn) {
+      turn.abort.abort();
+      // Waiting while the consumer holds a piece would wait for the caller itself.
+      if (!this.#parked) await turn.ended;
+    }
     leavePeers(this.#runner.context, this.#peer);
     await this.#runner.dispose();
     await this.#ownedContext?.dispose();
@@ -471,8 +520,14 @@ export class ChatSession {
   }
 }
 
+/** ERR_INVALID_ARGUMENT unless `options` is an object. */
+function checkSessionOptions(options: unknown): void {
+  if (options === null || typeof options !== "object") invalidArgument("session options must be an object");
+}
+
 /** Which sequence a new session runs on, and the context it creates when given a Model. */
 async function sequenceFor(target: Model | Context | Sequence, options: SessionOptions): Promise<{ seq: Sequence; owned?: Context }> {
+  checkSessionOptions(options);
   if (target instanceof Model) {
     const owned = await target.createContext(options.context);
     return { seq: owned.sequence(0), owned };
@@ -526,6 +581,7 @@ export interface LoadSessionOptions extends Omit<SessionOptions, "system"> {
 export async function loadSession(target: Model | Context | Sequence, path: string, options: LoadSessionOptions = {}): Promise<ChatSession> {
   const model = target instanceof Model ? target : target instanceof Context ? target.model : target instanceof Sequence ? target.context.model : undefined;
   if (!model) invalidArgument("loadSession(target, path): target must be a Model, Context or Sequence");
+  checkSessionOptions(options);
   const { header, state } = await readSession(path);
   await checkFingerprint(model, header, path);
   const sessionOptions = withArchive(options, header);
@@ -555,7 +611,9 @@ export async function checkFingerprint(model: Model, header: SavedHeader, path: 
  * archive file from the options; the saved archive file only with `resumeArchiveFile: true`. @internal
  */
 export function withArchive(options: LoadSessionOptions, header: SavedHeader): SessionOptions {
+  checkSessionOptions(options);
   const { resumeArchiveFile, ...rest } = options;
+  if (rest.memory !== undefined && (rest.memory === null || typeof rest.memory !== "object")) invalidArgument("memory must be an object");
   if (resumeArchiveFile !== undefined && typeof resumeArchiveFile !== "boolean") invalidArgument("resumeArchiveFile must be true or false");
   const path = rest.memory?.archive?.path ?? (resumeArchiveFile === true ? (header.archive.path ?? undefined) : undefined);
   return { ...rest, system: header.system ?? undefined, memory: { ...rest.memory, archive: { ...rest.memory?.archive, path } } };

@@ -83,7 +83,9 @@ function stopServer(s: Server): Promise<{ code: number | null; signal: NodeJS.Si
 }
 
 async function greedy(model: Model): Promise<number[]> {
-  await using ctx = await model.createContext({ contextSize: 256, threads: 1 });
+  // Flash attention pinned: "auto" is off for a CPU-only model and llama.cpp's choice once layers
+  // are offloaded (to RPC servers here), and the two kernels round differently.
+  await using ctx = await model.createContext({ contextSize: 256, threads: 1, flashAttention: "on" });
   const ids: number[] = [];
   await ctx.complete(PROMPT, { maxTokens: N, temperature: 0, onToken: (t) => ids.push(t) });
   return ids;

@@ -141,7 +141,10 @@ export class SessionPool {
     return out;
   }
 
-  /** Disposes every session of the pool and removes spill files. The context stays open. */
+  /**
+   * Disposes every session of the pool (turns in progress are aborted) and removes spill files.
+   * The context stays open.
+   */
   async dispose(): Promise<void> {
     await Promise.all([...this.#slots.keys()].map((s) => s.dispose()));
     await this.#spilled.dispose();
@@ -162,6 +165,16 @@ export class SessionPool {
 
   async #remove(session: ChatSession, slot: PoolSlot): Promise<void> {
     this.#slots.delete(session);
+    if (slot.inTurn) {
+      // The turn still holds its sequence (its stream is suspended at a piece): freed at release().
+      slot.removed = true;
+      return;
+    }
+    await this.#free(slot);
+  }
+
+  /** Empties and frees a removed slot's sequence and drops its spilled state. */
+  async #free(slot: PoolSlot): Promise<void> {
     const seq = slot.sequence;
     slot.sequence = undefined;
     if (seq) {
@@ -173,12 +186,13 @@ export class SessionPool {
   }
 
   /** @internal Gives `slot` a sequence with its cache, spilling the least recently used idle session if none is free. */
-  async acquire(slot: PoolSlot): Promise<Sequence> {
+  async acquire(slot: PoolSlot, signal?: AbortSignal): Promise<Sequence> {
     slot.inTurn = true;
     try {
       // A failed spill was reported to the turn that caused it; this slot then starts from its history.
       await slot.pending.catch(() => undefined);
       while (!slot.sequence) {
+        if (signal?.aborted || slot.removed) throw new LlamemError("ERR_ABORTED", "the turn was aborted while waiting for a sequence");
         const free = this.context.sequences.find((s) => !this.#owners.has(s));
         let victim: PoolSlot | undefined;
         for (const other of this.#slots.values()) {
@@ -186,7 +200,14 @@ export class SessionPool {
         }
         const seq = free ?? victim?.sequence;
         if (!seq) {
-          await new Promise<void>((resolve) => this.#waiters.push(resolve));
+          await new Promise<void>((resolve) => {
+            const wake = () => {
+              signal?.removeEventListener("abort", wake);
+              resolve();
+            };
+            this.#waiters.push(wake);
+            signal?.addEventListener("abort", wake, { once: true });
+          });
           continue;
         }
         // Bind before any await so no other turn takes the same sequence.
@@ -210,6 +231,11 @@ export class SessionPool {
   release(slot: PoolSlot): void {
     slot.inTurn = false;
     slot.lastUsed = ++this.#clock;
+    if (slot.removed) {
+      // Its session was disposed during the turn. A failure here (the context disposed) leaves nothing to free.
+      void this.#free(slot).catch(() => undefined);
+      return;
+    }
     this.#wake();
   }
 

@@ -12,6 +12,8 @@ export class PoolSlot implements SessionRunner {
   /** The sequence holding the cache while resident. */
   sequence: Sequence | undefined;
   inTurn = false;
+  /** The session was disposed during a turn: the pool frees the slot when the turn ends. */
+  removed = false;
   /** The pool's clock at the end of the slot's last turn: the least recently used is spilled first. */
   lastUsed = 0;
   /** A spill of this slot's cache in progress; its next turn waits for it. */
@@ -27,8 +29,8 @@ export class PoolSlot implements SessionRunner {
     return this.pool.context;
   }
 
-  acquire(): Promise<Sequence> {
-    return this.pool.acquire(this);
+  acquire(signal?: AbortSignal): Promise<Sequence> {
+    return this.pool.acquire(this, signal);
   }
 
   release(): void {

@@ -45,6 +45,8 @@ void ApplyPendingKv(llama_context* ctx) { ctx->memory_update(false); }
 // llama_memory_can_shift, except a quantized K cache whose heads are not a multiple of 64
 // wide: this llama.cpp's K-shift graph for it (no Hadamard rotation) crashes the process.
 bool CanShift(llama_context* ctx, const llama_model* model, const llama_context_params& p) {
+  // A recurrent state holds no positions to move: llama_memory_can_shift says true for it anyway.
+  if (llama_model_is_recurrent(model) || llama_model_is_hybrid(model)) return false;
   if (!llama_memory_can_shift(llama_get_memory(ctx))) return false;
   if (!ggml_is_quantized(p.type_k)) return true;
   const llama_hparams& hp = model->hparams;

@@ -51,7 +51,10 @@ export interface LoadModelOptions extends PlacementOptions {
   mlock?: boolean;
   /** Full control over the load mode; overrides `mmap` and `mlock`. */
   loadMode?: LoadMode;
-  /** Let the CPU backend repack weights into faster layouts (AMX, Q4_0 x8). Default true. */
+  /**
+   * Let the CPU backend repack weights into faster layouts (AMX, Q4_0 x8). Default true, except
+   * for recurrent and hybrid models (ggml's AMX kernel misreads their batched inputs).
+   */
   repack?: boolean;
   /** Load only the vocabulary: tokenize and detokenize work, contexts cannot be created. */
   vocabOnly?: boolean;
@@ -139,7 +142,10 @@ export async function loadModel(path: string, options: LoadModelOptions = {}): P
   if (!st.isFile()) throw new LlamemError("ERR_NOT_A_FILE", `not a regular file: ${path}`);
   const gguf = await readGguf(path);
   if (options.rpcServers !== undefined) await addRpcServers(options.rpcServers);
-  const repack = options.repack ?? DEFAULTS.repack;
+  // Recurrent and hybrid models decode several sequences as one 3-D batch, which ggml's AMX
+  // matmul reads past the end of a repacked weight with (wrong tokens, or a crash): so their
+  // weights stay unrepacked unless the caller asks otherwise.
+  const repack = options.repack ?? (hasRecurrentLayers(gguf) ? false : DEFAULTS.repack);
   // "auto"/"max" are decided from llama.cpp's dry run before anything is allocated.
   const gpuLayers =
     typeof g === "number"
@@ -418,6 +424,15 @@ export class Model {
 /** ERR_INVALID_ARGUMENT unless `options` is an object. */
 function checkOptions(options: unknown, call: string): void {
   if (options === null || typeof options !== "object") invalidArgument(`${call}: options must be an object`);
+}
+
+/** Whether the header describes state-space or RWKV layers (recurrent and hybrid architectures). */
+function hasRecurrentLayers(gguf: GgufFile): boolean {
+  const arch = String(gguf.metadata.get("general.architecture")?.value);
+  for (const key of gguf.metadata.keys()) {
+    if (key.startsWith(`${arch}.ssm.`) || key.startsWith(`${arch}.wkv.`) || key.startsWith(`${arch}.shortconv.`)) return true;
+  }
+  return false;
 }
 
 /** The trained context a GGUF header states (0 when it states none). */

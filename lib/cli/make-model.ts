@@ -1,17 +1,26 @@
 /**
- * `llamem make-model <out.gguf>`: writes a synthetic llama model (real tokenizer, seeded random
- * weights), for tests and benchmarks without downloading anything.
+ * `llamem make-model <out.gguf>`: writes a synthetic model (real tokenizer, seeded random
+ * weights) of llama in three sizes or of another architecture in one tiny shape, for tests and
+ * benchmarks without downloading anything.
  */
 import { Command, Option } from "commander";
 import { LlamemError } from "../errors.js";
-import { SYNTHETIC_PRESETS, writeSyntheticModel, type SyntheticPreset, type SyntheticType } from "../gguf/synthetic.js";
-import { CliExit, ProgressBar, formatBytes, formatCount, trapSignals } from "./output.js";
+import {
+  SYNTHETIC_ARCHS,
+  SYNTHETIC_PRESETS,
+  writeSyntheticModel,
+  type SyntheticArch,
+  type SyntheticPreset,
+  type SyntheticType,
+} from "../gguf/synthetic.js";
+import { CliExit, ProgressBar, formatBytes, formatCount, trapSignals, usageError } from "./output.js";
 import { intArg } from "./options.js";
 
 const TYPES = ["f32", "f16", "q8_0", "q4_0"] as const satisfies readonly SyntheticType[];
 
 interface MakeModelOptions {
-  preset: SyntheticPreset;
+  arch?: "llama" | SyntheticArch;
+  preset?: SyntheticPreset;
   type: SyntheticType;
   seed: number;
   vocab?: string;
@@ -24,31 +33,42 @@ export function registerMakeModel(program: Command): Command {
     .command("make-model")
     .summary("write a synthetic GGUF model with random weights")
     .description(
-      "Write a llama-architecture GGUF with a real tokenizer and seeded random weights. Its text is noise, but it\n" +
-        "loads and runs like a real model of that shape: for tests and memory or speed measurements.",
+      "Write a GGUF with a real tokenizer and seeded random weights. Its text is noise, but it loads and runs\n" +
+        "like a real model of that shape: for tests and memory or speed measurements. --arch llama comes in the\n" +
+        "sizes of --preset; the other architectures in one tiny shape each (docs/models.md).",
     )
     .argument("<out>", "output GGUF path (written atomically; replaced if it exists)")
     .addOption(
-      new Option("--preset <preset>", "model shape: tiny (~4M params), 1b (TinyLlama shape), 8b (Llama 3 8B shape)")
-        .choices(Object.keys(SYNTHETIC_PRESETS))
-        .makeOptionMandatory(),
+      new Option("--arch <arch>", `architecture: llama, or a tiny ${Object.keys(SYNTHETIC_ARCHS).join(", ")}`)
+        .choices(["llama", ...Object.keys(SYNTHETIC_ARCHS)]),
+    )
+    .addOption(
+      new Option("--preset <preset>", "llama model shape: tiny (~4M params), 1b (TinyLlama shape), 8b (Llama 3 8B shape)")
+        .choices(Object.keys(SYNTHETIC_PRESETS)),
     )
     .addOption(new Option("--type <type>", "weight format").choices(TYPES).default("f16"))
     .option("--seed <n>", "PRNG seed; the same seed gives a byte-identical file", intArg(0), 0)
-    .option("--vocab <path>", "GGUF to copy the tokenizer from (default: llama.cpp's ggml-vocab-llama-spm.gguf)")
+    .option("--vocab <path>", "GGUF to copy the tokenizer from (default: the architecture's vocabulary from llama.cpp's models/)")
     .option("-q, --quiet", "no progress bar and no summary")
     .addHelpText(
       "after",
       `
 Examples:
   $ llamem make-model tiny.gguf --preset tiny
-  $ llamem make-model llama-8b-q4.gguf --preset 8b --type q4_0 --seed 7`,
+  $ llamem make-model llama-8b-q4.gguf --preset 8b --type q4_0 --seed 7
+  $ llamem make-model gemma3.gguf --arch gemma3 --type q8_0 --seed 1`,
     )
     .action(async (out: string, o: MakeModelOptions) => {
+      if (o.arch === undefined && o.preset === undefined) usageError("make-model needs --preset (llama sizes) or --arch");
+      if (o.arch !== undefined && o.arch !== "llama" && o.preset !== undefined && o.preset !== "tiny") {
+        usageError(`--preset ${o.preset} is for llama; --arch ${o.arch} comes in one tiny shape`);
+      }
+      const arch = o.arch ?? "llama";
       const trap = trapSignals();
       const bar = new ProgressBar("writing", { enabled: !o.quiet });
       try {
         const r = await writeSyntheticModel(out, {
+          arch,
           preset: o.preset,
           type: o.type,
           seed: o.seed,
@@ -59,7 +79,7 @@ Examples:
         bar.done();
         if (!o.quiet) {
           process.stdout.write(
-            `wrote ${r.path}: ${o.preset} ${o.type}, ${formatBytes(r.size)}, ${r.tensorCount} tensors, ` +
+            `wrote ${r.path}: ${arch === "llama" ? (o.preset ?? "tiny") : arch} ${o.type}, ${formatBytes(r.size)}, ${r.tensorCount} tensors, ` +
               `${formatCount(r.parameterCount)} parameters, vocabulary ${r.nVocab}\n`,
           );
         }

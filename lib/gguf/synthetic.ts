@@ -1,7 +1,9 @@
 /**
- * Synthetic llama-architecture models: real tokenizer, seeded random weights. They load and run
- * in llama.cpp like a real model of the same shape (the output is noise), which is all tests,
- * demos and memory benchmarks need, without downloading gigabytes.
+ * Synthetic models: real tokenizer, seeded random weights. They load and run in llama.cpp like a
+ * real model of the same shape (the output is noise), which is all tests, demos and memory
+ * benchmarks need, without downloading gigabytes. Llama models come in three sizes (presets);
+ * the other architectures (qwen2, qwen3, gemma3, phi3, qwen3moe, a Mistral-Nemo-shaped llama,
+ * mamba) in one tiny shape each, described in ./synthetic/archs.ts.
  *
  * @packageDocumentation
  */
@@ -14,8 +16,15 @@ import type { GgufMetadataEntry } from "./format.js";
 import { readGguf } from "./read.js";
 import { gguf, writeGguf } from "./write.js";
 import type { GgufTensorSource } from "./write.js";
+import { archPlan, isSyntheticArch, SYNTHETIC_ARCHS, type SyntheticArch, type SyntheticTensor } from "./synthetic/archs.js";
 
-/** Bumped whenever the bytes written for a given (preset, type, seed, vocab) change. */
+export { SYNTHETIC_ARCHS, archPlan, isSyntheticArch } from "./synthetic/archs.js";
+export type { SyntheticArch, SyntheticArchInfo, SyntheticTensor, ArchPlan } from "./synthetic/archs.js";
+
+/**
+ * Bumped whenever the bytes written for a given (preset or architecture plan, type, seed, vocab)
+ * change without the plan changing (e.g. how a role's values are generated).
+ */
 export const SYNTHETIC_FORMAT_VERSION = 2;
 
 /** The vocabulary file used when none is given. */
@@ -325,18 +334,6 @@ export function quantizeQ4_0(src: Float32Array, dst?: Uint8Array): Uint8Array {
 // ---------------------------------------------------------------------------------------------
 // The model.
 
-/** One tensor of a synthetic model. */
-export interface SyntheticTensor {
-  /** llama.cpp tensor name. */
-  readonly name: string;
-  /** ggml dims, ne0 (row length) first. */
-  readonly dims: readonly number[];
-  /** ggml type id. */
-  readonly type: number;
-  /** Norm weights are ones in f32; weights are random in the requested type. */
-  readonly role: "norm" | "weight";
-}
-
 function checkPreset(preset: unknown): SyntheticShape {
   if (typeof preset !== "string" || !Object.hasOwn(SYNTHETIC_PRESETS, preset)) {
     throw new LlamemError("ERR_INVALID_ARGUMENT", `unknown preset ${String(preset)} (expected ${Object.keys(SYNTHETIC_PRESETS).join(", ")})`);
@@ -382,20 +379,28 @@ export function syntheticTensors(preset: SyntheticPreset, type: SyntheticType, n
   return out;
 }
 
-/** The `general.name` of a synthetic model, e.g. "llamem synthetic tiny q4_0". */
-export function syntheticModelName(preset: SyntheticPreset, type: SyntheticType): string {
+/** The `general.name` of a synthetic model, e.g. "llamem synthetic tiny q4_0" or "llamem synthetic gemma3 q8_0". */
+export function syntheticModelName(preset: SyntheticPreset | SyntheticArch, type: SyntheticType): string {
   return `llamem synthetic ${preset} ${type}`;
 }
 
 /** Options of {@link writeSyntheticModel}. */
 export interface SyntheticModelOptions {
-  /** Model shape. */
-  readonly preset: SyntheticPreset;
-  /** Weight format. */
+  /**
+   * The architecture: "llama" (default; sized by `preset`) or one of {@link SYNTHETIC_ARCHS}
+   * (one tiny shape each).
+   */
+  readonly arch?: "llama" | SyntheticArch;
+  /** Llama model shape (default "tiny"); other architectures take only "tiny" or nothing. */
+  readonly preset?: SyntheticPreset;
+  /** Weight format of the matrices (rows that are not whole 32-value blocks stay f32). */
   readonly type: SyntheticType;
   /** PRNG seed (non-negative integer, default 0); the same seed gives byte-identical files. */
   readonly seed?: number;
-  /** GGUF to copy the `tokenizer.*` keys from (default: {@link defaultVocabPath}()). */
+  /**
+   * GGUF to copy the `tokenizer.*` keys from (default: {@link defaultVocabPath} of the
+   * architecture's vocabulary: llama-spm for llama, `SYNTHETIC_ARCHS[arch].vocab` otherwise).
+   */
   readonly vocabPath?: string;
   /** Called with the fraction written, 0..1. */
   readonly onProgress?: (fraction: number) => void;
@@ -420,54 +425,83 @@ export interface SyntheticModelResult {
 /** Elements generated per chunk: 4 MiB of float32, enough to amortise calls, small enough to stay in cache-friendly bounds. */
 const CHUNK_ELEMENTS = 1 << 20;
 
+/** The vocabulary file an architecture's model takes its tokenizer from by default. */
+export function syntheticVocabFile(arch: "llama" | SyntheticArch = "llama"): string {
+  if (arch === "llama") return DEFAULT_VOCAB_FILE;
+  if (!isSyntheticArch(arch)) checkArch(arch);
+  return SYNTHETIC_ARCHS[arch].vocab;
+}
+
+function checkArch(arch: unknown): "llama" | SyntheticArch {
+  if (arch === undefined || arch === "llama" || isSyntheticArch(arch)) return arch ?? "llama";
+  throw new LlamemError("ERR_INVALID_ARGUMENT", `unknown architecture ${String(arch)} (expected llama, ${Object.keys(SYNTHETIC_ARCHS).join(", ")})`);
+}
+
 /**
- * Writes a llama-architecture GGUF with the tokenizer of a vocabulary GGUF and seeded random
- * weights (std {@link WEIGHT_STD}; norm weights 1.0). Streams tensor by tensor in bounded chunks
- * and writes atomically.
+ * Writes a GGUF of the architecture `opts.arch` (llama by default) with the tokenizer of a
+ * vocabulary GGUF and seeded random weights (std {@link WEIGHT_STD}; norm weights 1.0).
+ * Streams tensor by tensor in bounded chunks and writes atomically.
  *
  * @throws {LlamemError} ERR_INVALID_ARGUMENT, ERR_FILE_NOT_FOUND (vocabulary), errors of
  *   {@link readGguf} for a bad vocabulary, ERR_IO, ERR_ABORTED.
  */
 export async function writeSyntheticModel(outPath: string, opts: SyntheticModelOptions): Promise<SyntheticModelResult> {
-  const shape = checkPreset(opts.preset);
-  checkType(opts.type);
+  const arch = checkArch(opts.arch);
+  const preset = opts.preset ?? "tiny";
+  const shape = checkPreset(preset);
+  if (arch !== "llama" && preset !== "tiny") {
+    throw new LlamemError("ERR_INVALID_ARGUMENT", `preset ${preset} is for llama models; ${arch} comes in one tiny shape`);
+  }
+  const weightType = checkType(opts.type);
   const seed = opts.seed ?? 0;
   if (!Number.isSafeInteger(seed) || seed < 0) throw new LlamemError("ERR_INVALID_ARGUMENT", `seed must be a non-negative integer, got ${seed}`);
 
-  const vocab = await readGguf(opts.vocabPath ?? defaultVocabPath());
+  const vocab = await readGguf(opts.vocabPath ?? defaultVocabPath(syntheticVocabFile(arch)));
   const tokens = vocab.metadata.get("tokenizer.ggml.tokens");
   if (!tokens || tokens.type !== GGUF_VALUE_TYPE.ARRAY || tokens.itemType !== GGUF_VALUE_TYPE.STRING || tokens.value.length === 0) {
     throw new LlamemError("ERR_INVALID_ARGUMENT", `${vocab.path} has no tokenizer.ggml.tokens string array`);
   }
   const nVocab = tokens.value.length;
 
+  const name = arch === "llama" ? preset : arch;
   const metadata = new Map<string, GgufMetadataEntry>([
-    ["general.architecture", gguf.str("llama")],
-    ["general.name", gguf.str(syntheticModelName(opts.preset, opts.type))],
+    ["general.architecture", gguf.str(arch === "llama" ? "llama" : SYNTHETIC_ARCHS[arch].architecture)],
+    ["general.name", gguf.str(syntheticModelName(name, opts.type))],
     ["general.file_type", gguf.u32(FILE_TYPE[opts.type])],
     ["general.quantization_version", gguf.u32(2)],
-    ["llama.context_length", gguf.u32(shape.contextLength)],
-    ["llama.embedding_length", gguf.u32(shape.nEmbd)],
-    ["llama.block_count", gguf.u32(shape.nLayer)],
-    ["llama.feed_forward_length", gguf.u32(shape.nFf)],
-    ["llama.attention.head_count", gguf.u32(shape.nHead)],
-    ["llama.attention.head_count_kv", gguf.u32(shape.nHeadKv)],
-    ["llama.rope.dimension_count", gguf.u32(shape.nEmbd / shape.nHead)],
-    ["llama.rope.freq_base", gguf.f32(shape.ropeFreqBase)],
-    ["llama.attention.layer_norm_rms_epsilon", gguf.f32(shape.rmsEps)],
-    ["llama.vocab_size", gguf.u32(nVocab)],
-    ["llamem.synthetic.preset", gguf.str(opts.preset)],
-    ["llamem.synthetic.seed", gguf.u64(seed)],
-    ["llamem.synthetic.format_version", gguf.u32(SYNTHETIC_FORMAT_VERSION)],
   ]);
+  let plan: SyntheticTensor[];
+  if (arch === "llama") {
+    for (const [k, v] of [
+      ["llama.context_length", gguf.u32(shape.contextLength)],
+      ["llama.embedding_length", gguf.u32(shape.nEmbd)],
+      ["llama.block_count", gguf.u32(shape.nLayer)],
+      ["llama.feed_forward_length", gguf.u32(shape.nFf)],
+      ["llama.attention.head_count", gguf.u32(shape.nHead)],
+      ["llama.attention.head_count_kv", gguf.u32(shape.nHeadKv)],
+      ["llama.rope.dimension_count", gguf.u32(shape.nEmbd / shape.nHead)],
+      ["llama.rope.freq_base", gguf.f32(shape.ropeFreqBase)],
+      ["llama.attention.layer_norm_rms_epsilon", gguf.f32(shape.rmsEps)],
+      ["llama.vocab_size", gguf.u32(nVocab)],
+    ] as const) {
+      metadata.set(k, v);
+    }
+    plan = syntheticTensors(preset, opts.type, nVocab);
+  } else {
+    const p = archPlan(arch, weightType, nVocab);
+    for (const [k, v] of p.metadata) metadata.set(k, v);
+    plan = p.tensors;
+  }
+  metadata.set("llamem.synthetic.preset", gguf.str(name));
+  metadata.set("llamem.synthetic.seed", gguf.u64(seed));
+  metadata.set("llamem.synthetic.format_version", gguf.u32(SYNTHETIC_FORMAT_VERSION));
   for (const [key, entry] of vocab.metadata) {
     if (key.startsWith("tokenizer.")) metadata.set(key, entry);
   }
   if (!metadata.has("tokenizer.chat_template")) metadata.set("tokenizer.chat_template", gguf.str(CHATML_TEMPLATE));
 
-  const plan = syntheticTensors(opts.preset, opts.type, nVocab);
   // One scratch pair shared by all tensors: the writer consumes each chunk before asking for the next.
-  const maxRow = Math.max(shape.nEmbd, shape.nFf);
+  const maxRow = plan.reduce((m, t) => Math.max(m, t.dims[0] as number), 0);
   const scratchElems = Math.max(CHUNK_ELEMENTS, maxRow);
   const values = new Float32Array(scratchElems);
   const bytes = new Uint8Array(scratchElems * 4);
@@ -480,7 +514,10 @@ export async function writeSyntheticModel(outPath: string, opts: SyntheticModelO
       name: t.name,
       dims: t.dims,
       type: t.type,
-      data: t.role === "norm" ? () => normChunks(elements) : () => weightChunks(t, elements, new SeededRng(seed, index), values, bytes),
+      data:
+        t.role === "norm" ? () => normChunks(elements)
+        : t.role === "ssmA" ? () => ssmAChunks(t)
+        : () => weightChunks(t, elements, new SeededRng(seed, index), values, bytes),
     };
   });
 
@@ -489,6 +526,14 @@ export async function writeSyntheticModel(outPath: string, opts: SyntheticModelO
     onProgress: opts.onProgress ? (written, total) => opts.onProgress?.(written / total) : undefined,
   });
   return { path: result.path, size: result.size, tensorCount: plan.length, parameterCount, nVocab };
+}
+
+/** Mamba's A: every row is -(1, 2, …, d_state), the value -exp(A_log) has at initialisation. */
+function* ssmAChunks(t: SyntheticTensor): Generator<Uint8Array> {
+  const [dState, rows] = t.dims as [number, number];
+  const a = new Float32Array(dState * rows);
+  for (let r = 0; r < rows; r++) for (let j = 0; j < dState; j++) a[r * dState + j] = -(j + 1);
+  yield new Uint8Array(a.buffer);
 }
 
 function* normChunks(elements: number): Generator<Uint8Array> {

@@ -59,6 +59,13 @@ export const DEFAULTS = {
   mainGpu: 0,
   /** Most tokens of a generation or a reply. */
   maxTokens: 256,
+  /**
+   * Sessions with the "summarize" strategy summarize in the background once a turn leaves the
+   * prompt over this fraction of the budget; false: only when a prompt is over the budget. Off by
+   * default: whether a background summary finishes before the next prompt depends on timing, so
+   * which turns a fold takes does too. 0.75 is a good value for interactive chats.
+   */
+  summarizeAhead: false as number | false,
   sampling: {
     temperature: 0.8,
     topK: 40,

@@ -4,6 +4,7 @@
  * summarizer.ts, archive.ts and cache-sync.ts (the KV cache); session.ts runs it.
  */
 import { invalidArgument } from "../errors.js";
+import { DEFAULTS } from "../options.js";
 import type { ChatMessage } from "../model.js";
 
 /** One message of a session's history. */
@@ -93,6 +94,13 @@ export interface MemoryOptions {
    * evaluates the rest again: slower, and exactly what a fresh context would compute.
    */
   kvReuse?: "shift" | "prefix";
+  /**
+   * For "summarize": summarize ahead of need. Once the prompt after a turn (with its reply) holds
+   * more than this fraction of the budget, the next fold is written in the background right after
+   * the turn; the next prompt uses it if it has finished and cancels it if not. `false` (the
+   * default, DEFAULTS.summarizeAhead) turns it off; 0.75 suits interactive chats. Only for sessions on a sequence of their own (not in a pool).
+   */
+  summarizeAhead?: number | false;
 }
 
 /** An evicted turn as the archive keeps it. */
@@ -131,6 +139,15 @@ export interface MemoryEvent {
   readonly kvReused: boolean;
   /** Tokens of kept messages evaluated again because of this turn's evictions (as generation really evaluates them). */
   readonly reevaluatedTokens: number;
+  /**
+   * For "summarize" events: "inline" when the summary was written during this turn, "ahead" when
+   * a summary written in the background after the last turn was used, "cancelled" when a
+   * background summary had not finished when this prompt came and was cancelled (it folded
+   * nothing: `dropped` is empty). Undefined for other kinds.
+   */
+  readonly summary?: "inline" | "ahead" | "cancelled";
+  /** For "summarize" events: prompt tokens the model evaluated to write (or start) that summary; 0 for an app summarizer. */
+  readonly summaryTokens?: number;
 }
 
 /** The options with defaults applied. @internal */
@@ -144,6 +161,7 @@ export interface ResolvedMemory {
   readonly archivePath: string | undefined;
   readonly maxAge: number | undefined;
   readonly kvReuse: "shift" | "prefix";
+  readonly summarizeAhead: number | false;
 }
 
 const STRATEGIES: readonly MemoryStrategy[] = ["slidingWindow", "tokenBudget", "summarize"];
@@ -170,6 +188,8 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
   if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) invalidArgument("memory.archive.maxAge must be a non-negative number of ms");
   const kvReuse = o.kvReuse ?? "shift";
   if (kvReuse !== "shift" && kvReuse !== "prefix") invalidArgument('memory.kvReuse must be "shift" or "prefix"');
+  const ahead = o.summarizeAhead ?? DEFAULTS.summarizeAhead;
+  if (ahead !== false && !(typeof ahead === "number" && ahead > 0 && ahead <= 1)) invalidArgument("memory.summarizeAhead must be a fraction in (0, 1] of the budget, or false");
   const s = o.summarize === undefined ? {} : o.summarize;
   if (typeof s !== "function") {
     if (!isObject(s)) invalidArgument("memory.summarize must be a function or an object");
@@ -186,6 +206,7 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
     archivePath,
     maxAge,
     kvReuse,
+    summarizeAhead: ahead,
   };
 }
 

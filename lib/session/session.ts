@@ -90,6 +90,34 @@ export interface SessionStats {
 /** A memory decision before the KV outcome is known. */
 type PendingEvent = Omit<MemoryEvent, "kvReused" | "reevaluatedTokens">;
 
+/** A summary written in the background after a turn (summarizing ahead of need). */
+interface Ahead {
+  readonly abort: AbortController;
+  /** The turns it folds and the summary it extends. */
+  readonly fold: readonly Turn[];
+  readonly previous: string | undefined;
+  /** Settles (never rejects) once the work has stopped and the sequence holds what it held before. */
+  done: Promise<void>;
+  /** The new summary, once written. */
+  text?: string;
+  /** Prompt tokens evaluated for it, and the time it ran. */
+  tokens: number;
+  ms: number;
+  /** Set when the history changed under it: it is dropped without an event. */
+  discarded?: boolean;
+  /**
+   * The model's summary tokens generated so far. A cancelled summary keeps them: the next idle
+   * time goes on from there (greedy decoding continues as if never stopped) while its turns are
+   * still in the history and the summary it extends is still the current one.
+   */
+  partial: number[];
+}
+
+/** What became of the background summary when a turn began. */
+type AheadOutcome =
+  | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number } }
+  | { readonly cancelled: { readonly tokens: number; readonly ms: number } };
+
 /** ERR_CONTEXT_FULL for a prompt of `tokens` (`what`) in a sequence of `contextSize`. */
 function contextFull(what: string, tokens: number, contextSize: number): LlamemError {
   return new LlamemError(
@@ -124,6 +152,12 @@ export class ChatSession {
   #turn: { readonly abort: AbortController; readonly ended: Promise<void> } | undefined;
   /** True while the turn's consumer holds a piece (the stream is suspended at a yield). */
   #parked = false;
+  /** The messages whose tokens the cache held at the end of the last turn (the prompt's and the reply), for summaries written after them. */
+  #cachedItems: readonly RenderItem[] | undefined;
+  /** The summary being written, or written, in the background since the last turn. */
+  #ahead: Ahead | undefined;
+  /** A background summary cancelled by a prompt, to go on with in the next idle time. */
+  #paused: Ahead | undefined;
   #counters = { summaries: 0, turnsEvicted: 0, evaluatedTokens: 0, generatedTokens: 0 };
 
   /** @internal Use {@link createSession}, {@link loadSession} or a pool. */
@@ -194,6 +228,12 @@ export class ChatSession {
   setHistory(messages: readonly SessionMessageInput[]): void {
     this.#ensureIdle();
     if (!Array.isArray(messages)) invalidArgument("setHistory(messages): messages must be an array");
+    // A background summary folds turns of the old history: stop it (the next turn waits for it to end).
+    if (this.#ahead) {
+      this.#ahead.discarded = true;
+      this.#ahead.abort.abort();
+    }
+    this.#paused = undefined;
     const now = Date.now();
     this.#history = messages.map((m, i) => {
       if (!m || typeof m.role !== "string" || typeof m.content !== "string") invalidArgument(`setHistory: message ${i} needs a string role and content`);
@@ -236,12 +276,14 @@ export class ChatSession {
     this.#history.push(user);
     let done = false;
     try {
+      // A summary started after the last turn: used if it has finished, cancelled if not.
+      const ahead = await this.#takeAhead();
       const seq = await this.#runner.acquire(signal);
       try {
         if (signal.aborted) throw new LlamemError("ERR_ABORTED", "the turn was aborted before it started");
         const before = this.#layout;
         const { sequenceContextSize, canShift } = this.#runner.context.info;
-        const { rendered, events } = await this.#plan(seq, maxTokens, signal);
+        const { rendered, events } = await this.#plan(seq, maxTokens, signal, ahead);
         const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
         for (const e of events) this.#onEvent?.({ ...e, ...kv });
         if (rendered.tokens.length >= sequenceContextSize) throw contextFull("the prompt has", rendered.tokens.length, sequenceContextSize);
@@ -267,6 +309,7 @@ export class ChatSession {
         const reply: SessionMessage = { role: "assistant", content: result.text, timestamp: Date.now() };
         this.#history.push(reply);
         this.#layout = layoutAfter(rendered, reply, seq.tokens);
+        this.#cachedItems = [...rendered.items, { key: reply, role: reply.role, content: reply.content }];
         this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
         this.#counters.generatedTokens += result.generatedTokens;
         done = true;
@@ -285,6 +328,7 @@ export class ChatSession {
       this.#busy = false;
       this.#turn = undefined;
       ended();
+      if (done) this.#startAhead();
     }
   }
 
@@ -310,6 +354,8 @@ export class ChatSession {
     this.#ensureIdle();
     this.#busy = true;
     try {
+      // A background summary would change the cache while it is read: cancel it (the next turn starts another).
+      await this.#cancelAhead();
       const state = await this.#runner.saveState();
       const refOf = (key: object): SavedRef | undefined => {
         if (key === this.#systemKey) return "system";
@@ -345,6 +391,8 @@ export class ChatSession {
    */
   async restore(header: SavedHeader, state: Buffer): Promise<void> {
     this.#ensureIdle();
+    await this.#cancelAhead();
+    this.#cachedItems = undefined;
     this.#system = header.system ?? undefined;
     this.#history = header.history.map(copyMessage);
     const c = header.counters;
@@ -379,6 +427,7 @@ export class ChatSession {
 
   async #dispose(): Promise<void> {
     this.#disposed = true;
+    await this.#cancelAhead();
     const turn = this.#turn;
     if (turn) {
       turn.abort.abort();
@@ -429,7 +478,7 @@ export class ChatSession {
    * Applies the memory policy to the history with the new user message and returns the prompt to
    * send. The planner decides which turns go; this performs it, rendering again after each step.
    */
-  async #plan(seq: Sequence, maxTokens: number, signal: AbortSignal | undefined): Promise<{ rendered: Rendered; events: PendingEvent[] }> {
+  async #plan(seq: Sequence, maxTokens: number, signal: AbortSignal | undefined, ahead: AheadOutcome | undefined): Promise<{ rendered: Rendered; events: PendingEvent[] }> {
     const mem = this.#memory;
     const contextSize = this.#runner.context.info.sequenceContextSize;
     const budget = budgetTokens(mem, contextSize, maxTokens);
@@ -450,12 +499,12 @@ export class ChatSession {
     const floor = droppable === undefined ? undefined : promptFloor(r.tokens.length, facts, droppable);
     if (floor !== undefined && floor >= contextSize) throw contextFull("the new message and the turns that cannot be evicted take", floor, contextSize);
 
-    const record = async (kind: MemoryEventKind, reason: string, dropped: readonly Turn[], act: () => Promise<void>) => {
+    const record = async (kind: MemoryEventKind, reason: string, dropped: readonly Turn[], act: () => Promise<Partial<PendingEvent> | void>) => {
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
-      await act();
+      const extra = await act();
       await update();
-      events.push({ kind, reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0 });
+      events.push({ kind, reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...extra });
     };
 
     if (mem.maxAge !== undefined) {
@@ -466,6 +515,24 @@ export class ChatSession {
       const over = pick(outsideWindow(facts, mem.keepLastTurns));
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
+    if (mem.strategy === "summarize" && ahead && "cancelled" in ahead) {
+      const { tokens, ms } = ahead.cancelled;
+      const n = r.tokens.length;
+      const reason = "the summary started after the last turn had not finished when this prompt came";
+      events.push({ kind: "summarize", reason, dropped: [], tokensBefore: n, tokensAfter: n, ms, summary: "cancelled", summaryTokens: tokens });
+    }
+    if (mem.strategy === "summarize" && ahead && "ready" in ahead) {
+      // Used only while it still fits: its turns are all in the history and it extends the current summary.
+      const { fold, text, tokens } = ahead.ready;
+      if (this.#stillFits(ahead.ready)) {
+        await record("summarize", `summarized ahead of need (the last prompt passed ${mem.summarizeAhead} of the budget of ${budget})`, fold, async () => {
+          this.#summary = { key: {}, text };
+          this.#counters.summaries++;
+          await this.#evict(fold, "summarize");
+          return { summary: "ahead", summaryTokens: tokens };
+        });
+      }
+    }
     if (mem.strategy === "summarize") {
       // The first fold keeps keepLastTurns verbatim; if the prompt is still over, the oldest are folded to cover the excess.
       for (let first = true; ; first = false) {
@@ -473,8 +540,11 @@ export class ChatSession {
         if (fold.length === 0) break;
         const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget}`;
         await record("summarize", reason, fold, async () => {
-          await this.#summarize(seq, fold, budget, signal);
+          const { text, tokens } = await this.#write(seq, fold, budget, signal);
+          this.#summary = { key: {}, text };
+          this.#counters.summaries++;
           await this.#evict(fold, "summarize");
+          return { summary: "inline", summaryTokens: tokens };
         });
       }
     }
@@ -502,21 +572,185 @@ export class ChatSession {
     return { rendered: r, events };
   }
 
-  /** Folds `turns` into the running summary, with the app's summarizer or the model (generating on `seq`). */
-  async #summarize(seq: Sequence, turns: readonly Turn[], budget: number, signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * The running summary with `turns` folded in, by the app's summarizer or the model (generating
+   * on `seq`), and the prompt tokens the model evaluated for it (also added to `sink.tokens`, even
+   * when it fails). Does not change the session.
+   */
+  async #write(
+    seq: Sequence,
+    turns: readonly Turn[],
+    budget: number,
+    signal: AbortSignal | undefined,
+    sink?: { tokens: number; partial?: number[] },
+  ): Promise<{ text: string; tokens: number }> {
+    let tokens = 0;
+    const count = (result: GenerationResult | undefined) => {
+      if (!result) return;
+      tokens += result.evaluatedPromptTokens;
+      if (sink) sink.tokens += result.evaluatedPromptTokens;
+      this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
+      this.#counters.generatedTokens += result.generatedTokens;
+    };
+    /** Greedy generation after `prompt`, counting what it evaluated even when it fails or is aborted. */
+    const generate = async (prompt: Int32Array, maxTokens: number, sig: AbortSignal | undefined, onToken?: (token: number) => void): Promise<string> => {
+      const last = seq.lastGeneration;
+      let result: GenerationResult | undefined;
+      try {
+        result = await seq.complete(prompt, { temperature: 0, maxTokens, signal: sig, onToken });
+        return result.text;
+      } finally {
+        count(result ?? (seq.lastGeneration !== last ? seq.lastGeneration : undefined));
+      }
+    };
     const text = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
       renderer: this.#renderer,
       // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
       base: this.#items(true).filter((it) => it.key === this.#systemKey || it.key === this.#summary?.key),
-      complete: async (prompt, maxTokens, sig) => {
-        const result = await seq.complete(prompt, { temperature: 0, maxTokens, signal: sig });
-        this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
-        this.#counters.generatedTokens += result.generatedTokens;
-        return result.text;
-      },
+      complete: generate,
+      tail: (instruction, maxTokens, sig) => this.#onTail(seq, turns, instruction, maxTokens, sig, generate, sink?.partial),
     });
-    this.#summary = { key: {}, text };
-    this.#counters.summaries++;
+    return { text, tokens };
+  }
+
+  /**
+   * Writes a summary after everything `seq` holds: the cached conversation (as of the last turn),
+   * then `instruction` as a user message. Only the instruction's tokens are evaluated; the tail
+   * (instruction and summary) is removed afterwards, so the sequence holds exactly what it held.
+   * Undefined when the cache is not the last turn's or does not hold every message of `turns`.
+   */
+  async #onTail(
+    seq: Sequence,
+    turns: readonly Turn[],
+    instruction: string,
+    maxTokens: number,
+    signal: AbortSignal | undefined,
+    generate: (prompt: Int32Array, maxTokens: number, signal: AbortSignal | undefined, onToken?: (token: number) => void) => Promise<string>,
+    partial?: number[],
+  ): Promise<string | undefined> {
+    const items = this.#cachedItems;
+    const layout = this.#layout;
+    const cached = seq.tokens.slice();
+    if (!items || !layout || cached.length === 0 || !sameTokens(layout.tokens, cached)) return undefined;
+    const keys = new Set(items.map((it) => it.key));
+    if (!turns.every((t) => t.every((m) => keys.has(m)))) return undefined;
+    const reply = items[items.length - 1];
+    if (!reply || reply.role !== "assistant" || reply.content.length === 0) return undefined;
+    // The cache ends with the reply's tokens: what follows is the reply's end of turn, the instruction and the assistant header.
+    const { model, template } = this.#renderer;
+    const messages = items.map((it) => ({ role: it.role, content: it.content }));
+    const before = model.applyChatTemplate(messages, { addAssistant: false, template });
+    const full = model.applyChatTemplate([...messages, { role: "user", content: instruction }], { addAssistant: true, template });
+    const at = before.lastIndexOf(reply.content);
+    if (at < 0 || !full.startsWith(before)) return undefined;
+    const suffix = await model.tokenize(full.slice(at + reply.content.length), { addSpecial: false, parseSpecial: true });
+    if (suffix.length === 0 || cached.length + suffix.length + maxTokens >= this.#runner.context.info.sequenceContextSize) return undefined;
+    if (!partial) return this.#tailGenerate(seq, cached, suffix, maxTokens, signal, generate);
+    // Going on with a summary begun in an earlier idle time: its tokens so far follow the instruction.
+    const done = partial.length;
+    if (done >= maxTokens) return this.#renderer.model.detokenize(partial);
+    const text = await this.#tailGenerate(seq, cached, [...suffix, ...partial], maxTokens - done, signal, generate, (t) => partial.push(t));
+    return done === 0 ? text : this.#renderer.model.detokenize(partial);
+  }
+
+  /** Generates after `cached` (what `seq` holds) and `suffix`, then removes everything after `cached`. */
+  async #tailGenerate(
+    seq: Sequence,
+    cached: readonly number[],
+    suffix: readonly number[],
+    maxTokens: number,
+    signal: AbortSignal | undefined,
+    generate: (prompt: Int32Array, maxTokens: number, signal: AbortSignal | undefined, onToken?: (token: number) => void) => Promise<string>,
+    onToken?: (token: number) => void,
+  ): Promise<string> {
+    try {
+      return await generate(Int32Array.from([...cached, ...suffix]), maxTokens, signal, onToken);
+    } finally {
+      // Removing at the end is exact: the cells before it are untouched.
+      if (seq.tokens.length > cached.length && !seq.busy) await seq.removeTokens(cached.length, seq.tokens.length);
+    }
+  }
+
+  /**
+   * Summarizes ahead of need after a turn: when the cache (prompt and reply) holds more than
+   * `summarizeAhead` of the budget, writes in the background the fold the next turn would make.
+   * Only on a sequence of the session's own (a pool's slot may be taken between turns).
+   */
+  #startAhead(): void {
+    const mem = this.#memory;
+    if (mem.strategy !== "summarize" || mem.summarizeAhead === false || this.#disposed || this.#ahead) return;
+    if (!(this.#runner instanceof SequenceRunner)) return;
+    const seq = this.#runner.sequence;
+    if (!seq) return;
+    const budget = budgetTokens(mem, this.#runner.context.info.sequenceContextSize, this.#maxTokens);
+    const paused = this.#paused;
+    this.#paused = undefined;
+    if (paused && this.#stillFits(paused)) {
+      this.#runAhead(paused.fold, paused.previous, budget, paused.partial, paused.tokens);
+      return;
+    }
+    if (seq.tokens.length <= mem.summarizeAhead * budget) return;
+    // The next turn's first fold: every unpinned turn but the last keepLastTurns (the new turn is not yet there).
+    const turns = splitTurns(this.#history);
+    const facts: TurnFacts[] = turns.map((t) => ({ tokens: 0, newest: 0, pinned: t.some((m) => m.pinned === true || m.role === "system" || mem.pinned?.(m) === true) }));
+    facts.push({ tokens: 0, newest: 0, pinned: false });
+    const fold = toFold(facts, 1, mem.keepLastTurns, true).map((i) => turns[i] as Turn);
+    if (fold.length === 0) return;
+    this.#runAhead(fold, this.#summary?.text, budget, [], 0);
+  }
+
+  /** Whether a background summary can still be used: its turns are all in the history and it extends the current summary. */
+  #stillFits(a: { readonly fold: readonly Turn[]; readonly previous: string | undefined }): boolean {
+    const inHistory = new Set(this.#history);
+    return a.previous === this.#summary?.text && a.fold.every((t) => t.every((m) => inHistory.has(m)));
+  }
+
+  /** Starts writing the summary of `fold` in the background, going on from `partial` (the model's tokens so far). */
+  #runAhead(fold: readonly Turn[], previous: string | undefined, budget: number, partial: number[], tokens: number): void {
+    const ahead: Ahead = { abort: new AbortController(), fold, previous, done: Promise.resolve(), tokens, ms: 0, partial };
+    const t0 = performance.now();
+    ahead.done = (async () => {
+      // Let the caller take the reply first.
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (ahead.abort.signal.aborted) return;
+      const seqNow = await this.#runner.acquire(ahead.abort.signal);
+      try {
+        const { text } = await this.#write(seqNow, fold, budget, ahead.abort.signal, ahead);
+        if (!ahead.abort.signal.aborted) ahead.text = text;
+      } finally {
+        this.#runner.release();
+      }
+    })()
+      .catch(() => undefined)
+      .finally(() => {
+        ahead.ms = performance.now() - t0;
+      });
+    this.#ahead = ahead;
+  }
+
+  /** Ends the background summary, if any: what it wrote if it had finished, else it is cancelled (and awaited). */
+  async #takeAhead(): Promise<AheadOutcome | undefined> {
+    const a = this.#ahead;
+    if (!a) return undefined;
+    if (a.text === undefined) a.abort.abort();
+    await a.done;
+    this.#ahead = undefined;
+    if (a.discarded) return undefined;
+    if (a.text !== undefined) return { ready: { fold: a.fold, previous: a.previous, text: a.text, tokens: a.tokens } };
+    // Kept for the next idle time (dropped there if this turn folds or changes the summary).
+    this.#paused = a;
+    return { cancelled: { tokens: a.tokens, ms: a.ms } };
+  }
+
+  /** Cancels the background summary and waits until it has stopped. */
+  async #cancelAhead(): Promise<void> {
+    this.#paused = undefined;
+    const a = this.#ahead;
+    if (!a) return;
+    a.discarded = true;
+    a.abort.abort();
+    await a.done;
+    if (this.#ahead === a) this.#ahead = undefined;
   }
 }
 

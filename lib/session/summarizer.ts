@@ -26,6 +26,24 @@ export interface ModelSummaryHost {
   readonly base: readonly RenderItem[];
   /** Generates greedily after `prompt`, at most `maxTokens` tokens, and resolves with the text. */
   complete(prompt: Int32Array, maxTokens: number, signal: AbortSignal | undefined): Promise<string>;
+  /**
+   * Writes the summary after everything the sequence already holds: appends `instruction` as a
+   * user message after the cached conversation, generates greedily, then removes that tail.
+   * Resolves with undefined when the cache cannot be used so (the request is then rendered from
+   * the turns' text and sent through {@link complete}).
+   */
+  tail?(instruction: string, maxTokens: number, signal: AbortSignal | undefined): Promise<string | undefined>;
+}
+
+/**
+ * The instruction of a summary written after the whole cached conversation: the kept turns are
+ * in the cache too, so it names the last turn to cover.
+ */
+export function tailInstruction(prompt: string, turns: readonly Turn[]): string {
+  const last = turns[turns.length - 1]?.[0];
+  if (!last) return prompt;
+  const start = last.content.replace(/\s+/g, " ").trim().slice(0, 60);
+  return `${prompt}\nCover the conversation above only up to and including the ${last.role} message that begins "${start}".`;
 }
 
 /**
@@ -45,11 +63,15 @@ export async function summarizeTurns(
   if (typeof how === "function") {
     text = await untilAborted(Promise.resolve().then(() => how(turns, previous, { signal })), signal, "summarizing");
   } else {
+    const prompt = how.prompt ?? DEFAULT_SUMMARY_PROMPT;
+    const maxTokens = summaryMaxTokens(how, budget);
+    const onTail = host.tail ? await host.tail(tailInstruction(prompt, turns), maxTokens, signal) : undefined;
+    if (onTail !== undefined) return onTail.trim();
     const messages: RenderItem[] = [];
     for (const m of turns.flat()) messages.push({ key: m, role: m.role, content: m.content });
-    const ask: RenderItem = { key: {}, role: "user", content: how.prompt ?? DEFAULT_SUMMARY_PROMPT };
+    const ask: RenderItem = { key: {}, role: "user", content: prompt };
     const r = await host.renderer.render(host.base.concat(messages, [ask]));
-    text = (await host.complete(r.tokens, summaryMaxTokens(how, budget), signal)).trim();
+    text = (await host.complete(r.tokens, maxTokens, signal)).trim();
   }
   if (typeof text !== "string") invalidArgument("the summarizer must resolve with a string");
   return text;

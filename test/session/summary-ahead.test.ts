@@ -1,0 +1,287 @@
+/**
+ * Summaries off the critical path: a model-written summary is generated after everything the
+ * sequence already holds (only the instruction is evaluated, and the tail is removed exactly),
+ * and with `summarizeAhead` the next fold is written in the background between turns, used when
+ * it has finished and cancelled when the next prompt comes first. Random weights say nothing of
+ * a summary's quality: these tests check the mechanism (tokens evaluated, cells kept).
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSession, loadModel, type GenerationResult, type MemoryEvent, type Model, type Sequence } from "../../lib/index.js";
+import { tinyModel } from "../helpers/models.js";
+import { THREADS } from "./helpers.js";
+
+const SYSTEM = "You are a helpful assistant. Keep every answer short and friendly.";
+const userText = (i: number) => `Message ${i}: tell me something about topic ${i % 7}.`;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+/** Turns of the event loop until `done()` or 5 s. */
+async function until(done: () => boolean): Promise<void> {
+  const end = Date.now() + 5000;
+  while (!done() && Date.now() < end) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+let model: Model;
+let dir: string;
+
+beforeAll(async () => {
+  model = await loadModel(await tinyModel("f16"));
+  dir = mkdtempSync(join(tmpdir(), "llamem-summary-ahead-"));
+});
+afterAll(async () => {
+  await model.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** What each summary request did on the sequence: the cache before, the prompt, what it evaluated, the cache after the tail was removed. */
+interface Request {
+  before: number[];
+  prompt: number[];
+  evaluated: number;
+  /** The cache just before the tail was removed, and after. */
+  full?: number[];
+  after?: number[];
+}
+
+/** Records the summary requests (greedy `complete` calls) made on `seq`, and the cache once each one's tail is removed. */
+function spy(seq: Sequence): Request[] {
+  const requests: Request[] = [];
+  const complete = seq.complete.bind(seq);
+  const removeTokens = seq.removeTokens.bind(seq);
+  let open: Request | undefined;
+  seq.complete = async (prompt, options) => {
+    const r: Request = { before: seq.tokens.slice(), prompt: Array.from(prompt as ArrayLike<number>), evaluated: -1 };
+    requests.push(r);
+    open = r;
+    const result: GenerationResult = await complete(prompt, options);
+    r.evaluated = result.evaluatedPromptTokens;
+    return result;
+  };
+  seq.removeTokens = async (start, end) => {
+    const full = seq.tokens.slice();
+    const shifted = await removeTokens(start, end);
+    if (open && end === seq.tokens.length + (end - start) && start === open.before.length) {
+      open.full = full;
+      open.after = seq.tokens.slice();
+      open = undefined;
+    }
+    return shifted;
+  };
+  return requests;
+}
+
+describe("summaries after the cached conversation", () => {
+  it("the model's summary evaluates only the instruction and removes its tail exactly", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 4,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 200, keepLastTurns: 1, summarize: { maxTokens: 6 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    const requests = spy(session.sequence as Sequence);
+    for (let i = 0; i < 10; i++) await session.prompt(userText(i));
+    const summaries = events.filter((e) => e.kind === "summarize");
+    expect(summaries.length).toBeGreaterThan(0);
+    expect(summaries.every((e) => e.summary === "inline")).toBe(true);
+    expect(requests.length).toBe(summaries.length);
+    for (const [i, r] of requests.entries()) {
+      // The request is the whole cache and then the instruction: nothing cached is evaluated again.
+      expect(r.prompt.slice(0, r.before.length)).toEqual(r.before);
+      expect(r.evaluated).toBe(r.prompt.length - r.before.length);
+      // The instruction, its end-of-turn and the assistant header: not the turns being summarized.
+      expect(r.evaluated).toBeLessThan(120);
+      expect(summaries[i]?.summaryTokens).toBe(r.evaluated);
+      // The tail (instruction and summary) is gone; the cache is what it was.
+      expect(r.after).toEqual(r.before);
+      const tail = await model.detokenize(r.prompt.slice(r.before.length), { special: true });
+      expect(tail).toContain("Cover the conversation above only up to and including the user message that begins");
+    }
+    expect(session.summary?.length).toBeGreaterThan(0);
+    const cached = await model.detokenize(session.sequence?.tokens ?? [], { special: true });
+    expect(cached).toContain(`Summary of the earlier conversation:\n${session.summary}`);
+  });
+});
+
+describe("summarizing ahead of need", () => {
+  it("uses a background summary that finished before the next prompt", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const calls: number[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 300, keepLastTurns: 2, summarizeAhead: 0.5, summarize: async (turns) => (calls.push(turns.length), `${turns.length} turns`) },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 20; i++) {
+      await session.prompt(userText(i));
+      await sleep(20);
+    }
+    const ahead = events.filter((e) => e.summary === "ahead");
+    expect(ahead.length).toBeGreaterThan(0);
+    expect(events.filter((e) => e.summary === "inline")).toEqual([]);
+    expect(events.filter((e) => e.summary === "cancelled")).toEqual([]);
+    // Each summary written was used (but the one written after the last turn, which no prompt followed).
+    expect((await session.stats()).summaries).toBe(calls.length - 1);
+    expect(ahead.every((e) => e.dropped.length > 0 && e.summaryTokens === 0 && e.tokensAfter < e.tokensBefore)).toBe(true);
+  });
+
+  it("cancels a background summary when the next prompt comes first", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const signals: AbortSignal[] = [];
+    let slow = false;
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: {
+        strategy: "summarize",
+        budget: 300,
+        keepLastTurns: 2,
+        summarizeAhead: 0.5,
+        summarize: (turns, _previous, { signal }) => {
+          if (signal) signals.push(signal);
+          // The background one never finishes by itself; the turn's own (inline) one does.
+          return slow ? new Promise<string>(() => undefined) : Promise.resolve(`${turns.length} turns`);
+        },
+      },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 12; i++) {
+      await session.prompt(userText(i));
+      // The background summary starts after the turn has returned.
+      slow = true;
+      await sleep(5);
+      slow = false;
+    }
+    const cancelled = events.filter((e) => e.summary === "cancelled");
+    expect(cancelled.length).toBeGreaterThan(0);
+    expect(cancelled.every((e) => e.dropped.length === 0 && e.tokensBefore === e.tokensAfter)).toBe(true);
+    expect(signals.length).toBeGreaterThan(0);
+    // Every background summary was cancelled; the folds were written inline.
+    expect(events.filter((e) => e.summary === "inline").length).toBeGreaterThan(0);
+    expect(events.filter((e) => e.summary === "ahead")).toEqual([]);
+    const background = signals.filter((s) => s.aborted);
+    expect(background.length).toBe(cancelled.length);
+    expect(session.lastGeneration?.promptTokens).toBeLessThanOrEqual(300);
+  });
+
+  it("writes the model's summary in idle time on the cached conversation and uses it", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 4,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 200, keepLastTurns: 1, summarizeAhead: 0.6, summarize: { maxTokens: 6 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    const seq = session.sequence as Sequence;
+    const requests = spy(seq);
+    for (let i = 0; i < 10; i++) {
+      await session.prompt(userText(i));
+      const after = seq.tokens.slice();
+      // Idle time: the background summary runs and ends with the cache as the turn left it.
+      for (let w = 0; w < 100 && requests.some((r) => r.after === undefined); w++) await sleep(10);
+      await sleep(20);
+      expect(seq.tokens).toEqual(after);
+    }
+    const ahead = events.filter((e) => e.summary === "ahead");
+    expect(ahead.length).toBeGreaterThan(0);
+    expect(ahead.every((e) => (e.summaryTokens ?? 0) > 0)).toBe(true);
+    for (const r of requests) {
+      expect(r.evaluated).toBe(r.prompt.length - r.before.length);
+      expect(r.after).toEqual(r.before);
+    }
+    expect(session.summary?.length).toBeGreaterThan(0);
+  });
+
+  it("a background summary cancelled by a prompt goes on from its tokens in the next idle time", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 4,
+      temperature: 0,
+      memory: { strategy: "summarize", budget: 400, keepLastTurns: 1, summarizeAhead: 0.1, summarize: { maxTokens: 48 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    const seq = session.sequence as Sequence;
+    const requests = spy(seq);
+    await session.prompt(userText(0));
+    await session.prompt(userText(1));
+    // Let the background summary generate a few tokens, then prompt: it is cancelled.
+    await until(() => requests[0] !== undefined && seq.tokens.length >= requests[0].prompt.length + 3);
+    // (The one started after the first turn was cancelled by the second before it began.)
+    events.length = 0;
+    await session.prompt(userText(2));
+    expect(events.map((e) => e.summary)).toEqual(["cancelled"]);
+    const first = requests[0] as Request;
+    const generated = (first.full ?? []).slice(first.prompt.length);
+    expect(generated.length).toBeGreaterThan(0);
+    expect(first.after).toEqual(first.before);
+    // The next idle time goes on: its request ends with the tokens generated so far.
+    for (let w = 0; w < 300 && !(requests[1]?.after); w++) await sleep(10);
+    const second = requests[1] as Request;
+    expect(second.prompt.slice(0, second.before.length)).toEqual(second.before);
+    // (The last token sampled may not have been evaluated yet: it is in the new request too.)
+    const end = second.prompt.slice(second.before.length).join(",");
+    expect(end.endsWith(generated.join(",")) || end.slice(0, end.lastIndexOf(",")).endsWith(generated.join(","))).toBe(true);
+    expect(second.after).toEqual(second.before);
+    await session.prompt(userText(3));
+    expect(events.map((e) => e.summary)).toEqual(["cancelled", "ahead"]);
+    expect(session.summary?.length).toBeGreaterThan(0);
+  });
+
+  it("dispose and save during a background summary cancel it and leave nothing running", async () => {
+    const signals: AbortSignal[] = [];
+    const options = {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: {
+        strategy: "summarize" as const,
+        budget: 120,
+        keepLastTurns: 1,
+        summarizeAhead: 0.1,
+        summarize: (_turns: unknown, _previous: unknown, { signal }: { signal: AbortSignal | undefined }) => {
+          if (signal) signals.push(signal);
+          return new Promise<string>(() => undefined);
+        },
+      },
+    };
+    {
+      await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+      const session = await createSession(ctx, options);
+      await session.prompt(userText(0));
+      await session.prompt(userText(1));
+      await sleep(5);
+      expect(signals.length).toBe(1);
+      const bytes = await session.save(join(dir, "during.llamem"));
+      expect(bytes).toBeGreaterThan(0);
+      expect(signals[0]?.aborted).toBe(true);
+      await session.dispose();
+    }
+    {
+      // The model as summarizer: dispose while it generates in the background.
+      await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+      const session = await createSession(ctx, { ...options, maxTokens: 4, memory: { ...options.memory, summarize: { maxTokens: 64 } } });
+      const seq = session.sequence as Sequence;
+      const requests = spy(seq);
+      await session.prompt(userText(0));
+      await session.prompt(userText(1));
+      await until(() => requests.length > 0);
+      expect(requests.length).toBe(1);
+      await session.dispose();
+      expect(seq.busy).toBe(false);
+      // Whatever the request had evaluated is gone again.
+      expect(seq.tokens).toEqual(requests[0]?.before);
+    }
+  });
+});

@@ -22,6 +22,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SYNTHETIC_ARCHS, SYNTHETIC_PRESETS, type SyntheticArch } from "../../lib/gguf/synthetic.js";
+import type { SyntheticArchInfo } from "../../lib/gguf/synthetic/archs.js";
 import {
   createPool,
   createSession,
@@ -42,20 +43,11 @@ export type MatrixArch = "llama" | SyntheticArch;
 /** One thread per context: CI runs several test files at once on 2 cores. */
 export const THREADS = 1;
 
-/** What the tests need of a shape. */
-export interface MatrixShape {
-  readonly architecture: string;
-  readonly nEmbd: number;
-  readonly nLayer: number;
-  readonly nHead: number;
-  readonly nHeadKv: number;
-  readonly headDim: number;
-  readonly slidingWindow: number;
-  readonly swaLayers: readonly number[];
-  readonly experts: number;
-  readonly recurrent: boolean;
-  readonly ssm: { readonly dConv: number; readonly dInner: number; readonly dState: number; readonly dtRank: number };
-}
+/** What the tests need of a shape: the writer's own description of it. */
+export type MatrixShape = Pick<
+  SyntheticArchInfo,
+  "architecture" | "nEmbd" | "nLayer" | "nHead" | "nHeadKv" | "headDim" | "slidingWindow" | "swaLayers" | "experts" | "recurrent" | "ssm"
+>;
 
 export function shapeOf(arch: MatrixArch): MatrixShape {
   if (arch === "llama") {

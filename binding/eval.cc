@@ -87,7 +87,18 @@ class EvalBatchWorker : public PromiseWorker {
     for (BatchEntry& entry : entries_) {
       if (!entry.sampler) continue;
       if (entry.accept) {
-        for (llama_token t : entry.tokens) llama_sampler_accept(entry.sampler->chain, t);
+        // The prompt's tokens feed the penalties' history; the grammar only sees the reply.
+        const int32_t skip = entry.sampler->grammar_stage;
+        const int32_t n = llama_sampler_chain_n(entry.sampler->chain);
+        for (llama_token t : entry.tokens) {
+          if (skip < 0) {
+            llama_sampler_accept(entry.sampler->chain, t);
+            continue;
+          }
+          for (int32_t i = 0; i < n; i++) {
+            if (i != skip) llama_sampler_accept(llama_sampler_chain_get(entry.sampler->chain, i), t);
+          }
+        }
       }
       if (!entry.sample) continue;
       entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);

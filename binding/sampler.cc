@@ -20,9 +20,22 @@ void Sampler::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
 namespace {
 
 // One stage of the chain from its options; `selects` tells whether it picks the token.
-llama_sampler* StageOf(const Fields& f, int32_t n_vocab, bool& selects) {
+llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects) {
+  const int32_t n_vocab = model.n_vocab;
   const std::string type = f.String("type");
   selects = false;
+  if (type == "grammar") {
+    // llama_sampler_init_grammar (llama-grammar.cpp): parse errors, a missing root rule and left
+    // recursion give nullptr (and a message on llama.cpp's log), never an abort.
+    const std::string grammar = f.String("grammar");
+    const std::string root = f.String("root");
+    llama_sampler* s = llama_sampler_init_grammar(model.vocab, grammar.c_str(), root.c_str());
+    if (s == nullptr) {
+      f.Fail("grammar", "is not a valid GBNF grammar with a rule \"" + root +
+                            "\" (llama.cpp could not parse it, or it is left-recursive; its log says where)");
+    }
+    return s;
+  }
   if (type == "penalties") {
     const int64_t last_n = f.Int("lastN", 0, 1 << 20);
     const double repeat = f.Number("repeat", 1e-6, 100.0);
@@ -47,7 +60,7 @@ llama_sampler* StageOf(const Fields& f, int32_t n_vocab, bool& selects) {
     selects = true;
     return llama_sampler_init_greedy();
   }
-  f.Fail("type", "must be one of penalties, topK, topP, minP, temperature, dist, greedy (got \"" + type + "\")");
+  f.Fail("type", "must be one of grammar, penalties, topK, topP, minP, temperature, dist, greedy (got \"" + type + "\")");
 }
 
 }  // namespace
@@ -72,7 +85,10 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     // llama_sampler_sample asserts that a stage selected a token, and a stage after the one
     // that selects could cut the candidates under the selected index.
     if (selected) f.Fail("type", "follows dist or greedy, which must be the last stage");
-    llama_sampler_chain_add(handle->chain, StageOf(f, model->n_vocab, selected));
+    const bool grammar = f.String("type") == "grammar";
+    if (grammar && handle->grammar_stage >= 0) f.Fail("type", "grammar is given twice");
+    llama_sampler_chain_add(handle->chain, StageOf(f, *model, selected));
+    if (grammar) handle->grammar_stage = static_cast<int32_t>(i);
   }
   if (!selected) args.Fail("options.stages", "must end with a dist or greedy stage (the one that picks the token)");
   handle_ = std::move(handle);

@@ -1,5 +1,5 @@
-// The sampler chain: penalties, top-k, top-p, min-p, temperature, and a seeded draw or greedy
-// pick last, in the order lib/ gives.
+// The sampler chain: a grammar first if any, then penalties, top-k, top-p, min-p, temperature,
+// and a seeded draw or greedy pick last, in the order lib/ gives.
 #pragma once
 
 #include <memory>
@@ -13,6 +13,9 @@ class Addon;
 
 struct SamplerHandle {
   llama_sampler* chain = nullptr;
+  // The index of the grammar stage in the chain, or -1. A prompt's tokens are accepted by every
+  // stage but this one: the grammar constrains the reply, not the prompt before it.
+  int32_t grammar_stage = -1;
   ~SamplerHandle() {
     if (chain != nullptr) llama_sampler_free(chain);
   }

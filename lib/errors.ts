@@ -28,6 +28,7 @@ export const ERROR_CODES = {
   ERR_UNSUPPORTED: "The model or backend cannot do this (e.g. shift positions of a recurrent cache).",
   ERR_STATE_MISMATCH: "Saved state does not belong to this model or context, or is damaged.",
   ERR_ARCHIVE_INVALID: "A session archive file holds a line that is not an archived turn.",
+  ERR_TEMPLATE: "A chat template failed to render (the engine's message says where), or broke the sandbox's time, memory or output limits.",
   ERR_INSUFFICIENT_MEMORY: "The request does not fit the memory available or the budget given; the message says what would.",
   ERR_INTERNAL: "An unexpected internal failure; please report it.",
 } as const;

@@ -8,6 +8,7 @@
 import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import type { NativeBatchEntry, NativeBatchResult, NativeContext } from "./internal/native.js";
 import { DEFAULTS, type SamplingOptions } from "./options.js";
+import { jsonSchemaToGrammar, type JsonSchema } from "./grammar/json-schema.js";
 import type { Sampler } from "./sampler.js";
 
 /** Options of {@link Sequence.generate}. */
@@ -27,6 +28,16 @@ export interface GenerateOptions extends SamplingOptions {
    * generation ends and the iterator throws that error.
    */
   onToken?: (token: number) => void;
+  /**
+   * A GBNF grammar (llama.cpp's format, with a `root` rule) the output must follow. The
+   * generation ends when the grammar is complete (the model can then only end its turn).
+   */
+  grammar?: string;
+  /**
+   * A JSON Schema the output must satisfy: turned into a grammar, so the text parses as JSON and
+   * validates. Keywords that cannot be enforced exactly are ERR_INVALID_ARGUMENT, naming where.
+   */
+  jsonSchema?: JsonSchema;
 }
 
 /** Why a generation ended. */
@@ -53,6 +64,8 @@ export interface CheckedGenerateOptions {
   readonly stops: readonly string[];
   readonly signal: AbortSignal | undefined;
   readonly onToken: ((token: number) => void) | undefined;
+  /** The grammar of `grammar` or `jsonSchema`. */
+  readonly grammar: string | undefined;
 }
 
 /** Checks the options every generation shares; ERR_INVALID_ARGUMENT names the bad one. @internal */
@@ -66,7 +79,17 @@ export function checkGenerateOptions(o: GenerateOptions | undefined): CheckedGen
   if (signal !== undefined && !(signal instanceof AbortSignal)) invalidArgument("signal must be an AbortSignal");
   const onToken = o?.onToken;
   if (onToken !== undefined && typeof onToken !== "function") invalidArgument("onToken must be a function");
-  return { maxTokens, stops: stop.filter((s) => s.length > 0), signal, onToken };
+  return { maxTokens, stops: stop.filter((s) => s.length > 0), signal, onToken, grammar: grammarOf(o) };
+}
+
+/** The grammar a generation follows: `grammar` as given, or `jsonSchema`'s. @internal */
+export function grammarOf(o: Pick<GenerateOptions, "grammar" | "jsonSchema"> | undefined): string | undefined {
+  if (o?.grammar !== undefined && o.jsonSchema !== undefined) invalidArgument("grammar and jsonSchema cannot both be given");
+  if (o?.grammar !== undefined) {
+    if (typeof o.grammar !== "string" || o.grammar.trim().length === 0) invalidArgument("grammar must be a non-empty GBNF string");
+    return o.grammar;
+  }
+  return o?.jsonSchema === undefined ? undefined : jsonSchemaToGrammar(o.jsonSchema, { where: "jsonSchema" });
 }
 
 /** The tokens one sequence holds in the KV cache, positions 0..n-1, in order. @internal */

@@ -2,7 +2,9 @@
  * llamem: run GGUF models locally through llama.cpp, with memory you can see and bound.
  */
 export { loadModel, Model } from "./model.js";
-export type { LoadModelOptions, LoadMode, ModelInfo, ChatMessage, TokenizeOptions } from "./model.js";
+export type { LoadModelOptions, LoadMode, ModelInfo, ChatMessage, ChatTemplateOptions, ChatTool, ChatToolCall, TokenizeOptions } from "./model.js";
+export { jsonSchemaToGrammar } from "./grammar/json-schema.js";
+export type { JsonSchema } from "./grammar/json-schema.js";
 export { Context } from "./context.js";
 export type { ContextOptions, ContextMemory, ContextInfo, MemoryRow } from "./context.js";
 export { defaultThreads, availableRam } from "./system.js";
@@ -27,7 +29,8 @@ export { quantize, QUANT_TYPES } from "./quantize.js";
 export type { QuantType, QuantizeOptions } from "./quantize.js";
 export { addRpcServers, serveRpc } from "./rpc.js";
 export { ChatSession, createSession, loadSession } from "./session/session.js";
-export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions } from "./session/session.js";
+export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions, TurnEvent, SessionReply } from "./session/session.js";
+export type { SessionTool, ToolChoice, ToolCallRecord } from "./session/tools.js";
 export type {
   SessionMessage,
   SessionMessageInput,

@@ -15,6 +15,9 @@ import { bindModel } from "./internal/handles.js";
 import { Context, type ContextOptions, type MemoryRow } from "./context.js";
 import { Lifetime } from "./lifetime.js";
 import { contextBaton, DEFAULTS, LOAD_MODES, loadBaton, VOCAB_TYPES, type PlacementOptions } from "./options.js";
+import { checkMessages, checkTemplateOptions, isJinja, renderChat, type ChatMessage, type ChatTemplateOptions, type TemplateContext } from "./chat/template.js";
+
+export type { ChatMessage, ChatTemplateOptions, ChatTool, ChatToolCall } from "./chat/template.js";
 
 /**
  * How the weights are brought into memory. "auto" (the default) maps the file unless the CPU
@@ -65,12 +68,6 @@ export interface LoadModelOptions extends PlacementOptions {
   onProgress?: (progress: number) => void;
   /** Cancels the load; the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
-}
-
-/** A message for a chat template. */
-export interface ChatMessage {
-  role: "system" | "user" | "assistant" | (string & {});
-  content: string;
 }
 
 /** What a model is, from its GGUF metadata and llama.cpp. */
@@ -344,18 +341,37 @@ export class Model {
   }
 
   /**
-   * Formats messages with the model's chat template (or `template`), ready to tokenize with
-   * `parseSpecial: true`. Uses llama.cpp's built-in template engine.
+   * Formats messages with the model's chat template (or `options.template`), ready to tokenize
+   * with `parseSpecial: true`. A Jinja template (the model's own, or source given) renders in a
+   * sandbox off the JS thread, with tools, `thinking` and the date; a built-in format's name
+   * ("chatml", "llama3", ...) and models without a template use llama.cpp's built-in formats.
+   * ERR_TEMPLATE when the template fails to render or breaks the sandbox's limits.
    */
-  applyChatTemplate(messages: ChatMessage[], options: { addAssistant?: boolean; template?: string } = {}): string {
+  async applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): Promise<string> {
     this.#lifetime.check();
     checkOptions(options, "applyChatTemplate(messages, options)");
+    const source = options.template ?? this.info.chatTemplate;
+    const jinja = source !== undefined && isJinja(source);
+    checkTemplateOptions(options, jinja);
+    checkMessages(messages);
+    if (jinja) return renderChat(source, messages, this.#templateContext(), options);
     try {
-      if (options.template !== undefined && typeof options.template !== "string") invalidArgument("template must be a string");
-      return this.#native.applyChatTemplate(messages, options.addAssistant ?? true, options.template ?? null);
+      const plain = messages.map((m) => ({ role: m.role, content: m.content }));
+      return this.#native.applyChatTemplate(plain, options.addAssistant ?? true, options.template ?? null);
     } catch (err) {
       throw fromNative(err);
     }
+  }
+
+  #templateText: TemplateContext | undefined;
+
+  /** The BOS and EOS strings templates write (`bos_token`, `eos_token`), from the vocabulary. */
+  #templateContext(): TemplateContext {
+    if (!this.#templateText) {
+      const text = (id: number) => (id >= 0 ? this.tokenToPiece(id, { special: true }).toString("utf8") : "");
+      this.#templateText = { bosText: text(this.info.bos), eosText: text(this.info.eos) };
+    }
+    return this.#templateText;
   }
 
   /**

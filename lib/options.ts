@@ -66,6 +66,21 @@ export const DEFAULTS = {
    * which turns a fold takes does too. 0.75 is a good value for interactive chats.
    */
   summarizeAhead: false as number | false,
+  /**
+   * Limits of the sandbox that renders chat templates (templates come from model files, which
+   * may be hostile): wall time of one render, its output's length in characters, the sandbox's
+   * JavaScript heap, and the longest list `range()` may build.
+   */
+  template: {
+    timeoutMs: 5000,
+    maxOutputChars: 32 * 1024 * 1024,
+    heapMb: 256,
+    maxRange: 1_000_000,
+  },
+  /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
+  maxToolRounds: 8,
+  /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */
+  maxToolRetries: 2,
   sampling: {
     temperature: 0.8,
     topK: 40,
@@ -129,7 +144,7 @@ function intIn(value: number, name: string, min: number, max: number): number {
  * The sampler chain for `o`, in {@link SAMPLER_ORDER}: stages that are off are left out, and
  * temperature 0 is a greedy pick. @internal
  */
-export function samplerBaton(o: SamplingOptions, vocabSize: number): NativeSamplerOptions {
+export function samplerBaton(o: SamplingOptions, vocabSize: number, grammar?: string): NativeSamplerOptions {
   const d = DEFAULTS.sampling;
   const temperature = numberIn(o.temperature ?? d.temperature, "temperature", 0, 100);
   const topK = intIn(o.topK ?? d.topK, "topK", 0, vocabSize);
@@ -141,7 +156,8 @@ export function samplerBaton(o: SamplingOptions, vocabSize: number): NativeSampl
   const presence = numberIn(o.presencePenalty ?? d.presencePenalty, "presencePenalty", -100, 100);
   const seed = o.seed ?? Math.floor(Math.random() * 0xffffffff);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) invalidArgument("seed must be an integer in [0, 2^32)");
-  const stages: NativeSamplerStage[] = [];
+  // A grammar first, as llama.cpp's own samplers apply it: the other stages see only tokens it allows.
+  const stages: NativeSamplerStage[] = grammar === undefined ? [] : [{ type: "grammar", grammar, root: "root" }];
   for (const stage of SAMPLER_ORDER) {
     if (stage === "penalties" && (repeat !== 1 || frequency !== 0 || presence !== 0)) {
       stages.push({ type: "penalties", lastN, repeat, frequency, presence });

@@ -14,8 +14,9 @@ export type { SamplingOptions } from "./options.js";
 export class Sampler {
   readonly native: NativeSampler;
 
-  constructor(model: Model, o: SamplingOptions) {
-    const baton = samplerBaton(o, model.info.vocabSize);
+  /** `grammar`: GBNF text with a `root` rule that the reply must follow. */
+  constructor(model: Model, o: SamplingOptions, grammar?: string) {
+    const baton = samplerBaton(o, model.info.vocabSize, grammar);
     try {
       this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {

@@ -211,7 +211,7 @@ export class Sequence {
     const ids = typeof prompt === "string" ? undefined : toTokenIds(prompt, "prompt");
     const { model } = this.#inner.context;
     // Built before anything changes, so bad sampling options leave the cache as it was.
-    let sampler = checked.maxTokens > 0 ? new Sampler(model, options) : undefined;
+    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar) : undefined;
     this.#busy = true;
     try {
       const tokens = ids ?? (await model.tokenizeRaw(prompt as string, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false }));

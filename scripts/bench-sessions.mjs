@@ -228,7 +228,7 @@ async function chatChild(job) {
     for (let t = 0; t < job.turns; t++) {
       history.push({ role: "user", content: userMessage(t) });
       const ts = performance.now();
-      const text = model.applyChatTemplate([{ role: "system", content: SYSTEM }, ...history], { addAssistant: true });
+      const text = await model.applyChatTemplate([{ role: "system", content: SYSTEM }, ...history], { addAssistant: true });
       const tokens = await model.tokenize(text, { addSpecial: true, parseSpecial: true });
       // The same limit as noPruning's: a session's default budget, context - reply - 16.
       if (tokens.length > capacity - job.replyTokens - 16) {

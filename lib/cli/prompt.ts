@@ -10,6 +10,8 @@ import { loadModel, type Model } from "../model.js";
 import type { Context, ContextMemory, GenerationResult, StopReason } from "../context.js";
 import { setLogLevel } from "../log.js";
 import { samplingOf } from "../options.js";
+import { readWholeFile } from "../files.js";
+import type { JsonSchema } from "../grammar/json-schema.js";
 import { CliExit, ProgressBar, formatBytes, outputGuard, styleFor, trapSignals, usageError } from "./output.js";
 import {
   DEMO_MODEL_NOTE,
@@ -30,6 +32,8 @@ interface PromptOptions extends ModelCliOptions {
   stop?: string[];
   chat?: boolean;
   json?: boolean;
+  jsonSchema?: string;
+  grammar?: string;
 }
 
 /** What `--json` prints: one object, at the end. */
@@ -71,6 +75,18 @@ function unescape(s: string): string {
   return s.replace(/\\(n|r|t|\\)/g, (_m, c: string) => (c === "n" ? "\n" : c === "r" ? "\r" : c === "t" ? "\t" : "\\"));
 }
 
+/** The --json-schema or --grammar file's constraint; a schema that is not JSON is a usage error. */
+async function constraintOf(o: PromptOptions): Promise<{ jsonSchema?: JsonSchema; grammar?: string }> {
+  if (o.grammar !== undefined) return { grammar: (await readWholeFile(o.grammar)).toString("utf8") };
+  if (o.jsonSchema === undefined) return {};
+  const text = (await readWholeFile(o.jsonSchema)).toString("utf8");
+  try {
+    return { jsonSchema: JSON.parse(text) as JsonSchema };
+  } catch (err) {
+    return usageError(`--json-schema ${o.jsonSchema}: not JSON (${(err as Error).message})`);
+  }
+}
+
 /** True when the formatted chat already starts with BOS, so tokenizing must not add another. */
 async function startsWithBos(model: Model, text: string): Promise<boolean> {
   const { bos, addBos } = model.info;
@@ -95,6 +111,9 @@ export function registerPrompt(program: Command): Command {
     .option("--system <text>", "system message for --chat");
   addSamplingOptions(cmd, { maxTokens: "most tokens to generate", seed: "random seed (same seed and prompt give the same text)" });
   cmd.option("--stop <s>", "stop when the output contains this string (repeatable; \\n and \\t are unescaped)", collect);
+  cmd
+    .option("--json-schema <file>", "constrain the output to JSON valid under this JSON Schema file")
+    .option("--grammar <file>", "constrain the output to this GBNF grammar file (llama.cpp's format, rule `root`)");
   addContextOptions(cmd);
   addLoadOptions(cmd);
   cmd.option("--json", "print one JSON object with the text, timings and memory at the end (no streaming)");
@@ -107,7 +126,8 @@ Examples:
   $ llamem prompt "Once upon a time"
   $ llamem prompt -m model.gguf --chat --system "Answer briefly." "What is a GGUF file?"
   $ echo "The meaning of life is" | llamem prompt -m model.gguf --temperature 0 --max-tokens 32
-  $ llamem prompt -m model.gguf --json --stop '\\n' "Q: 2+2? A:" | jq .text`,
+  $ llamem prompt -m model.gguf --json --stop '\\n' "Q: 2+2? A:" | jq .text
+  $ llamem prompt -m model.gguf --chat --json-schema person.schema.json "Describe a person as JSON."`,
     )
     .action(async (text: string | undefined, options: PromptOptions) => {
       await runPrompt(text, options);
@@ -118,7 +138,9 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
   const stderrStyle = styleFor(process.stderr);
   // Argument and model checks first, so a mistake is reported before waiting on stdin.
   if (o.system !== undefined && !o.chat) usageError("--system needs --chat (a raw completion has no system message)");
+  if (o.jsonSchema !== undefined && o.grammar !== undefined) usageError("--json-schema and --grammar cannot be combined");
   const { path, demo } = resolveModel(o.model);
+  const constraint = await constraintOf(o);
   const text = await promptText(arg);
   if (demo && !o.quiet) {
     process.stderr.write(stderrStyle.yellow(DEMO_MODEL_NOTE) + "\n");
@@ -151,7 +173,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
         ...(o.system !== undefined ? [{ role: "system", content: o.system }] : []),
         { role: "user", content: text },
       ];
-      input = model.applyChatTemplate(messages, { addAssistant: true });
+      input = await model.applyChatTemplate(messages, { addAssistant: true });
       parseSpecial = true;
       addSpecial = !(await startsWithBos(model, input));
     }
@@ -165,6 +187,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
         parseSpecial,
         addSpecial,
         signal,
+        ...constraint,
       })) {
         if (!o.json && !output.failed) out.write(piece);
         last = piece;

@@ -120,6 +120,7 @@ export interface NativeEstimate {
 
 /** One stage of a sampler chain; the chain applies them in the order given. @internal */
 export type NativeSamplerStage =
+  | { type: "grammar"; grammar: string; root: string }
   | { type: "penalties"; lastN: number; repeat: number; frequency: number; presence: number }
   | { type: "topK"; k: number }
   | { type: "topP"; p: number; minKeep: number }

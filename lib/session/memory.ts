@@ -5,12 +5,19 @@
  */
 import { invalidArgument } from "../errors.js";
 import { DEFAULTS } from "../options.js";
-import type { ChatMessage } from "../model.js";
+import type { ChatMessage, ChatToolCall } from "../model.js";
 
 /** One message of a session's history. */
 export interface SessionMessage {
   readonly role: ChatMessage["role"];
   readonly content: string;
+  /** An assistant message's reasoning, apart from its answer (kept in the prompt only with `keepReasoning`). */
+  readonly reasoning?: string;
+  /** An assistant message's tool calls. */
+  readonly toolCalls?: readonly ChatToolCall[];
+  /** A tool message: the call it answers, and the tool's name. */
+  readonly toolCallId?: string;
+  readonly name?: string;
   /** Pinned messages (and the turns holding them) are never evicted. */
   readonly pinned?: boolean;
   /** When the message was added, in ms since the epoch. */
@@ -112,11 +119,16 @@ export interface ArchivedTurn {
   readonly reason: MemoryEventKind;
 }
 
-/** What a memory decision did: "prune" dropped turns, "summarize" folded them into the summary, "archive" moved turns past maxAge, "omitSystem" left the system prompt out. */
-export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem";
+/**
+ * What a memory decision did: "prune" dropped turns, "summarize" folded them into the summary,
+ * "archive" moved turns past maxAge, "omitSystem" left the system prompt out, "rewrite" found
+ * the template writing kept messages differently from what the cache holds (a past reply's
+ * reasoning dropped, a system prompt moved): the cache is kept up to the first changed token.
+ */
+export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem" | "rewrite";
 
 /** Every {@link MemoryEventKind}. @internal */
-export const MEMORY_EVENT_KINDS: readonly MemoryEventKind[] = ["prune", "summarize", "archive", "omitSystem"];
+export const MEMORY_EVENT_KINDS: readonly MemoryEventKind[] = ["prune", "summarize", "archive", "omitSystem", "rewrite"];
 
 /** One memory decision, reported through `onMemoryEvent`. */
 export interface MemoryEvent {
@@ -148,6 +160,10 @@ export interface MemoryEvent {
   readonly summary?: "inline" | "ahead" | "cancelled";
   /** For "summarize" events: prompt tokens the model evaluated to write (or start) that summary; 0 for an app summarizer. */
   readonly summaryTokens?: number;
+  /** For "rewrite" events: the position of the first token that differs from the cache (the cells before it are kept). */
+  readonly firstChangedToken?: number;
+  /** For "rewrite" events: tokens of reasoning the last reply held in the cache and the prompt now leaves out (the saving). */
+  readonly reasoningTokens?: number;
 }
 
 /** The options with defaults applied. @internal */
@@ -230,11 +246,24 @@ export function isSessionMessage(m: unknown): m is SessionMessage {
     typeof o["content"] === "string" &&
     typeof o["timestamp"] === "number" &&
     Number.isFinite(o["timestamp"]) &&
-    (o["pinned"] === undefined || typeof o["pinned"] === "boolean")
+    (o["pinned"] === undefined || typeof o["pinned"] === "boolean") &&
+    (o["reasoning"] === undefined || typeof o["reasoning"] === "string") &&
+    (o["toolCalls"] === undefined || (Array.isArray(o["toolCalls"]) && o["toolCalls"].every((c) => typeof c === "object" && c !== null && typeof (c as Record<string, unknown>)["name"] === "string"))) &&
+    (o["toolCallId"] === undefined || typeof o["toolCallId"] === "string") &&
+    (o["name"] === undefined || typeof o["name"] === "string")
   );
 }
 
 /** A plain copy of a checked message (no stray fields), `pinned` only when true. @internal */
 export function copyMessage(m: SessionMessage): SessionMessage {
-  return m.pinned ? { role: m.role, content: m.content, pinned: true, timestamp: m.timestamp } : { role: m.role, content: m.content, timestamp: m.timestamp };
+  return {
+    role: m.role,
+    content: m.content,
+    ...(m.reasoning === undefined ? {} : { reasoning: m.reasoning }),
+    ...(m.toolCalls === undefined ? {} : { toolCalls: m.toolCalls.map((c) => ({ ...(c.id === undefined ? {} : { id: c.id }), name: c.name, arguments: c.arguments })) }),
+    ...(m.toolCallId === undefined ? {} : { toolCallId: m.toolCallId }),
+    ...(m.name === undefined ? {} : { name: m.name }),
+    ...(m.pinned ? { pinned: true } : {}),
+    timestamp: m.timestamp,
+  };
 }

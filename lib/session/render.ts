@@ -3,14 +3,30 @@
  * span of every message so the session knows which KV cells hold which message.
  * @internal
  */
-import type { ChatMessage, Model } from "../model.js";
+import type { ChatMessage, ChatTemplateOptions, Model } from "../model.js";
 
 /** A message to render, with the identity the session tracks it by. */
-export interface RenderItem {
+export interface RenderItem extends Readonly<ChatMessage> {
   /** Identity of the message across renders (the history entry, the system or summary message). */
   readonly key: object;
-  readonly role: ChatMessage["role"];
-  readonly content: string;
+}
+
+/** How a session's messages are formatted: the template, and what it is told besides the messages. */
+export type RenderFormat = Pick<ChatTemplateOptions, "template" | "tools" | "thinking" | "variables" | "now">;
+
+/** The message a template sees of an item (without the session's key). */
+export function messageOf(m: Readonly<ChatMessage>): ChatMessage {
+  const out: ChatMessage = { role: m.role, content: m.content };
+  if (m.reasoning !== undefined) out.reasoning = m.reasoning;
+  if (m.toolCalls !== undefined) out.toolCalls = m.toolCalls;
+  if (m.toolCallId !== undefined) out.toolCallId = m.toolCallId;
+  if (m.name !== undefined) out.name = m.name;
+  return out;
+}
+
+/** What identifies a message's rendering: every field the template reads. */
+function signature(m: Readonly<ChatMessage>): string {
+  return JSON.stringify(messageOf(m));
 }
 
 /** Token positions [start, end) of one message in a rendered prompt. */
@@ -39,8 +55,7 @@ interface CachedPiece {
 
 /** The text a message adds to the rendered chat, as last seen: reused while the message is unchanged. */
 interface CachedText {
-  readonly role: string;
-  readonly content: string;
+  readonly signature: string;
   readonly first: boolean;
   readonly text: string;
 }
@@ -56,15 +71,19 @@ export class Renderer {
 
   constructor(
     readonly model: Model,
-    readonly template: string | undefined,
+    readonly format: RenderFormat,
   ) {}
+
+  /** Formats `messages` with the session's template. */
+  apply(messages: ChatMessage[], addAssistant: boolean): Promise<string> {
+    return this.model.applyChatTemplate(messages, { ...this.format, addAssistant });
+  }
 
   /** Formats `items` (with the assistant header when `addAssistant`) and tokenizes them. */
   async render(items: readonly RenderItem[], addAssistant = true): Promise<Rendered> {
-    const messages = items.map((m) => ({ role: m.role, content: m.content }));
-    const format = (n: number, assistant: boolean) =>
-      this.model.applyChatTemplate(n === messages.length ? messages : messages.slice(0, n), { addAssistant: assistant, template: this.template });
-    const full = format(messages.length, addAssistant);
+    const messages = items.map(messageOf);
+    const format = (n: number, assistant: boolean) => this.apply(n === messages.length ? messages : messages.slice(0, n), assistant);
+    const full = await format(messages.length, addAssistant);
     const raw = await this.#tokenize(full);
     const { bos, addBos } = this.model.info;
     // Templates that write BOS themselves yield it from parseSpecial; the others get it added here.
@@ -117,17 +136,16 @@ export class Renderer {
    * others), every prefix is rendered again, and the list stops at the first message whose text
    * is not its own.
    */
-  async #pieceTexts(items: readonly RenderItem[], full: string, format: (n: number, assistant: boolean) => string): Promise<string[]> {
+  async #pieceTexts(items: readonly RenderItem[], full: string, format: (n: number, assistant: boolean) => Promise<string>): Promise<string[]> {
     const known = items.map((it, i) => {
       const c = this.#texts.get(it.key);
-      return c && c.role === it.role && c.content === it.content && c.first === (i === 0) ? c.text : undefined;
+      return c && c.signature === signature(it) && c.first === (i === 0) ? c.text : undefined;
     });
     const prefixes = new Map<number, string>([[0, ""]]);
     const prefix = async (n: number): Promise<string> => {
       let p = prefixes.get(n);
       if (p === undefined) {
-        if (prefixes.size > 1) await yieldToLoop();
-        p = format(n, false);
+        p = await format(n, false);
         prefixes.set(n, p);
       }
       return p;
@@ -135,20 +153,23 @@ export class Renderer {
     // A new message's text, from a window of it and the message before it: what it adds to that
     // one alone. Two small template calls, whatever the history's length; the check against the
     // whole prompt below catches a template whose text for a message depends on more.
-    const window = (list: readonly RenderItem[]) =>
-      this.model.applyChatTemplate(list.map((m) => ({ role: m.role, content: m.content })), { addAssistant: false, template: this.template });
-    let consistent = true;
-    let slice = performance.now();
-    for (let i = 0; i < items.length && consistent; i++) {
-      if (known[i] !== undefined) continue;
-      if (performance.now() - slice > 4) {
-        await yieldToLoop();
-        slice = performance.now();
-      }
-      const item = items[i] as RenderItem;
-      const before = i === 0 ? "" : window([items[i - 1] as RenderItem]);
+    // A template may refuse a window (one that must start with a user message, say): that message's
+    // text is then found from the whole prefixes.
+    const window = (list: readonly RenderItem[]) => this.apply(list.map(messageOf), false).catch(() => undefined);
+    // Every window is sent to the sandbox at once: it renders them in turn, without a round trip
+    // between them.
+    const pending = items.map((item, i) => {
+      if (known[i] !== undefined) return undefined;
+      const before = i === 0 ? Promise.resolve<string | undefined>("") : window([items[i - 1] as RenderItem]);
       const after = i === 0 ? window([item]) : window([items[i - 1] as RenderItem, item]);
-      if (after.startsWith(before)) known[i] = after.slice(before.length);
+      return Promise.all([before, after]);
+    });
+    let consistent = true;
+    for (let i = 0; i < items.length; i++) {
+      const p = pending[i];
+      if (p === undefined) continue;
+      const [before, after] = await p;
+      if (consistent && before !== undefined && after !== undefined && after.startsWith(before)) known[i] = after.slice(before.length);
       else consistent = false;
     }
     let at = 0;
@@ -160,7 +181,7 @@ export class Renderer {
       at += t.length;
     }
     if (!consistent) return this.#allPrefixes(items, full, prefix);
-    items.forEach((it, i) => this.#texts.set(it.key, { role: it.role, content: it.content, first: i === 0, text: known[i] as string }));
+    items.forEach((it, i) => this.#texts.set(it.key, { signature: signature(it), first: i === 0, text: known[i] as string }));
     return known as string[];
   }
 
@@ -169,13 +190,14 @@ export class Renderer {
     const texts: string[] = [];
     let before = "";
     for (let i = 1; i <= items.length; i++) {
-      const text = await prefix(i);
-      if (!text.startsWith(before)) break;
+      // A prefix the template refuses (one ending in a tool call, say) ends the list of known texts.
+      const text = await prefix(i).catch(() => undefined);
+      if (text === undefined || !text.startsWith(before)) break;
       texts.push(text.slice(before.length));
       before = text;
     }
     if (!full.startsWith(before)) return [];
-    items.slice(0, texts.length).forEach((it, i) => this.#texts.set(it.key, { role: it.role, content: it.content, first: i === 0, text: texts[i] as string }));
+    items.slice(0, texts.length).forEach((it, i) => this.#texts.set(it.key, { signature: signature(it), first: i === 0, text: texts[i] as string }));
     return texts;
   }
 

@@ -8,7 +8,12 @@ import { LlamemError, invalidArgument } from "../errors.js";
 import { Model } from "../model.js";
 import { Context, type ContextOptions } from "../context.js";
 import { Sequence } from "../sequence.js";
-import { checkGenerateOptions, type GenerationResult } from "../generation.js";
+import { checkGenerateOptions, grammarOf, type GenerationResult } from "../generation.js";
+import type { JsonSchema } from "../grammar/json-schema.js";
+import { ReasoningSplitter, opensThinking, thinkingTags, type ThinkingTags } from "../chat/reasoning.js";
+import { toolCallFormat, type ToolCallFormat } from "../chat/tool-calls.js";
+import { commonPrefix } from "./render.js";
+import { Toolbox, checkToolChoice, type SessionTool, type ToolCallRecord, type ToolChoice } from "./tools.js";
 import { DEFAULTS, samplerBaton, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
 import { Archive } from "./archive.js";
@@ -27,7 +32,7 @@ import {
 } from "./memory.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
 import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
-import { Renderer, type RenderItem, type Rendered } from "./render.js";
+import { Renderer, messageOf, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
 import { SUMMARY_LABEL, summarizeTurns } from "./summarizer.js";
 
@@ -47,6 +52,21 @@ export interface SessionOptions extends SamplingOptions {
   onMemoryEvent?: (event: MemoryEvent) => void;
   /** Options of the context created when the target is a Model. */
   context?: ContextOptions;
+  /**
+   * Tools the model may call, by name. A turn runs the calls the model makes, sends each result
+   * back as a tool message, and goes on until the model answers (at most DEFAULTS.maxToolRounds
+   * rounds). Needs a Jinja chat template whose tool-call format llamem knows (Hermes/Qwen,
+   * Llama 3.x, Mistral).
+   */
+  tools?: Readonly<Record<string, SessionTool>>;
+  /** Pin the turns that hold tool calls, so the memory policy never evicts them (default false). A call and its result are never split either way. */
+  pinToolCalls?: boolean;
+  /** `enable_thinking` for reasoning models' templates (default: the template's own). */
+  thinking?: boolean;
+  /** Keep each reply's reasoning in the prompt of later turns (default false: dropped, as the families' templates do, saving context and KV cells). */
+  keepReasoning?: boolean;
+  /** More variables for the chat template (chat_template_kwargs). */
+  templateVariables?: Record<string, unknown>;
 }
 
 /** Options of {@link ChatSession.prompt} and {@link ChatSession.stream}. */
@@ -64,6 +84,33 @@ export interface PromptOptions extends SamplingOptions {
   pinned?: boolean;
   /** Called with each generated token id. */
   onToken?: (token: number) => void;
+  /** A GBNF grammar the reply must follow (not with tools called this turn). */
+  grammar?: string;
+  /** A JSON Schema the reply must satisfy (not with tools called this turn). */
+  jsonSchema?: JsonSchema;
+  /** Which tools the model should call: "auto" (default: it may), "none", "required" (one call, forced by a grammar), or one tool by name. */
+  toolChoice?: ToolChoice;
+}
+
+/** One event of a turn, from {@link ChatSession.events}. */
+export type TurnEvent =
+  /** A piece of the answer. */
+  | { readonly type: "text"; readonly text: string }
+  /** A piece of the model's reasoning (models that think before answering). */
+  | { readonly type: "reasoning"; readonly text: string }
+  /** A tool call the session ran, with its result. */
+  | { readonly type: "toolCall"; readonly call: ToolCallRecord };
+
+/** What a turn produced, from {@link ChatSession.respond}. */
+export interface SessionReply {
+  /** The answer. */
+  readonly text: string;
+  /** The reasoning before it, if the model reasoned. */
+  readonly reasoning: string | undefined;
+  /** The tool calls run during the turn, in order. */
+  readonly toolCalls: readonly ToolCallRecord[];
+  /** The figures of the last generation of the turn. */
+  readonly generation: GenerationResult;
 }
 
 /** Figures of a session. */
@@ -118,6 +165,20 @@ type AheadOutcome =
   | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number } }
   | { readonly cancelled: { readonly tokens: number; readonly ms: number } };
 
+/** An id for a call the model gave none: unique within the session's turn. */
+function toolCallId(round: number, index: number): string {
+  return `call_${round}_${index}`;
+}
+
+/** The arguments as JSON when they parse, else the raw text (the tool message says what was wrong). */
+function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 /** ERR_CONTEXT_FULL for a prompt of `tokens` (`what`) in a sequence of `contextSize`. */
 function contextFull(what: string, tokens: number, contextSize: number): LlamemError {
   return new LlamemError(
@@ -159,6 +220,13 @@ export class ChatSession {
   /** A background summary cancelled by a prompt, to go on with in the next idle time. */
   #paused: Ahead | undefined;
   #counters = { summaries: 0, turnsEvicted: 0, evaluatedTokens: 0, generatedTokens: 0 };
+  readonly #tools: Toolbox | undefined;
+  readonly #toolFormat: ToolCallFormat | undefined;
+  readonly #thinking: ThinkingTags | undefined;
+  readonly #keepReasoning: boolean;
+  readonly #pinToolCalls: boolean;
+  /** Tokens of reasoning each reply held in the cache, reported when a later prompt leaves it out. */
+  readonly #reasoningTokens = new WeakMap<SessionMessage, number>();
 
   /** @internal Use {@link createSession}, {@link loadSession} or a pool. */
   constructor(runner: SessionRunner, options: SessionOptions, ownedContext?: Context) {
@@ -174,7 +242,26 @@ export class ChatSession {
     this.#runner = runner;
     this.#memory = resolveMemory(options.memory);
     this.#archive = new Archive(this.#memory.archivePath);
-    this.#renderer = new Renderer(runner.context.model, options.template);
+    const model = runner.context.model;
+    const source = options.template ?? model.info.chatTemplate;
+    if (options.thinking !== undefined && typeof options.thinking !== "boolean") invalidArgument("thinking must be true or false");
+    if (options.keepReasoning !== undefined && typeof options.keepReasoning !== "boolean") invalidArgument("keepReasoning must be true or false");
+    if (options.pinToolCalls !== undefined && typeof options.pinToolCalls !== "boolean") invalidArgument("pinToolCalls must be true or false");
+    if (options.templateVariables !== undefined && (options.templateVariables === null || typeof options.templateVariables !== "object")) invalidArgument("templateVariables must be an object");
+    this.#tools = options.tools === undefined ? undefined : new Toolbox(options.tools);
+    if (this.#tools && this.#tools.definitions.length > 0) {
+      this.#toolFormat = source === undefined ? undefined : toolCallFormat(source);
+      if (!this.#toolFormat) invalidArgument("tools: this chat template writes tool calls in a format llamem does not know (it knows Hermes/Qwen, Llama 3.x and Mistral); pass a template that does");
+    }
+    this.#thinking = thinkingTags(source);
+    this.#keepReasoning = options.keepReasoning ?? false;
+    this.#pinToolCalls = options.pinToolCalls ?? false;
+    this.#renderer = new Renderer(model, {
+      template: options.template,
+      ...(this.#tools && this.#tools.definitions.length > 0 ? { tools: this.#tools.definitions } : {}),
+      ...(options.thinking === undefined ? {} : { thinking: options.thinking }),
+      ...(options.templateVariables === undefined ? {} : { variables: options.templateVariables }),
+    });
     this.#sampling = samplingOf(options);
     this.#maxTokens = maxTokens;
     this.#stop = options.stop;
@@ -243,21 +330,42 @@ export class ChatSession {
     });
   }
 
-  /** Sends a user message and resolves with the whole reply. */
+  /** Sends a user message and resolves with the whole reply (the answer, without reasoning). */
   async prompt(text: string, options: PromptOptions = {}): Promise<string> {
-    let reply = "";
-    for await (const piece of this.stream(text, options)) reply += piece;
-    return reply;
+    return (await this.respond(text, options)).text;
+  }
+
+  /** Sends a user message and resolves with the answer, the reasoning, the tool calls run and the figures. */
+  async respond(text: string, options: PromptOptions = {}): Promise<SessionReply> {
+    let answer = "";
+    let reasoning: string | undefined;
+    const toolCalls: ToolCallRecord[] = [];
+    for await (const e of this.events(text, options)) {
+      if (e.type === "text") answer += e.text;
+      else if (e.type === "reasoning") reasoning = (reasoning ?? "") + e.text;
+      else toolCalls.push(e.call);
+    }
+    return { text: answer, reasoning, toolCalls, generation: this.#last as GenerationResult };
   }
 
   /**
-   * Sends a user message and streams the reply in pieces. Before generating, the memory policy
-   * runs (reporting each decision) and the KV cache is brought in line with the new prompt.
-   * A turn that fails or is aborted leaves the history as it was (evictions stay done).
-   * ERR_CONTEXT_FULL when the prompt cannot fit the sequence; if it could not fit even with every
-   * evictable turn gone, nothing is evicted.
+   * Sends a user message and streams the answer in pieces (reasoning and tool calls are left
+   * out; {@link events} has them). Before generating, the memory policy runs (reporting each
+   * decision) and the KV cache is brought in line with the new prompt. A turn that fails or is
+   * aborted leaves the history as it was (evictions stay done). ERR_CONTEXT_FULL when the prompt
+   * cannot fit the sequence; if it could not fit even with every evictable turn gone, nothing is
+   * evicted.
    */
   async *stream(text: string, options: PromptOptions = {}): AsyncGenerator<string, void, void> {
+    for await (const e of this.events(text, options)) if (e.type === "text") yield e.text;
+  }
+
+  /**
+   * Sends a user message and streams the turn's events: pieces of the answer, pieces of the
+   * reasoning, and each tool call the session ran with its result. With tools, the answer of a
+   * generation comes once it has ended (its text may turn out to be a call).
+   */
+  async *events(text: string, options: PromptOptions = {}): AsyncGenerator<TurnEvent, void, void> {
     this.#ensureIdle();
     if (typeof text !== "string") invalidArgument("prompt(text): text must be a string");
     if (options === null || typeof options !== "object") invalidArgument("prompt(text, options): options must be an object");
@@ -266,6 +374,12 @@ export class ChatSession {
     const { onToken } = checkGenerateOptions({ maxTokens, stop: options.stop ?? this.#stop, signal: options.signal, onToken: options.onToken });
     if (options.pinned !== undefined && typeof options.pinned !== "boolean") invalidArgument("pinned must be true or false");
     samplerBaton({ ...this.#sampling, ...samplingOf(options) }, this.#runner.context.model.info.vocabSize);
+    const userGrammar = grammarOf(options);
+    checkToolChoice(options.toolChoice, this.#tools);
+    const tools = this.#toolFormat && options.toolChoice !== "none" ? this.#toolFormat : undefined;
+    if (userGrammar !== undefined && tools && options.toolChoice !== undefined && options.toolChoice !== "auto") {
+      invalidArgument("grammar and jsonSchema cannot be combined with a toolChoice that forces a call");
+    }
     this.#busy = true;
     // dispose() ends the turn through this controller, whatever the caller's own signal does.
     const abort = new AbortController();
@@ -277,41 +391,82 @@ export class ChatSession {
     let done = false;
     try {
       // A summary started after the last turn: used if it has finished, cancelled if not.
-      const ahead = await this.#takeAhead();
+      let ahead = await this.#takeAhead();
       const seq = await this.#runner.acquire(signal);
       try {
-        if (signal.aborted) throw new LlamemError("ERR_ABORTED", "the turn was aborted before it started");
-        const before = this.#layout;
-        const { sequenceContextSize, canShift } = this.#runner.context.info;
-        const { rendered, events } = await this.#plan(seq, maxTokens, signal, ahead);
-        const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
-        for (const e of events) this.#onEvent?.({ ...e, ...kv });
-        if (rendered.tokens.length >= sequenceContextSize) throw contextFull("the prompt has", rendered.tokens.length, sequenceContextSize);
-        // Every session generates on its sequence: the context's one engine batches a pool's turns together.
-        const gen = seq.generate(rendered.tokens, {
-          ...this.#sampling,
-          ...samplingOf(options),
-          maxTokens,
-          stop: options.stop ?? this.#stop,
-          signal,
-          onToken,
-        });
-        for await (const piece of gen) {
-          this.#parked = true;
-          try {
-            yield piece;
-          } finally {
-            this.#parked = false;
+        let choice: ToolChoice = options.toolChoice ?? "auto";
+        let retries = 0;
+        for (let round = 0; ; round++) {
+          if (signal.aborted) throw new LlamemError("ERR_ABORTED", "the turn was aborted before it started");
+          const before = this.#layout;
+          const cachedBefore = seq.tokens.slice();
+          const { sequenceContextSize, canShift } = this.#runner.context.info;
+          const { rendered, events } = await this.#plan(seq, maxTokens, signal, ahead);
+          ahead = undefined;
+          const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
+          for (const e of events) this.#onEvent?.({ ...e, ...kv });
+          if (events.length === 0) this.#reportRewrite(rendered, before, cachedBefore, kv.reevaluatedTokens);
+          if (rendered.tokens.length >= sequenceContextSize) throw contextFull("the prompt has", rendered.tokens.length, sequenceContextSize);
+          const useTools = tools !== undefined && choice !== "none";
+          const forced = useTools && (choice === "required" || typeof choice === "object");
+          const grammar = forced ? tools.grammar(this.#tools?.definitions ?? [], typeof choice === "object" ? choice.name : undefined) : useTools ? undefined : userGrammar;
+          const splitter = this.#thinking && !forced ? new ReasoningSplitter(this.#thinking, opensThinking(await this.#promptText(rendered), this.#thinking)) : undefined;
+          // Every session generates on its sequence: the context's one engine batches a pool's turns together.
+          const gen = seq.generate(rendered.tokens, {
+            ...this.#sampling,
+            ...samplingOf(options),
+            maxTokens,
+            stop: options.stop ?? this.#stop,
+            signal,
+            onToken,
+            ...(grammar === undefined ? {} : { grammar }),
+          });
+          for await (const piece of gen) {
+            const part = splitter ? splitter.push(piece) : { reasoning: "", content: piece };
+            if (part.reasoning) yield* this.#emit({ type: "reasoning", text: part.reasoning });
+            // With tools, the answer waits for the end: its text may be a call.
+            if (part.content && !useTools) yield* this.#emit({ type: "text", text: part.content });
           }
+          const tail = splitter?.end();
+          if (tail?.reasoning) yield* this.#emit({ type: "reasoning", text: tail.reasoning });
+          if (tail?.content && !useTools) yield* this.#emit({ type: "text", text: tail.content });
+          const result = seq.lastGeneration as GenerationResult;
+          this.#last = result;
+          const reasoning = splitter && splitter.reasoning.length > 0 ? splitter.reasoning : undefined;
+          const answer = splitter ? splitter.content : result.text;
+          const parsed = useTools ? tools.parse(answer) : { content: answer, calls: [] };
+          const calls = round < DEFAULTS.maxToolRounds ? parsed.calls : [];
+          const reply: SessionMessage = {
+            role: "assistant",
+            content: calls.length > 0 ? parsed.content : answer,
+            ...(reasoning === undefined ? {} : { reasoning }),
+            ...(calls.length === 0 ? {} : { toolCalls: calls.map((c, i) => ({ id: c.id ?? toolCallId(round, i), name: c.name, arguments: parseArguments(c.arguments) })) }),
+            timestamp: Date.now(),
+          };
+          this.#history.push(reply);
+          if (reasoning !== undefined && !this.#keepReasoning) {
+            this.#reasoningTokens.set(reply, (await this.#runner.context.model.tokenize(reasoning, { addSpecial: false })).length);
+          }
+          this.#layout = layoutAfter(rendered, reply, seq.tokens);
+          this.#cachedItems = [...rendered.items, { key: reply, ...messageOf(reply) }];
+          this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
+          this.#counters.generatedTokens += result.generatedTokens;
+          if (calls.length === 0) {
+            if (useTools && reply.content.length > 0) yield* this.#emit({ type: "text", text: reply.content });
+            break;
+          }
+          let failed = false;
+          for (const [i, call] of calls.entries()) {
+            const record = await (this.#tools as Toolbox).run({ ...call, id: reply.toolCalls?.[i]?.id }, signal);
+            failed ||= record.error;
+            this.#history.push({ role: "tool", content: record.result, ...(record.id === undefined ? {} : { toolCallId: record.id }), name: record.name, timestamp: Date.now() });
+            yield* this.#emit({ type: "toolCall", call: record });
+          }
+          if (failed) retries++;
+          // A forced call is made once; then the model answers or calls again on its own. After
+          // too many bad calls, or rounds, it answers without tools.
+          choice = retries > DEFAULTS.maxToolRetries || round + 1 >= DEFAULTS.maxToolRounds ? "none" : "auto";
         }
-        const result = seq.lastGeneration as GenerationResult;
-        this.#last = result;
-        const reply: SessionMessage = { role: "assistant", content: result.text, timestamp: Date.now() };
-        this.#history.push(reply);
-        this.#layout = layoutAfter(rendered, reply, seq.tokens);
-        this.#cachedItems = [...rendered.items, { key: reply, role: reply.role, content: reply.content }];
-        this.#counters.evaluatedTokens += result.evaluatedPromptTokens;
-        this.#counters.generatedTokens += result.generatedTokens;
         done = true;
       } finally {
         this.#runner.release();
@@ -323,13 +478,66 @@ export class ChatSession {
     } finally {
       if (!done) {
         const i = this.#history.lastIndexOf(user);
-        if (i >= 0) this.#history.splice(i, 1);
+        if (i >= 0) this.#history.splice(i);
       }
       this.#busy = false;
       this.#turn = undefined;
       ended();
       if (done) this.#startAhead();
     }
+  }
+
+  /** Yields one event to the turn's consumer, marking the turn parked while it holds it. */
+  async *#emit(e: TurnEvent): AsyncGenerator<TurnEvent, void, void> {
+    this.#parked = true;
+    try {
+      yield e;
+    } finally {
+      this.#parked = false;
+    }
+  }
+
+  /** The prompt's text (to see whether it leaves the model inside its reasoning). */
+  async #promptText(r: Rendered): Promise<string> {
+    const tail = r.tokens.subarray(Math.max(0, r.tokens.length - 16));
+    return this.#runner.context.model.detokenize(tail, { special: true });
+  }
+
+  /**
+   * Reports a "rewrite" when the prompt differs from the cache inside messages the cache held
+   * (the template wrote them differently this time, or a reply's reasoning was left out).
+   */
+  #reportRewrite(r: Rendered, before: Layout | undefined, cached: readonly number[], reevaluated: number): void {
+    if (!before || !sameTokens(before.tokens, cached)) return;
+    const first = commonPrefix(cached, r.tokens);
+    if (first >= cached.length) return;
+    const held = new Set(before.items.map((it) => it.key));
+    let keptEnd = 0;
+    r.items.forEach((it, i) => {
+      const span = r.spans[i];
+      if (span && held.has(it.key)) keptEnd = span.end;
+    });
+    let reasoningTokens = 0;
+    for (const it of before.items) {
+      if (!it.prompt) reasoningTokens += this.#reasoningTokens.get(it.key as SessionMessage) ?? 0;
+    }
+    // A reply that tokenizes differently from how it was sampled is common and not worth an event;
+    // a change before it (the template rewrote an earlier message) or dropped reasoning is.
+    const replyStart = before.items.find((it) => !it.prompt)?.start ?? cached.length;
+    if (first >= replyStart && reasoningTokens === 0) return;
+    const why = reasoningTokens > 0 ? `the last reply's reasoning (${reasoningTokens} tokens) is left out of the prompt` : "the chat template wrote earlier messages differently";
+    this.#onEvent?.({
+      kind: "rewrite",
+      reason: `${why}: the cache is kept up to token ${first} and evaluated from there`,
+      dropped: [],
+      tokensBefore: cached.length,
+      tokensAfter: r.tokens.length,
+      ms: 0,
+      kvReused: false,
+      reevaluatedTokens: Math.max(reevaluated, keptEnd - first),
+      firstChangedToken: first,
+      ...(reasoningTokens > 0 ? { reasoningTokens } : {}),
+    });
   }
 
   /** Tokens in the KV cache, bytes, summaries and evictions. */
@@ -453,7 +661,11 @@ export class ChatSession {
     const items: RenderItem[] = [];
     if (withSystem && this.#system !== undefined) items.push({ key: this.#systemKey, role: "system", content: this.#system });
     if (this.#summary) items.push({ key: this.#summary.key, role: "system", content: SUMMARY_LABEL + this.#summary.text });
-    for (const m of this.#history) items.push({ key: m, role: m.role, content: m.content });
+    for (const m of this.#history) {
+      const { reasoning, ...rest } = messageOf(m);
+      // Past replies' reasoning leaves the prompt unless the app keeps it.
+      items.push(this.#keepReasoning && reasoning !== undefined ? { key: m, ...rest, reasoning } : { key: m, ...rest });
+    }
     return items;
   }
 
@@ -486,12 +698,15 @@ export class ChatSession {
     let withSystem = true;
     let r = await this.#renderer.render(this.#items(withSystem));
     let turns: Turn[] = splitTurns(this.#history);
-    let facts: TurnFacts[] = describeTurns(turns, r, mem.pinned);
+    const pinned = this.#pinToolCalls
+      ? (m: SessionMessage) => m.toolCalls !== undefined || m.role === "tool" || mem.pinned?.(m) === true
+      : mem.pinned;
+    let facts: TurnFacts[] = describeTurns(turns, r, pinned);
     const pick = (indices: readonly number[]): Turn[] => indices.map((i) => turns[i] as Turn);
     const update = async () => {
       r = await this.#renderer.render(this.#items(withSystem));
       turns = splitTurns(this.#history);
-      facts = describeTurns(turns, r, mem.pinned);
+      facts = describeTurns(turns, r, pinned);
     };
 
     // A prompt that cannot fit even with every evictable turn gone evicts nothing.
@@ -637,10 +852,14 @@ export class ChatSession {
     const reply = items[items.length - 1];
     if (!reply || reply.role !== "assistant" || reply.content.length === 0) return undefined;
     // The cache ends with the reply's tokens: what follows is the reply's end of turn, the instruction and the assistant header.
-    const { model, template } = this.#renderer;
-    const messages = items.map((it) => ({ role: it.role, content: it.content }));
-    const before = model.applyChatTemplate(messages, { addAssistant: false, template });
-    const full = model.applyChatTemplate([...messages, { role: "user", content: instruction }], { addAssistant: true, template });
+    const { model } = this.#renderer;
+    const messages = items.map(messageOf);
+    // A template that refuses the instruction's place (or rewrites the turns before it) falls back to summarizing from text.
+    const [before, full] = await Promise.all([
+      this.#renderer.apply(messages, false),
+      this.#renderer.apply([...messages, { role: "user", content: instruction }], true),
+    ]).catch(() => [undefined, undefined]);
+    if (before === undefined || full === undefined) return undefined;
     const at = before.lastIndexOf(reply.content);
     if (at < 0 || !full.startsWith(before)) return undefined;
     const suffix = await model.tokenize(full.slice(at + reply.content.length), { addSpecial: false, parseSpecial: true });

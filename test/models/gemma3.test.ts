@@ -17,14 +17,7 @@ const GEMMA3_TEMPLATE =
 const SMALL_SWA = { contextSize: 1024, batchSize: 64, ubatchSize: 64 } satisfies ContextOptions;
 const SWA_CELLS = 256;
 
-const opts: MatrixOptions = {
-  knownFailures: {
-    // The vocabulary is Gemma 4's, and llama.cpp's template engine does not know Gemma 4's template.
-    "a session with the model's own template under tokenBudget (kvReuse prefix) equals a fresh session each turn": "Gemma 4 template refused",
-    "a session with the model's own template under summarize folds old turns into a summary": "Gemma 4 template refused",
-    "a pool of 4 sessions gives each the replies it gets alone": "Gemma 4 template refused",
-  },
-};
+const opts: MatrixOptions = {};
 
 describeMatrix("gemma3", opts, (get) => {
   test(opts, "the estimate counts the window layers' smaller cache, and the full cache with swaFull", async () => {

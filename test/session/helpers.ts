@@ -43,7 +43,7 @@ export function oneLayerModel(): Promise<string> {
 
 /** The prompt tokens a fresh context would be fed for `messages`: BOS (if the template lacks it) and the chat-formatted text. */
 export async function formatted(model: Model, messages: { role: string; content: string }[], addAssistant: boolean): Promise<number[]> {
-  const text = model.applyChatTemplate(messages, { addAssistant });
+  const text = await model.applyChatTemplate(messages, { addAssistant });
   const tokens = await model.tokenize(text, { addSpecial: false, parseSpecial: true });
   return model.info.addBos && tokens[0] !== model.info.bos ? [model.info.bos, ...tokens] : tokens;
 }

@@ -1,0 +1,133 @@
+/**
+ * Renders Jinja chat templates in a sandbox: one worker thread per process (template-worker.ts),
+ * started on first use. Templates come from model files the user may not trust, so a render is
+ * bounded in time (the thread is terminated, and a new one started for the next render), in
+ * memory (the thread's heap limits) and in output length, and a failure is ERR_TEMPLATE, never
+ * a hang or a crash. Rendering off the JS thread also keeps long histories from stalling the
+ * event loop.
+ * @internal
+ */
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { Worker } from "node:worker_threads";
+import { LlamemError } from "../errors.js";
+import { DEFAULTS } from "../options.js";
+import type { RenderReply, RenderRequest } from "./template-worker.js";
+
+/** Bounds of one render; each defaults to DEFAULTS.template. */
+export interface SandboxLimits {
+  timeoutMs?: number;
+  maxOutputChars?: number;
+  maxRange?: number;
+}
+
+interface Pending {
+  resolve(text: string): void;
+  reject(err: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+/** The worker's script: beside this file once compiled; from source (tests), the compiled copy. */
+function workerPath(): string {
+  const here = fileURLToPath(new URL("./template-worker.js", import.meta.url));
+  if (existsSync(here)) return here;
+  return fileURLToPath(new URL("../../dist/lib/chat/template-worker.js", import.meta.url));
+}
+
+function templateError(message: string, cause?: unknown): LlamemError {
+  return new LlamemError("ERR_TEMPLATE", `chat template: ${message}`, cause === undefined ? undefined : { cause });
+}
+
+class Sandbox {
+  #worker: Worker | undefined;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+
+  render(source: string, variables: Record<string, unknown>, now: Date, limits: SandboxLimits = {}): Promise<string> {
+    const d = DEFAULTS.template;
+    const timeoutMs = limits.timeoutMs ?? d.timeoutMs;
+    const request: RenderRequest = {
+      id: this.#nextId++,
+      source,
+      variables,
+      now: now.getTime(),
+      maxOutputChars: limits.maxOutputChars ?? d.maxOutputChars,
+      maxRange: limits.maxRange ?? d.maxRange,
+    };
+    return new Promise<string>((resolve, reject) => {
+      const worker = this.#start();
+      const timer = setTimeout(() => this.#kill(templateError(`rendering took over ${timeoutMs} ms; the sandbox stopped it`)), timeoutMs);
+      this.#pending.set(request.id, { resolve, reject, timer });
+      // Keeps the process alive while a render is pending (the worker itself is unref'd).
+      worker.ref();
+      try {
+        worker.postMessage(request);
+      } catch (err) {
+        // Variables that cannot be copied to the thread (functions, symbols): the caller's mistake.
+        this.#settle(request.id);
+        clearTimeout(timer);
+        reject(templateError(`the template's variables cannot be passed to the sandbox: ${(err as Error).message}`, err));
+      }
+    });
+  }
+
+  #start(): Worker {
+    if (this.#worker) return this.#worker;
+    const w = new Worker(workerPath(), {
+      resourceLimits: { maxOldGenerationSizeMb: DEFAULTS.template.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 },
+      stdout: true,
+      stderr: true,
+    });
+    w.unref();
+    w.on("message", (reply: RenderReply) => {
+      const p = this.#settle(reply.id);
+      if (!p) return;
+      if ("error" in reply) p.reject(templateError(reply.error));
+      else p.resolve(reply.output);
+    });
+    w.on("error", (err: Error & { code?: string }) => {
+      const why = err.code === "ERR_WORKER_OUT_OF_MEMORY" ? `rendering ran out of the sandbox's ${DEFAULTS.template.heapMb} MiB heap` : `the sandbox failed: ${err.message}`;
+      this.#kill(templateError(why, err));
+    });
+    w.on("exit", () => {
+      if (this.#worker === w) {
+        this.#worker = undefined;
+        this.#failAll(templateError("the sandbox's thread exited"));
+      }
+    });
+    this.#worker = w;
+    return w;
+  }
+
+  #settle(id: number): Pending | undefined {
+    const p = this.#pending.get(id);
+    if (!p) return undefined;
+    clearTimeout(p.timer);
+    this.#pending.delete(id);
+    if (this.#pending.size === 0) this.#worker?.unref();
+    return p;
+  }
+
+  #failAll(err: Error): void {
+    for (const id of [...this.#pending.keys()]) this.#settle(id)?.reject(err);
+  }
+
+  /** Stops the thread (a render over its time, or a broken thread) and fails what was pending; the next render starts a new one. */
+  #kill(err: Error): void {
+    const w = this.#worker;
+    this.#worker = undefined;
+    this.#failAll(err);
+    if (w) void w.terminate();
+  }
+}
+
+/** The process's sandbox: one thread, shared by every model and session. */
+const sandbox = new Sandbox();
+
+/**
+ * Renders the Jinja template `source` with `variables` (plain JSON-like data) in the sandbox.
+ * `strftime_now` reads `now`. Rejects with ERR_TEMPLATE on a template error, or when a limit is hit.
+ */
+export function renderTemplate(source: string, variables: Record<string, unknown>, now: Date = new Date(), limits?: SandboxLimits): Promise<string> {
+  return sandbox.render(source, variables, now, limits);
+}

@@ -1,0 +1,114 @@
+/**
+ * The chat template sandbox's thread: renders Jinja templates with @huggingface/jinja and
+ * nothing else. A template sees only the variables it is sent (plain data, copied across
+ * threads) and the globals set here; the interpreter gives it no way to reach Node's APIs, so it
+ * can do no I/O. The host (sandbox.ts) bounds its time by terminating this thread, and its memory
+ * through the thread's heap limits.
+ * @internal
+ */
+import { parentPort } from "node:worker_threads";
+import { Environment, Interpreter, parse, tokenize } from "@huggingface/jinja";
+
+/** What the host asks: render `source` with `variables`. */
+export interface RenderRequest {
+  readonly id: number;
+  readonly source: string;
+  readonly variables: Record<string, unknown>;
+  /** strftime_now's clock, in ms since the epoch. */
+  readonly now: number;
+  readonly maxOutputChars: number;
+  readonly maxRange: number;
+}
+
+/** The answer: the text, or the engine's message. */
+export type RenderReply = { readonly id: number; readonly output: string } | { readonly id: number; readonly error: string };
+
+type Program = ReturnType<typeof parse>;
+
+/** Parsed templates by source: a session renders the same one on every turn. */
+const programs = new Map<string, Program>();
+const MAX_PROGRAMS = 16;
+
+function program(source: string): Program {
+  let p = programs.get(source);
+  if (p) {
+    // Most recently used last, so the oldest goes first when the cache is full.
+    programs.delete(source);
+    programs.set(source, p);
+    return p;
+  }
+  // Options as transformers renders chat templates: trim_blocks and lstrip_blocks.
+  p = parse(tokenize(source, { lstrip_blocks: true, trim_blocks: true }));
+  programs.set(source, p);
+  if (programs.size > MAX_PROGRAMS) programs.delete(programs.keys().next().value as string);
+  return p;
+}
+
+const DAYS = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+
+/** Python's strftime in the C locale, for the directives chat templates use; local time, as datetime.now(). */
+export function strftime(date: Date, format: string): string {
+  const dayOfYear = Math.floor((Date.UTC(date.getFullYear(), date.getMonth(), date.getDate()) - Date.UTC(date.getFullYear(), 0, 1)) / 86_400_000) + 1;
+  const hour12 = date.getHours() % 12 === 0 ? 12 : date.getHours() % 12;
+  const codes: Record<string, () => string> = {
+    Y: () => String(date.getFullYear()),
+    y: () => pad(date.getFullYear() % 100),
+    m: () => pad(date.getMonth() + 1),
+    d: () => pad(date.getDate()),
+    e: () => String(date.getDate()).padStart(2, " "),
+    j: () => pad(dayOfYear, 3),
+    H: () => pad(date.getHours()),
+    I: () => pad(hour12),
+    M: () => pad(date.getMinutes()),
+    S: () => pad(date.getSeconds()),
+    p: () => (date.getHours() < 12 ? "AM" : "PM"),
+    A: () => DAYS[date.getDay()] as string,
+    a: () => (DAYS[date.getDay()] as string).slice(0, 3),
+    B: () => MONTHS[date.getMonth()] as string,
+    b: () => (MONTHS[date.getMonth()] as string).slice(0, 3),
+    "%": () => "%",
+  };
+  return format.replace(/%(.)/g, (all, c: string) => codes[c]?.() ?? all);
+}
+
+function render(req: RenderRequest): string {
+  const env = new Environment();
+  const range = (start: number, stop?: number, step = 1): number[] => {
+    if (stop === undefined) [start, stop] = [0, start];
+    if (![start, stop, step].every(Number.isInteger) || step === 0) throw new Error("range() takes integers and a non-zero step");
+    const n = Math.max(0, Math.ceil((stop - start) / step));
+    // A template from an untrusted file could ask for billions of items; refuse before building them.
+    if (n > req.maxRange) throw new Error(`range() of ${n} items is over the sandbox's limit of ${req.maxRange}`);
+    return Array.from({ length: n }, (_, i) => start + i * step);
+  };
+  const globals: Record<string, unknown> = {
+    true: true,
+    false: false,
+    none: null,
+    True: true,
+    False: false,
+    None: null,
+    range,
+    raise_exception: (message: unknown) => {
+      throw new Error(String(message));
+    },
+    strftime_now: (format: unknown) => strftime(new Date(req.now), String(format)),
+  };
+  for (const [k, v] of Object.entries({ ...globals, ...req.variables })) env.set(k, v);
+  const result = new Interpreter(env).run(program(req.source));
+  const output = String(result.value);
+  if (output.length > req.maxOutputChars) throw new Error(`the output (${output.length} characters) is over the sandbox's limit of ${req.maxOutputChars}`);
+  return output;
+}
+
+parentPort?.on("message", (req: RenderRequest) => {
+  let reply: RenderReply;
+  try {
+    reply = { id: req.id, output: render(req) };
+  } catch (err) {
+    reply = { id: req.id, error: err instanceof Error ? err.message : String(err) };
+  }
+  parentPort?.postMessage(reply);
+});

@@ -513,10 +513,16 @@ export class ChatSession {
     if (first >= cached.length) return;
     const held = new Set(before.items.map((it) => it.key));
     let keptEnd = 0;
+    let known = true;
     r.items.forEach((it, i) => {
       const span = r.spans[i];
-      if (span && held.has(it.key)) keptEnd = span.end;
+      if (!held.has(it.key)) return;
+      if (span) keptEnd = span.end;
+      else known = false;
     });
+    // Spans are unknown past a rewritten message: then the cached messages are taken to cover as
+    // many positions of the new prompt as they did of the cache.
+    if (!known) keptEnd = Math.min(cached.length, r.tokens.length - 1);
     let reasoningTokens = 0;
     for (const it of before.items) {
       if (!it.prompt) reasoningTokens += this.#reasoningTokens.get(it.key as SessionMessage) ?? 0;

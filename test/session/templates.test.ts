@@ -7,7 +7,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createSession, loadModel, type Model } from "../../lib/index.js";
+import { createSession, loadModel, type MemoryEvent, type Model } from "../../lib/index.js";
 import { archModel } from "../helpers/models.js";
 import { THREADS } from "./helpers.js";
 
@@ -100,4 +100,36 @@ describe("chat templates", () => {
     ).rejects.toMatchObject({ code: "ERR_TEMPLATE", message: expect.stringMatching(/System role not supported/) });
     await expect(llama.applyChatTemplate([{ role: "user", content: 3 as unknown as string }], { template: "{{ 1 }}" })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
+
+  it("a template that rewrites earlier turns: the cache is kept up to the first changed token, and a rewrite event says so", async () => {
+    // Writes the number of messages before them: every new turn changes the first line.
+    const source =
+      "count {{ messages | length }}\n{% for m in messages %}<|start_header_id|>{{ m.role }}<|end_header_id|>\n\n{{ m.content }}<|eot_id|>{% endfor %}" +
+      "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}";
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(llama, { template: source, context: { contextSize: 1024, ...THREADS }, temperature: 0, onMemoryEvent: (e) => events.push(e) });
+    await session.prompt("One two three four five six seven eight.", { maxTokens: 6 });
+    expect(events).toEqual([]);
+    const second = await session.respond("Nine ten.", { maxTokens: 6 });
+    const rewrite = events.find((e) => e.kind === "rewrite");
+    expect(rewrite, JSON.stringify(events)).toBeDefined();
+    // "count 2" became "count 4": the change is in the first tokens, so little is kept.
+    expect(rewrite?.firstChangedToken).toBeLessThan(4);
+    expect(rewrite?.reevaluatedTokens).toBeGreaterThan(10);
+    expect(rewrite?.reasoningTokens).toBeUndefined();
+    expect(second.generation.evaluatedPromptTokens).toBe(second.generation.promptTokens - (rewrite?.firstChangedToken ?? 0));
+  });
+
+  it("a prefix-stable template (Qwen 2.5): a turn evaluates only what is new, and no rewrite is reported", async () => {
+    const events: MemoryEvent[] = [];
+    const qwen = template("Qwen-Qwen2.5-7B-Instruct.jinja");
+    await using session = await createSession(llama, { template: qwen, context: { contextSize: 1024, ...THREADS }, temperature: 0, onMemoryEvent: (e) => events.push(e) });
+    await session.prompt("Hello.", { maxTokens: 6 });
+    const before = session.sequence?.tokens.length ?? 0;
+    const second = await session.respond("Again.", { maxTokens: 6 });
+    expect(events.filter((e) => e.kind === "rewrite")).toEqual([]);
+    // Everything up to the last reply's end was reused (its last token, never evaluated, and the new message are evaluated).
+    expect(second.generation.promptTokens - second.generation.evaluatedPromptTokens).toBeGreaterThanOrEqual(before - 1);
+  });
 });
+

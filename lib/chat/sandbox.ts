@@ -21,8 +21,10 @@ export interface SandboxLimits {
   maxRange?: number;
 }
 
+type Result = { readonly output: string } | { readonly error: string };
+
 interface Pending {
-  resolve(text: string): void;
+  resolve(results: readonly Result[]): void;
   reject(err: Error): void;
   timer: NodeJS.Timeout;
 }
@@ -43,7 +45,7 @@ class Sandbox {
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
 
-  render(source: string, variables: Record<string, unknown>, now: Date, limits: SandboxLimits = {}): Promise<string> {
+  render(source: string, variables: readonly Record<string, unknown>[], now: Date, limits: SandboxLimits = {}): Promise<readonly Result[]> {
     const d = DEFAULTS.template;
     const timeoutMs = limits.timeoutMs ?? d.timeoutMs;
     const request: RenderRequest = {
@@ -54,7 +56,7 @@ class Sandbox {
       maxOutputChars: limits.maxOutputChars ?? d.maxOutputChars,
       maxRange: limits.maxRange ?? d.maxRange,
     };
-    return new Promise<string>((resolve, reject) => {
+    return new Promise<readonly Result[]>((resolve, reject) => {
       const worker = this.#start();
       const timer = setTimeout(() => this.#kill(templateError(`rendering took over ${timeoutMs} ms; the sandbox stopped it`)), timeoutMs);
       this.#pending.set(request.id, { resolve, reject, timer });
@@ -80,10 +82,7 @@ class Sandbox {
     });
     w.unref();
     w.on("message", (reply: RenderReply) => {
-      const p = this.#settle(reply.id);
-      if (!p) return;
-      if ("error" in reply) p.reject(templateError(reply.error));
-      else p.resolve(reply.output);
+      this.#settle(reply.id)?.resolve(reply.results);
     });
     w.on("error", (err: Error & { code?: string }) => {
       const why = err.code === "ERR_WORKER_OUT_OF_MEMORY" ? `rendering ran out of the sandbox's ${DEFAULTS.template.heapMb} MiB heap` : `the sandbox failed: ${err.message}`;
@@ -128,6 +127,17 @@ const sandbox = new Sandbox();
  * Renders the Jinja template `source` with `variables` (plain JSON-like data) in the sandbox.
  * `strftime_now` reads `now`. Rejects with ERR_TEMPLATE on a template error, or when a limit is hit.
  */
-export function renderTemplate(source: string, variables: Record<string, unknown>, now: Date = new Date(), limits?: SandboxLimits): Promise<string> {
-  return sandbox.render(source, variables, now, limits);
+export async function renderTemplate(source: string, variables: Record<string, unknown>, now: Date = new Date(), limits?: SandboxLimits): Promise<string> {
+  const [r] = await sandbox.render(source, [variables], now, limits);
+  if (!r || "error" in r) throw templateError(r?.error ?? "no result");
+  return r.output;
+}
+
+/**
+ * Renders `source` with each of `variables` in one trip to the sandbox: the texts, or an
+ * ERR_TEMPLATE error for each render that failed. The time limit covers the whole list.
+ */
+export async function renderTemplates(source: string, variables: readonly Record<string, unknown>[], now: Date = new Date(), limits?: SandboxLimits): Promise<(string | LlamemError)[]> {
+  const results = await sandbox.render(source, variables, now, limits);
+  return results.map((r) => ("error" in r ? templateError(r.error) : r.output));
 }

@@ -6,7 +6,8 @@
  */
 import { invalidArgument } from "../errors.js";
 import type { JsonSchema } from "../grammar/json-schema.js";
-import { renderTemplate, type SandboxLimits } from "./sandbox.js";
+import type { LlamemError } from "../errors.js";
+import { renderTemplate, renderTemplates, type SandboxLimits } from "./sandbox.js";
 
 /** A tool call an assistant message made. */
 export interface ChatToolCall {
@@ -101,6 +102,16 @@ export interface TemplateContext {
  * when the template fails (its own `raise_exception` included) or breaks a sandbox limit.
  */
 export function renderChat(source: string, messages: readonly ChatMessage[], ctx: TemplateContext, o: ChatTemplateOptions = {}, limits?: SandboxLimits): Promise<string> {
+  return renderTemplate(source, templateVariables(messages, ctx, o), o.now ?? new Date(), limits);
+}
+
+/** Renders several conversations in one trip to the sandbox: each one's text, or its ERR_TEMPLATE error. */
+export function renderChats(source: string, conversations: readonly (readonly ChatMessage[])[], ctx: TemplateContext, o: ChatTemplateOptions = {}): Promise<(string | LlamemError)[]> {
+  return renderTemplates(source, conversations.map((m) => templateVariables(m, ctx, o)), o.now ?? new Date());
+}
+
+/** The variables transformers passes a chat template. */
+function templateVariables(messages: readonly ChatMessage[], ctx: TemplateContext, o: ChatTemplateOptions): Record<string, unknown> {
   const variables: Record<string, unknown> = {
     ...(o.variables ?? {}),
     messages: messages.map(templateMessage),
@@ -112,7 +123,7 @@ export function renderChat(source: string, messages: readonly ChatMessage[], ctx
     variables["tools"] = o.tools.map((t) => ({ type: "function", function: { name: t.name, ...(t.description === undefined ? {} : { description: t.description }), parameters: t.parameters } }));
   }
   if (o.thinking !== undefined) variables["enable_thinking"] = o.thinking;
-  return renderTemplate(source, variables, o.now ?? new Date(), limits);
+  return variables;
 }
 
 /** Checks the options of applyChatTemplate; `jinja` tells whether the template is Jinja (built-in formats take no tools). */

@@ -60,6 +60,9 @@ interface CachedText {
   readonly text: string;
 }
 
+/** Messages whose windows go to the template sandbox in one message. */
+const WINDOW_SLICE = 256;
+
 /** Lets the event loop run between template calls: one call on a long history takes milliseconds. */
 const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -153,24 +156,34 @@ export class Renderer {
     // A new message's text, from a window of it and the message before it: what it adds to that
     // one alone. Two small template calls, whatever the history's length; the check against the
     // whole prompt below catches a template whose text for a message depends on more.
-    // A template may refuse a window (one that must start with a user message, say): that message's
-    // text is then found from the whole prefixes.
-    const window = (list: readonly RenderItem[]) => this.apply(list.map(messageOf), false).catch(() => undefined);
-    // Every window is sent to the sandbox at once: it renders them in turn, without a round trip
-    // between them.
-    const pending = items.map((item, i) => {
-      if (known[i] !== undefined) return undefined;
-      const before = i === 0 ? Promise.resolve<string | undefined>("") : window([items[i - 1] as RenderItem]);
-      const after = i === 0 ? window([item]) : window([items[i - 1] as RenderItem, item]);
-      return Promise.all([before, after]);
-    });
+    // A new message's text, from a window of it and the message before it: what it adds to that
+    // one alone. Two small template renders, whatever the history's length, sent to the sandbox
+    // in slices (one message each, letting the event loop run between them); the check against
+    // the whole prompt below catches a template whose text for a message depends on more. A
+    // template may refuse a window (one that must start with a user message, say): that
+    // message's text is then found from the whole prefixes.
+    const unknown = items.flatMap((_, i) => (known[i] === undefined ? [i] : []));
     let consistent = true;
-    for (let i = 0; i < items.length; i++) {
-      const p = pending[i];
-      if (p === undefined) continue;
-      const [before, after] = await p;
-      if (consistent && before !== undefined && after !== undefined && after.startsWith(before)) known[i] = after.slice(before.length);
-      else consistent = false;
+    for (let at = 0; at < unknown.length && consistent; at += WINDOW_SLICE) {
+      if (at > 0) await yieldToLoop();
+      const slice = unknown.slice(at, at + WINDOW_SLICE);
+      const windows: ChatMessage[][] = [];
+      for (const i of slice) {
+        const item = items[i] as RenderItem;
+        if (i > 0) windows.push([messageOf(items[i - 1] as RenderItem)], [messageOf(items[i - 1] as RenderItem), messageOf(item)]);
+        else windows.push([messageOf(item)]);
+      }
+      const texts = await this.model.applyChatTemplates(windows, { ...this.format, addAssistant: false });
+      let w = 0;
+      for (const i of slice) {
+        const before = i > 0 ? texts[w++] : "";
+        const after = texts[w++];
+        if (typeof before === "string" && typeof after === "string" && after.startsWith(before)) known[i] = after.slice(before.length);
+        else {
+          consistent = false;
+          break;
+        }
+      }
     }
     let at = 0;
     for (const t of known) {

@@ -80,6 +80,8 @@ class CreateWorker : public PromiseWorker {
     handle_->n_ctx = static_cast<int32_t>(llama_n_ctx(ctx));
     handle_->n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(ctx));
     handle_->n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx));
+    handle_->n_ubatch = static_cast<int32_t>(llama_n_ubatch(ctx));
+    handle_->embeddings = params_.embeddings;
     handle_->batch = llama_batch_init(handle_->n_batch, 0, 1);
     handle_->can_shift = CanShift(ctx, model_->model, params_);
     ggml_threadpool_params tp = ggml_threadpool_params_default(params_.n_threads);
@@ -198,6 +200,7 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("stateSeqGet", &Context::StateSeqGet),
       InstanceMethod("stateSeqSet", &Context::StateSeqSet),
       InstanceMethod("evalBatch", &Context::EvalBatch),
+      InstanceMethod("embedBatch", &Context::EmbedBatch),
       InstanceMethod("clear", &Context::Clear),
       InstanceMethod("memory", &Context::Memory),
       InstanceMethod("dispose", &Context::Dispose),
@@ -255,6 +258,8 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where) {
   p.offload_kqv = f.Bool("offloadKv");
   p.swa_full = f.Bool("swaFull");
   p.kv_unified = f.Bool("kvUnified");
+  p.embeddings = f.Bool("embeddings");
+  p.pooling_type = static_cast<enum llama_pooling_type>(f.Int("pooling", LLAMA_POOLING_TYPE_UNSPECIFIED, LLAMA_POOLING_TYPE_RANK));
   p.no_perf = true;
   return p;
 }
@@ -262,6 +267,14 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where) {
 void CheckContextFits(const llama_model* model, const llama_context_params& p) {
   const uint32_t n_ctx = p.n_ctx == 0 ? static_cast<uint32_t>(llama_model_n_ctx_train(model)) : p.n_ctx;
   if (n_ctx < p.n_seq_max) Throw("ERR_INVALID_ARGUMENT", "contextSize must be at least the number of sequences");
+  // llama.cpp reserves the pooling graph with min(n_ctx, n_ubatch) tokens split evenly over the
+  // sequences; when they do not divide, mean pooling's matrix product has mismatched shapes and
+  // ggml asserts (llama-graph.cpp build_pooling).
+  if (p.embeddings && std::min(n_ctx, p.n_ubatch) % p.n_seq_max != 0) {
+    Throw("ERR_INVALID_ARGUMENT", "an embedding context needs min(contextSize, ubatchSize) = " +
+                                      std::to_string(std::min(n_ctx, p.n_ubatch)) + " to be a multiple of its " +
+                                      std::to_string(p.n_seq_max) + " sequences");
+  }
   // Cache rows must be whole quantization blocks, with or without flash attention (llama.cpp
   // checks only with it; without it ggml fails deep inside).
   const llama_hparams& hp = model->hparams;
@@ -330,6 +343,11 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
   out.Set("threads", llama_n_threads(h->ctx));
   out.Set("threadsBatch", llama_n_threads_batch(h->ctx));
   out.Set("canShift", h->can_shift);
+  out.Set("embeddings", h->embeddings);
+  out.Set("pooling", static_cast<double>(llama_pooling_type(h->ctx)));
+  out.Set("embeddingSize", static_cast<double>(
+      llama_pooling_type(h->ctx) == LLAMA_POOLING_TYPE_RANK ? static_cast<int32_t>(llama_model_n_cls_out(h->model->model))
+                                                            : llama_model_n_embd_out(h->model->model)));
   return out;
 }
 

@@ -30,6 +30,9 @@ struct ContextHandle : public Closable {
   int32_t n_ctx = 0;
   int32_t n_ctx_seq = 0;
   int32_t n_seq_max = 0;
+  int32_t n_ubatch = 0;
+  // Created with embeddings on: the context pools (embedBatch) rather than generates.
+  bool embeddings = false;
   // Whether positions can be shifted (llama_memory_can_shift, minus the cases below).
   bool can_shift = false;
   std::mutex mu;
@@ -76,6 +79,8 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value StateSeqGet(const Napi::CallbackInfo& info);
   Napi::Value StateSeqSet(const Napi::CallbackInfo& info);
   Napi::Value EvalBatch(const Napi::CallbackInfo& info);
+  // embed.cc
+  Napi::Value EmbedBatch(const Napi::CallbackInfo& info);
   Napi::Value Clear(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);

@@ -430,6 +430,8 @@ Napi::Value Model::Info(const Napi::CallbackInfo& info) {
   out.Set("eot", llama_vocab_eot(v));
   out.Set("addBos", llama_vocab_get_add_bos(v));
   out.Set("addEos", llama_vocab_get_add_eos(v));
+  out.Set("sep", llama_vocab_sep(v));
+  out.Set("addSep", llama_vocab_get_add_sep(v));
   out.Set("hasEncoder", llama_model_has_encoder(m));
   out.Set("hasDecoder", llama_model_has_decoder(m));
   out.Set("recurrent", llama_model_is_recurrent(m));

@@ -9,7 +9,8 @@ import { bindContext, nativeModel } from "./internal/handles.js";
 import type { Model } from "./model.js";
 import { Sequence, type GenerateOptions, type GenerationResult } from "./sequence.js";
 import { Engine } from "./generation.js";
-import { contextBaton, defaultContextSize, kvTypeName, type ContextShapeOptions } from "./options.js";
+import { contextBaton, defaultContextSize, kvTypeName, POOLING_TYPES, type ContextShapeOptions, type PoolingType } from "./options.js";
+import { embedTexts, rerankTexts, type EmbedOptions } from "./embedding.js";
 import { fitContextSize, type FitResult } from "./memory/fit.js";
 import { hasAccelerator } from "./devices.js";
 
@@ -69,6 +70,12 @@ export interface ContextInfo {
   threadsBatch: number;
   /** Whether cached positions can be shifted in place (removeTokens without re-evaluating the tail). */
   canShift: boolean;
+  /** An embedding context (see {@link ContextShapeOptions.embeddings}). */
+  embeddings: boolean;
+  /** How it pools, as llama.cpp resolved "model" ("none" for a generating context). */
+  pooling: PoolingType;
+  /** Floats of one embedding (the model's output width), or scores of a reranker. */
+  embeddingSize: number;
 }
 
 /**
@@ -90,8 +97,10 @@ export class Context {
     this.model = model;
     this.#native = handle;
     this.fit = fit;
-    const info = handle.info();
-    this.#info = Object.freeze({ ...info });
+    const raw = handle.info();
+    const pooling = (Object.keys(POOLING_TYPES) as PoolingType[]).find((k) => POOLING_TYPES[k] === raw.pooling && k !== "model") ?? "none";
+    const info: ContextInfo = { ...raw, pooling: raw.embeddings ? pooling : "none" };
+    this.#info = Object.freeze(info);
     const check = () => this.#lifetime.check();
     const enqueue = <T>(op: () => T | Promise<T>) => this.#enqueue(op);
     const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize });
@@ -143,6 +152,29 @@ export class Context {
   /** All sequences of the context. */
   get sequences(): readonly Sequence[] {
     return this.#sequences;
+  }
+
+  /**
+   * One vector per text, from an embedding context (`embeddings: true`): the texts are tokenized
+   * (with the model's special tokens), packed into batches over the context's sequences, and
+   * pooled as the context says; normalized to unit length unless `normalize: false`.
+   */
+  async embed(texts: readonly string[], options: EmbedOptions = {}): Promise<Float32Array[]> {
+    this.#lifetime.check();
+    return embedTexts(this.#embedder(), texts, options);
+  }
+
+  /**
+   * Scores how well each document answers `query`, from a reranker's embedding context
+   * (`pooling: "rank"`): one score per document, higher is better.
+   */
+  async rerank(query: string, documents: readonly string[], options: Omit<EmbedOptions, "normalize"> = {}): Promise<number[]> {
+    this.#lifetime.check();
+    return rerankTexts(this.#embedder(), query, documents, options);
+  }
+
+  #embedder() {
+    return { model: this.model, info: this.#info, run: (entries: { seq: number; tokens: Int32Array }[]) => this.#enqueue(() => this.#native.embedBatch(entries)) };
   }
 
   /** Generates on sequence 0; see {@link Sequence.generate}. */

@@ -9,7 +9,8 @@ export { Context } from "./context.js";
 export type { ContextOptions, ContextMemory, ContextInfo, MemoryRow } from "./context.js";
 export { defaultThreads, availableRam } from "./system.js";
 export { DEFAULTS, KV_CACHE_TYPE_NAMES } from "./options.js";
-export type { KvCacheType, SamplingOptions, PlacementOptions, ContextShapeOptions } from "./options.js";
+export type { KvCacheType, SamplingOptions, PlacementOptions, ContextShapeOptions, PoolingType } from "./options.js";
+export type { EmbedOptions } from "./embedding.js";
 export { Sequence } from "./sequence.js";
 export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
 export { estimateMemory } from "./memory/estimate.js";
@@ -31,6 +32,7 @@ export { addRpcServers, serveRpc } from "./rpc.js";
 export { ChatSession, createSession, loadSession } from "./session/session.js";
 export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions, TurnEvent, SessionReply } from "./session/session.js";
 export type { SessionTool, ToolChoice, ToolCallRecord } from "./session/tools.js";
+export type { RecallOptions, RecallEmbedder, RecalledTurn } from "./session/recall.js";
 export type {
   SessionMessage,
   SessionMessageInput,

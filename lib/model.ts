@@ -14,8 +14,9 @@ import { native, type NativeBinding, type NativeModel, type NativeModelInfo } fr
 import { bindModel } from "./internal/handles.js";
 import { Context, type ContextOptions, type MemoryRow } from "./context.js";
 import { Lifetime } from "./lifetime.js";
-import { contextBaton, DEFAULTS, LOAD_MODES, loadBaton, VOCAB_TYPES, type PlacementOptions } from "./options.js";
-import { checkMessages, checkTemplateOptions, isJinja, renderChat, type ChatMessage, type ChatTemplateOptions, type TemplateContext } from "./chat/template.js";
+import { contextBaton, DEFAULTS, defaultContextSize, LOAD_MODES, loadBaton, VOCAB_TYPES, type PlacementOptions, type PoolingType } from "./options.js";
+import type { EmbedOptions } from "./embedding.js";
+import { checkMessages, checkTemplateOptions, isJinja, renderChat, renderChats, type ChatMessage, type ChatTemplateOptions, type TemplateContext } from "./chat/template.js";
 
 export type { ChatMessage, ChatTemplateOptions, ChatTool, ChatToolCall } from "./chat/template.js";
 
@@ -107,6 +108,9 @@ export interface ModelInfo {
   /** Whether tokenizing with `addSpecial` prepends BOS, and appends EOS. */
   addBos: boolean;
   addEos: boolean;
+  /** The separator token (BERT's [SEP]), or -1, and whether `addSpecial` appends it. */
+  sep: number;
+  addSep: boolean;
   /** The model's Jinja chat template, if it has one. */
   chatTemplate: string | undefined;
   /** Every GGUF metadata entry as llama.cpp renders it (long arrays are abbreviated). */
@@ -363,6 +367,23 @@ export class Model {
     }
   }
 
+  /**
+   * @internal Formats several conversations with the same options, in one trip to the template
+   * sandbox (a session's many small windows); each result is the text or its error.
+   */
+  async applyChatTemplates(conversations: ChatMessage[][], options: ChatTemplateOptions = {}): Promise<(string | LlamemError)[]> {
+    this.#lifetime.check();
+    const source = options.template ?? this.info.chatTemplate;
+    if (source !== undefined && isJinja(source)) {
+      checkTemplateOptions(options, true);
+      conversations.forEach((m) => checkMessages(m));
+      return renderChats(source, conversations, this.#templateContext(), options);
+    }
+    const out: (string | LlamemError)[] = [];
+    for (const m of conversations) out.push(await this.applyChatTemplate(m, options).catch((err: LlamemError) => err));
+    return out;
+  }
+
   #templateText: TemplateContext | undefined;
 
   /** The BOS and EOS strings templates write (`bos_token`, `eos_token`), from the vocabulary. */
@@ -375,12 +396,49 @@ export class Model {
   }
 
   /**
+   * One vector per text, on a context created for the call and freed after it (for many calls,
+   * create an embedding context once: `createContext({ embeddings: true })` and `ctx.embed()`).
+   * `pooling` defaults to the model's own; vectors are unit length unless `normalize: false`.
+   */
+  async embed(texts: readonly string[], options: EmbedOptions & { pooling?: PoolingType; threads?: number } = {}): Promise<Float32Array[]> {
+    this.#lifetime.check();
+    checkOptions(options, "embed(texts, options)");
+    const { pooling, threads, ...rest } = options;
+    await using ctx = await this.createContext(this.#embeddingShape(Array.isArray(texts) ? texts.length : 1, pooling, threads));
+    return await ctx.embed(texts, rest);
+  }
+
+  /** Scores each document against `query` with a reranker model, on a context created for the call. */
+  async rerank(query: string, documents: readonly string[], options: Omit<EmbedOptions, "normalize"> & { threads?: number } = {}): Promise<number[]> {
+    this.#lifetime.check();
+    checkOptions(options, "rerank(query, documents, options)");
+    const { threads, ...rest } = options;
+    await using ctx = await this.createContext(this.#embeddingShape(Array.isArray(documents) ? documents.length : 1, "rank", threads));
+    return await ctx.rerank(query, documents, rest);
+  }
+
+  /** A context for embedding `n` texts: the trained context (up to the default cap) as one batch, shared by up to 16 sequences. */
+  #embeddingShape(n: number, pooling: PoolingType | undefined, threads: number | undefined): ContextOptions {
+    const size = defaultContextSize(this.info.trainedContextSize);
+    return {
+      embeddings: true,
+      ...(pooling === undefined ? {} : { pooling }),
+      contextSize: size,
+      batchSize: size,
+      // A power of two: the sequences must divide the batch (see binding/context.cc).
+      sequences: 2 ** Math.floor(Math.log2(Math.max(1, Math.min(n, 16)))),
+      ...(threads === undefined ? {} : { threads }),
+    };
+  }
+
+  /**
    * Creates an inference context (KV cache and compute buffers) on this model. ERR_DISPOSED if
    * the model is disposed before the context is ready (the context is then freed, not returned).
    */
   async createContext(options: ContextOptions = {}): Promise<Context> {
     this.#lifetime.check();
     if (this.vocabOnly) invalidArgument("this model was loaded with vocabOnly: it has no weights to run");
+    if (!this.info.hasDecoder && options?.embeddings !== true) invalidArgument("this model is an encoder: it makes embeddings, not text (createContext({ embeddings: true }))");
     let ctx: Context | undefined;
     try {
       // Tracked, so a dispose() meanwhile waits for it (and the context it frees) before freeing the model.

@@ -22,6 +22,10 @@ export const KV_CACHE_TYPE_NAMES = Object.keys(KV_CACHE_TYPES) as KvCacheType[];
 /** llama_flash_attn_type. */
 export const FLASH_ATTENTION = { auto: -1, off: 0, on: 1 } as const;
 
+/** llama_pooling_type: how an embedding context turns a text's token outputs into one vector. "model" is the model's own (its GGUF `pooling_type`). */
+export const POOLING_TYPES = { model: -1, none: 0, mean: 1, cls: 2, last: 3, rank: 4 } as const;
+export type PoolingType = keyof typeof POOLING_TYPES;
+
 /** llama_load_mode. */
 export const LOAD_MODES = { none: 0, mmap: 1, mlock: 2, "mmap+mlock": 3, directIo: 4 } as const;
 
@@ -77,6 +81,12 @@ export const DEFAULTS = {
     heapMb: 256,
     maxRange: 1_000_000,
   },
+  /**
+   * Recall of archived turns (`memory.recall`): turns recalled per prompt, the least cosine
+   * similarity, the block's share of the prompt budget, and the size of the embedding context
+   * recall creates on a Model.
+   */
+  recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 2048 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */
@@ -203,6 +213,14 @@ export interface ContextShapeOptions {
   offloadKv?: boolean;
   /** Full-size cache for sliding-window-attention layers (default false). */
   swaFull?: boolean;
+  /**
+   * An embedding context (default false): `ctx.embed()` and `ctx.rerank()` pool each text's
+   * outputs into one vector instead of generating. Its micro-batch defaults to the whole batch,
+   * since encoders and non-causal attention see a text at once.
+   */
+  embeddings?: boolean;
+  /** How an embedding context pools (default "model": the model's own; "rank" for rerankers). */
+  pooling?: PoolingType;
 }
 
 function kvTypeId(name: KvCacheType | undefined, option: string): number {
@@ -244,7 +262,11 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
   intIn(threads, "threads", 1, 1024);
   const batchSize = intIn(o.batchSize ?? DEFAULTS.batchSize, "batchSize", 1, 1 << 20);
   const typeV = kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV");
-  const ubatchSize = intIn(o.ubatchSize ?? Math.min(batchSize, DEFAULTS.ubatchSizeCap), "ubatchSize", 1, batchSize);
+  const embeddings = boolOpt(o.embeddings, "embeddings", false);
+  const pooling = o.pooling ?? "model";
+  if (typeof pooling !== "string" || !Object.hasOwn(POOLING_TYPES, pooling)) invalidArgument(`pooling must be one of ${Object.keys(POOLING_TYPES).join(", ")}`);
+  if (o.pooling !== undefined && !embeddings) invalidArgument("pooling applies to embedding contexts (embeddings: true)");
+  const ubatchSize = intIn(o.ubatchSize ?? (embeddings ? batchSize : Math.min(batchSize, DEFAULTS.ubatchSizeCap)), "ubatchSize", 1, batchSize);
   return {
     contextSize,
     batchSize,
@@ -257,8 +279,19 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
     typeV,
     offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),
     swaFull: boolOpt(o.swaFull, "swaFull", DEFAULTS.swaFull),
-    kvUnified: boolOpt(o.kvUnified, "kvUnified", DEFAULTS.kvUnified),
+    // Embedding contexts share one KV pool, as llama.cpp's embedding example does: with a stream
+    // per sequence, the same text pooled to a different vector depending on its batch (measured
+    // on a decoder model, November 2026).
+    kvUnified: embeddings ? embeddingsUnified(o.kvUnified) : boolOpt(o.kvUnified, "kvUnified", DEFAULTS.kvUnified),
+    embeddings,
+    pooling: POOLING_TYPES[pooling],
   };
+}
+
+function embeddingsUnified(value: boolean | undefined): true {
+  if (value === false) invalidArgument("an embedding context needs kvUnified (its sequences share one KV pool)");
+  boolOpt(value, "kvUnified", true);
+  return true;
 }
 
 /** The name of a KV cache type id (for layouts and messages). @internal */

@@ -81,6 +81,7 @@ export class Sequence {
    * Returns the time llama.cpp spent decoding, in microseconds.
    */
   async evaluate(tokens: ArrayLike<number>): Promise<number> {
+    this.#ensureGenerative();
     const ids = toTokenIds(tokens);
     return this.#exclusive(async () => {
       // A cache that lost what the new tokens attend to is evaluated again from the start.
@@ -206,6 +207,7 @@ export class Sequence {
   async *generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, void, void> {
     const t0 = performance.now();
     this.#ensureIdle();
+    this.#ensureGenerative();
     const checked = checkGenerateOptions(options);
     if (checked.signal?.aborted) throw new LlamemError("ERR_ABORTED", "generation was aborted before it started");
     const ids = typeof prompt === "string" ? undefined : toTokenIds(prompt, "prompt");
@@ -241,6 +243,11 @@ export class Sequence {
       // pieces are collected into lastGeneration.text
     }
     return this.#last as GenerationResult;
+  }
+
+  /** Embedding contexts pool; they have no generation (their cache is cleared on every call). */
+  #ensureGenerative(): void {
+    if (this.#inner.context.info.embeddings) invalidArgument("this is an embedding context (embeddings: true): use embed(), or create another context to generate");
   }
 
   #ensureIdle(): void {

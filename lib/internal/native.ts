@@ -68,6 +68,8 @@ export interface NativeContextOptions {
   offloadKv: boolean;
   swaFull: boolean;
   kvUnified: boolean;
+  embeddings: boolean;
+  pooling: number;
 }
 
 /** One sequence's part of a batched decode. @internal */
@@ -94,8 +96,10 @@ export interface NativeBatchResult {
 
 /** @internal */
 export interface NativeContext {
-  info(): ContextInfo;
+  info(): Omit<ContextInfo, "pooling"> & { pooling: number };
   evalBatch(entries: NativeBatchEntry[]): Promise<NativeBatchResult[]>;
+  /** Each entry's pooled vector (an embedding context). */
+  embedBatch(entries: { seq: number; tokens: Int32Array }[]): Promise<Float32Array[]>;
   abort(): void;
   seqPosRange(seq: number): [number, number];
   seqRemove(seq: number, p0: number, p1: number): boolean;

@@ -6,6 +6,7 @@
 import { invalidArgument } from "../errors.js";
 import { DEFAULTS } from "../options.js";
 import type { ChatMessage, ChatToolCall } from "../model.js";
+import { resolveRecall, type RecallOptions, type RecalledTurn, type ResolvedRecall } from "./recall.js";
 
 /** One message of a session's history. */
 export interface SessionMessage {
@@ -108,6 +109,12 @@ export interface MemoryOptions {
    * default, DEFAULTS.summarizeAhead) turns it off; 0.75 suits interactive chats. Only for sessions on a sequence of their own (not in a pool).
    */
   summarizeAhead?: number | false;
+  /**
+   * Recall archived turns by meaning: each evicted turn is embedded as it is archived, and before
+   * a prompt the archived turns most similar to the new message are placed, in a marked block,
+   * just before it (so the cached history stays valid), within `maxTokens`. Off by default.
+   */
+  recall?: RecallOptions;
 }
 
 /** An evicted turn as the archive keeps it. */
@@ -123,12 +130,13 @@ export interface ArchivedTurn {
  * What a memory decision did: "prune" dropped turns, "summarize" folded them into the summary,
  * "archive" moved turns past maxAge, "omitSystem" left the system prompt out, "rewrite" found
  * the template writing kept messages differently from what the cache holds (a past reply's
- * reasoning dropped, a system prompt moved): the cache is kept up to the first changed token.
+ * reasoning dropped, a system prompt moved): the cache is kept up to the first changed token;
+ * "recall" placed archived turns back in the prompt (or says why recall failed).
  */
-export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem" | "rewrite";
+export type MemoryEventKind = "prune" | "summarize" | "archive" | "omitSystem" | "rewrite" | "recall";
 
 /** Every {@link MemoryEventKind}. @internal */
-export const MEMORY_EVENT_KINDS: readonly MemoryEventKind[] = ["prune", "summarize", "archive", "omitSystem", "rewrite"];
+export const MEMORY_EVENT_KINDS: readonly MemoryEventKind[] = ["prune", "summarize", "archive", "omitSystem", "rewrite", "recall"];
 
 /** One memory decision, reported through `onMemoryEvent`. */
 export interface MemoryEvent {
@@ -164,6 +172,10 @@ export interface MemoryEvent {
   readonly firstChangedToken?: number;
   /** For "rewrite" events: tokens of reasoning the last reply held in the cache and the prompt now leaves out (the saving). */
   readonly reasoningTokens?: number;
+  /** For "recall" events: the archived turns placed in the prompt, with their similarity scores, best first. */
+  readonly recalled?: readonly RecalledTurn[];
+  /** For "recall" events: why recall could not run this time (the turn went on without it). */
+  readonly error?: Error;
 }
 
 /** The options with defaults applied. @internal */
@@ -178,6 +190,7 @@ export interface ResolvedMemory {
   readonly maxAge: number | undefined;
   readonly kvReuse: "shift" | "prefix";
   readonly summarizeAhead: number | false;
+  readonly recall: ResolvedRecall | undefined;
 }
 
 const STRATEGIES: readonly MemoryStrategy[] = ["slidingWindow", "tokenBudget", "summarize"];
@@ -223,6 +236,7 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
     maxAge,
     kvReuse,
     summarizeAhead: ahead,
+    recall: resolveRecall(o.recall),
   };
 }
 

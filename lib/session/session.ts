@@ -14,6 +14,7 @@ import { ReasoningSplitter, opensThinking, thinkingTags, type ThinkingTags } fro
 import { toolCallFormat, type ToolCallFormat } from "../chat/tool-calls.js";
 import { commonPrefix } from "./render.js";
 import { Toolbox, checkToolChoice, type SessionTool, type ToolCallRecord, type ToolChoice } from "./tools.js";
+import { RECALL_LABEL, RecallIndex, turnText, type RecalledTurn } from "./recall.js";
 import { DEFAULTS, samplerBaton, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
 import { Archive } from "./archive.js";
@@ -225,6 +226,12 @@ export class ChatSession {
   readonly #thinking: ThinkingTags | undefined;
   readonly #keepReasoning: boolean;
   readonly #pinToolCalls: boolean;
+  /** The archived turns' vectors, when memory.recall is on. */
+  readonly #recall: RecallIndex | undefined;
+  /** The recalled block of the turn in progress, placed just before its user message. */
+  #recalled: { readonly key: object; readonly before: SessionMessage; readonly text: string } | undefined;
+  /** A failure to embed archived turns, reported by the next recall event. */
+  #recallError: Error | undefined;
   /** Tokens of reasoning each reply held in the cache, reported when a later prompt leaves it out. */
   readonly #reasoningTokens = new WeakMap<SessionMessage, number>();
 
@@ -241,6 +248,7 @@ export class ChatSession {
     samplerBaton(samplingOf(options), runner.context.model.info.vocabSize);
     this.#runner = runner;
     this.#memory = resolveMemory(options.memory);
+    this.#recall = this.#memory.recall ? new RecallIndex(this.#memory.recall) : undefined;
     this.#archive = new Archive(this.#memory.archivePath);
     const model = runner.context.model;
     const source = options.template ?? model.info.chatTemplate;
@@ -394,6 +402,7 @@ export class ChatSession {
       let ahead = await this.#takeAhead();
       const seq = await this.#runner.acquire(signal);
       try {
+        const recallEvent = await this.#recallFor(user, maxTokens, signal);
         let choice: ToolChoice = options.toolChoice ?? "auto";
         let retries = 0;
         for (let round = 0; ; round++) {
@@ -404,6 +413,7 @@ export class ChatSession {
           const { rendered, events } = await this.#plan(seq, maxTokens, signal, ahead);
           ahead = undefined;
           const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
+          if (round === 0 && recallEvent) this.#onEvent?.({ ...recallEvent, kvReused: kv.kvReused, reevaluatedTokens: 0 });
           for (const e of events) this.#onEvent?.({ ...e, ...kv });
           if (events.length === 0) this.#reportRewrite(rendered, before, cachedBefore, kv.reevaluatedTokens);
           if (rendered.tokens.length >= sequenceContextSize) throw contextFull("the prompt has", rendered.tokens.length, sequenceContextSize);
@@ -482,8 +492,60 @@ export class ChatSession {
       }
       this.#busy = false;
       this.#turn = undefined;
+      // The block served this turn; the next one recalls for its own message.
+      this.#recalled = undefined;
       ended();
       if (done) this.#startAhead();
+    }
+  }
+
+  /**
+   * Finds the archived turns most similar to the new message and places them, as one marked
+   * block within the recall allowance, just before it. Returns the "recall" event (undefined
+   * when recall is off or found nothing); a failure is reported in it, and the turn goes on.
+   */
+  async #recallFor(user: SessionMessage, maxTokens: number, signal: AbortSignal): Promise<PendingEvent | undefined> {
+    const index = this.#recall;
+    if (!index) return undefined;
+    const t0 = performance.now();
+    const failed = this.#recallError;
+    this.#recallError = undefined;
+    const event = (recalled: readonly RecalledTurn[], reason: string, error?: Error): PendingEvent => ({
+      kind: "recall",
+      reason,
+      dropped: [],
+      tokensBefore: 0,
+      tokensAfter: 0,
+      ms: performance.now() - t0,
+      recalled,
+      ...(error === undefined ? {} : { error }),
+    });
+    if (failed) return event([], `archived turns could not be embedded, so recall may miss them: ${failed.message}`, failed);
+    if (index.size === 0) return undefined;
+    try {
+      const inHistory = new Set(splitTurns(this.#history).map(turnText));
+      const found = await index.search(user.content, (turn) => inHistory.has(turnText(turn)), signal);
+      if (found.length === 0) return undefined;
+      const { recall } = this.#memory;
+      const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
+      const allowance = (recall?.maxTokens ?? 0) < 1 ? Math.floor((recall?.maxTokens ?? 0) * budget) : (recall?.maxTokens ?? 0);
+      const model = this.#runner.context.model;
+      const kept: RecalledTurn[] = [];
+      let text = RECALL_LABEL;
+      for (const r of found) {
+        const next = `${text}${kept.length > 0 ? "\n\n" : ""}${turnText(r.turn)}`;
+        if ((await model.tokenize(next, { addSpecial: false })).length > allowance) break;
+        text = next;
+        kept.push(r);
+      }
+      if (kept.length === 0) return event([], `${found.length} archived turn(s) matched, but none fits the recall allowance of ${allowance} tokens`);
+      this.#recalled = { key: {}, before: user, text };
+      const scores = kept.map((r) => r.score.toFixed(3)).join(", ");
+      return event(kept, `recalled ${kept.length} archived turn(s) (scores ${scores})`);
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const error = err instanceof Error ? err : new Error(String(err));
+      return event([], `recall failed, the turn goes on without it: ${error.message}`, error);
     }
   }
 
@@ -613,6 +675,13 @@ export class ChatSession {
     this.#counters = { summaries: c.summaries, turnsEvicted: c.turnsEvicted, evaluatedTokens: c.evaluatedTokens, generatedTokens: c.generatedTokens };
     if (header.summary !== null) this.#summary = { key: {}, text: header.summary };
     if (header.archive.path === null) this.#archive.restore(header.archive.entries);
+    // Vectors are not saved: the restored archive is embedded again, so recall finds its turns.
+    if (this.#recall) {
+      const archived = await this.#archive.read().catch(() => []);
+      await this.#recall.add(archived.map((a) => a.messages)).catch((err: unknown) => {
+        this.#recallError = err instanceof Error ? err : new Error(String(err));
+      });
+    }
     if (!(await restoreOrForget(() => this.#runner.restoreState(state)))) return;
     if (!header.layout) return;
     const tokens = decodeState(state).tokens;
@@ -650,6 +719,7 @@ export class ChatSession {
     }
     leavePeers(this.#runner.context, this.#peer);
     await this.#runner.dispose();
+    await this.#recall?.dispose();
     await this.#ownedContext?.dispose();
   }
 
@@ -668,6 +738,7 @@ export class ChatSession {
     if (withSystem && this.#system !== undefined) items.push({ key: this.#systemKey, role: "system", content: this.#system });
     if (this.#summary) items.push({ key: this.#summary.key, role: "system", content: SUMMARY_LABEL + this.#summary.text });
     for (const m of this.#history) {
+      if (this.#recalled && m === this.#recalled.before) items.push({ key: this.#recalled.key, role: "system", content: this.#recalled.text });
       const { reasoning, ...rest } = messageOf(m);
       // Past replies' reasoning leaves the prompt unless the app keeps it.
       items.push(this.#keepReasoning && reasoning !== undefined ? { key: m, ...rest, reasoning } : { key: m, ...rest });
@@ -682,6 +753,10 @@ export class ChatSession {
     this.#history = this.#history.filter((m) => !gone.has(m));
     this.#counters.turnsEvicted += turns.length;
     await this.#archive.add(turns, kind, Date.now());
+    // Recall is a help, never a reason to fail the turn: a failure is reported by the next recall event.
+    await this.#recall?.add(turns).catch((err: unknown) => {
+      this.#recallError = err instanceof Error ? err : new Error(String(err));
+    });
   }
 
   /** Tokens of the system prompt in `r` (0 without one), undefined when its span is unknown. */

@@ -78,6 +78,8 @@ const CONTEXT: NativeContextOptions = {
   offloadKv: true,
   swaFull: false,
   kvUnified: false,
+  embeddings: false,
+  pooling: -1,
 };
 
 /** A wrong value of another type for each kind of field. */
@@ -148,7 +150,7 @@ describe("native arguments", () => {
     expect(Object.keys(model.info()).sort()).toEqual(
       [
         "description", "size", "parameters", "trainedContextSize", "embeddingSize", "layers", "heads", "kvHeads",
-        "slidingWindow", "vocabSize", "vocabType", "bos", "eos", "eot", "addBos", "addEos", "hasEncoder", "hasDecoder",
+        "slidingWindow", "vocabSize", "vocabType", "bos", "eos", "eot", "addBos", "addEos", "sep", "addSep", "hasEncoder", "hasDecoder",
         "recurrent", "chatTemplate", "metadata",
       ].sort(),
     );

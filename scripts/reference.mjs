@@ -1,10 +1,11 @@
 #!/usr/bin/env node
-// Produces the greedy output of llama.cpp's own example program (examples/simple), built from the
-// same vendored source with the addon's CPU flags, on synthetic test models:
-//   test/fixtures/reference-simple.json  the tiny llama model (test/native/generate.test.ts);
-//   test/fixtures/reference-archs.json   one tiny model of each architecture (test/models/).
+// Produces the output of llama.cpp's own example programs, built from the same vendored source
+// with the addon's CPU flags, on synthetic test models:
+//   test/fixtures/reference-simple.json      examples/simple, greedy, on the tiny llama model (test/native/generate.test.ts);
+//   test/fixtures/reference-archs.json       examples/simple on one tiny model of each generating architecture (test/models/);
+//   test/fixtures/reference-embeddings.json  examples/embedding: vectors and rerank scores (test/native/embedding.test.ts).
 // Run once by a developer (not in CI), again whenever the pin or a synthetic model changes:
-//   npx tsc -p tsconfig.json && node scripts/reference.mjs
+//   npx tsc -p tsconfig.json && node scripts/reference.mjs [--only simple|embeddings]
 // The tests check that llamem's greedy tokens render the same text, byte for byte.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -42,7 +43,7 @@ const ARCH_PROMPTS = {
   "mistral-nemo": { prompt: "The quick brown fox", nPredict: 32 },
   mamba: { prompt: "A state space model remembers", nPredict: 32 },
 };
-const ARCH_CASES = Object.keys(SYNTHETIC_ARCHS).map((arch) => {
+const ARCH_CASES = Object.keys(SYNTHETIC_ARCHS).filter((arch) => !SYNTHETIC_ARCHS[arch].encoder).map((arch) => {
   const p = ARCH_PROMPTS[arch];
   if (!p) throw new Error(`no reference prompt for ${arch}: add one to ARCH_PROMPTS`);
   return { arch, type: "f16", seed: 1, ...p };
@@ -55,7 +56,8 @@ execFileSync("cmake", [
   "-DLLAMA_BUILD_EXAMPLES=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_SERVER=OFF",
   "-DLLAMA_BUILD_COMMON=ON", "-DLLAMA_OPENSSL=OFF", "-DGGML_OPENMP=OFF", "-DGGML_NATIVE=ON", "-DCMAKE_CXX_FLAGS=-fno-dse",
 ], { stdio: "inherit" });
-execFileSync("cmake", ["--build", build, "--target", "llama-simple", "-j", String(availableParallelism())], { stdio: "inherit" });
+execFileSync("cmake", ["--build", build, "--target", "llama-simple", "llama-embedding", "-j", String(availableParallelism())], { stdio: "inherit" });
+const only = process.argv.includes("--only") ? process.argv[process.argv.indexOf("--only") + 1] : undefined;
 
 const dir = join(tmpdir(), "llamem-reference");
 mkdirSync(dir, { recursive: true });
@@ -70,22 +72,64 @@ function simple(model, c) {
 const commit = JSON.parse(execFileSync("node", ["-p", "JSON.stringify(require('./vendor/llama.cpp.json'))"], { cwd: root }).toString()).commit;
 const comment = "Greedy output of llama.cpp examples/simple (prompt pieces + generated pieces, special tokens rendered, then a newline), written by scripts/reference.mjs";
 
-const out = [];
-for (const c of CASES) {
-  const model = join(dir, `${c.preset}-${c.type}-${c.seed}.gguf`);
-  await writeSyntheticModel(model, { preset: c.preset, type: c.type, seed: c.seed });
-  const stdout = simple(model, c);
-  out.push({ ...c, output: stdout });
-  process.stderr.write(`${c.type}: ${JSON.stringify(stdout)}\n`);
-}
-writeFileSync(join(root, "test", "fixtures", "reference-simple.json"), `${JSON.stringify({ comment, llamaCpp: commit, cases: out }, null, 2)}\n`);
+if (only === undefined || only === "simple") {
+  const out = [];
+  for (const c of CASES) {
+    const model = join(dir, `${c.preset}-${c.type}-${c.seed}.gguf`);
+    await writeSyntheticModel(model, { preset: c.preset, type: c.type, seed: c.seed });
+    const stdout = simple(model, c);
+    out.push({ ...c, output: stdout });
+    process.stderr.write(`${c.type}: ${JSON.stringify(stdout)}\n`);
+  }
+  writeFileSync(join(root, "test", "fixtures", "reference-simple.json"), `${JSON.stringify({ comment, llamaCpp: commit, cases: out }, null, 2)}\n`);
 
-const archOut = [];
-for (const c of ARCH_CASES) {
-  const model = join(dir, `${c.arch}-${c.type}-${c.seed}.gguf`);
-  await writeSyntheticModel(model, { arch: c.arch, type: c.type, seed: c.seed });
-  const stdout = simple(model, c);
-  archOut.push({ ...c, output: stdout });
-  process.stderr.write(`${c.arch}: ${JSON.stringify(stdout)}\n`);
+  const archOut = [];
+  for (const c of ARCH_CASES) {
+    const model = join(dir, `${c.arch}-${c.type}-${c.seed}.gguf`);
+    await writeSyntheticModel(model, { arch: c.arch, type: c.type, seed: c.seed });
+    const stdout = simple(model, c);
+    archOut.push({ ...c, output: stdout });
+    process.stderr.write(`${c.arch}: ${JSON.stringify(stdout)}\n`);
+  }
+  writeFileSync(join(root, "test", "fixtures", "reference-archs.json"), `${JSON.stringify({ comment, llamaCpp: commit, cases: archOut }, null, 2)}\n`);
 }
-writeFileSync(join(root, "test", "fixtures", "reference-archs.json"), `${JSON.stringify({ comment, llamaCpp: commit, cases: archOut }, null, 2)}\n`);
+
+/**
+ * Embeddings and rerank scores from examples/embedding: one text a line, printed raw with 7
+ * decimals (so the tests allow 1e-4). Rank scores are printed unnormalized (--embd-normalize -1):
+ * normalizing one score would leave only its sign. A decoder's vectors are allowed 5e-4: its f16
+ * KV cache rounds differently when the texts share a batch differently (llamem packs them over
+ * fewer sequences than the example).
+ */
+const TEXTS = ["hello world", "the river runs past the old stone mill", "memory is a garden of quiet signals"];
+const EMBED_CASES = [
+  { arch: "bert", pooling: "mean", normalize: 2, texts: TEXTS },
+  { arch: "bert", pooling: "mean", normalize: -1, texts: TEXTS },
+  { arch: "bert", pooling: "cls", normalize: 2, texts: TEXTS },
+  { arch: "qwen2", pooling: "mean", normalize: 2, texts: TEXTS },
+  { arch: "qwen2", pooling: "last", normalize: 2, texts: TEXTS },
+  { arch: "bert-reranker", pooling: "rank", normalize: -1, query: "what is a river", documents: ["a river is water that flows to the sea", "stones and mills", "memory"] },
+];
+
+function embedding(model, c) {
+  const lines = c.query === undefined ? c.texts : c.documents.map((d) => `${c.query}\t${d}`);
+  const stdout = execFileSync(join(build, "bin", "llama-embedding"), [
+    "-m", model, "-p", lines.join("\n"), "--pooling", c.pooling, "--embd-normalize", String(c.normalize), "--embd-output-format", "raw", "-t", "2",
+  ], { stdio: ["ignore", "pipe", "ignore"] }).toString("utf8");
+  return stdout.trim().split("\n").map((l) => l.trim().split(/\s+/).map(Number));
+}
+
+if (only === undefined || only === "embeddings") {
+  const embOut = [];
+  for (const c of EMBED_CASES) {
+    const model = join(dir, `${c.arch}-f16-1.gguf`);
+    await writeSyntheticModel(model, { arch: c.arch, type: "f16", seed: 1 });
+    const rows = embedding(model, c);
+    const tolerance = c.arch === "qwen2" ? 5e-4 : 1e-4;
+    if (c.query === undefined) embOut.push({ ...c, type: "f16", seed: 1, tolerance, embeddings: rows });
+    else embOut.push({ ...c, type: "f16", seed: 1, tolerance, scores: rows.map((r) => r[0]) });
+    process.stderr.write(`${c.arch} ${c.pooling}: ${rows.length} rows of ${rows[0]?.length}\n`);
+  }
+  const embComment = "Vectors and rerank scores of llama.cpp examples/embedding (raw output, 7 decimals), written by scripts/reference.mjs";
+  writeFileSync(join(root, "test", "fixtures", "reference-embeddings.json"), `${JSON.stringify({ comment: embComment, llamaCpp: commit, cases: embOut }, null, 1)}\n`);
+}

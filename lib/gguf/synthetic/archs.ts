@@ -30,7 +30,7 @@ export interface SyntheticTensor {
 }
 
 /** The model shapes besides the llama presets, by the name `--arch` takes. */
-export type SyntheticArch = "qwen2" | "qwen3" | "qwen3-head96" | "gemma3" | "phi3" | "qwen3moe" | "mistral-nemo" | "mamba";
+export type SyntheticArch = "qwen2" | "qwen3" | "qwen3-head96" | "gemma3" | "phi3" | "qwen3moe" | "mistral-nemo" | "mamba" | "bert" | "bert-reranker";
 
 /** What one architecture's tiny model is. */
 export interface SyntheticArchInfo {
@@ -59,6 +59,8 @@ export interface SyntheticArchInfo {
   /** Mamba's state sizes (0 elsewhere). */
   readonly ssm: { readonly dConv: number; readonly dInner: number; readonly dState: number; readonly dtRank: number };
   readonly contextLength: number;
+  /** An encoder that makes embeddings (or reranks) and generates no text. */
+  readonly encoder: boolean;
 }
 
 /** A synthetic model's metadata (without the tokenizer) and tensors. */
@@ -143,7 +145,7 @@ function info(architecture: string, vocab: string, summary: string, s: Transform
     architecture, vocab, summary,
     nEmbd: s.nEmbd, nLayer: s.nLayer, nHead: s.nHead, nHeadKv: s.nHeadKv, headDim: headDimOf(s),
     slidingWindow: 0, swaLayers: [], experts: 0, expertsUsed: 0, recurrent: false, ssm: NO_SSM,
-    contextLength: s.contextLength,
+    contextLength: s.contextLength, encoder: false,
     ...extra,
   });
 }
@@ -354,7 +356,7 @@ const mamba: ArchDef = {
     nEmbd: MAMBA.nEmbd, nLayer: MAMBA.nLayer, nHead: 0, nHeadKv: 0, headDim: 0,
     slidingWindow: 0, swaLayers: [], experts: 0, expertsUsed: 0, recurrent: true,
     ssm: Object.freeze({ dConv: MAMBA.dConv, dInner: MAMBA.dInner, dState: MAMBA.dState, dtRank: MAMBA.dtRank }),
-    contextLength: MAMBA.contextLength,
+    contextLength: MAMBA.contextLength, encoder: false,
   }),
   plan(w, nVocab) {
     const s = MAMBA;
@@ -392,6 +394,56 @@ const mamba: ArchDef = {
   },
 };
 
+/**
+ * BERT (bge-style): learned positions and token types, layer norms with biases after attention
+ * and FFN, non-causal attention, mean pooling (src/models/bert.cpp). The reranker adds the
+ * classification head llama.cpp runs for rank pooling: a dense layer (`cls`) and one output
+ * (`cls.output`), scored on the CLS token.
+ */
+const BERT: Transformer = { nEmbd: 64, nLayer: 2, nHead: 2, nHeadKv: 2, nFf: 128, contextLength: 512, ropeFreqBase: 10000, rmsEps: 1e-12 };
+/** llama_pooling_type values written as `bert.pooling_type`. */
+const POOLING_MEAN = 1;
+const POOLING_RANK = 4;
+
+function bertDef(reranker: boolean): ArchDef {
+  const s = BERT;
+  return {
+    info: info("bert", "ggml-vocab-bert-bge.gguf", reranker ? "BERT with a classification head: rank pooling scores (query, document) pairs" : "BERT encoder: learned positions and token types, layer norms with biases, mean pooling, no generation", s, {
+      encoder: true,
+    }),
+    plan(w, nVocab) {
+      const t = new Tensors(w).weight("token_embd.weight", s.nEmbd, nVocab);
+      t.f32("token_types.weight", s.nEmbd, 2);
+      t.f32("position_embd.weight", s.nEmbd, s.contextLength);
+      t.norm("token_embd_norm.weight", s.nEmbd).f32("token_embd_norm.bias", s.nEmbd);
+      for (let i = 0; i < s.nLayer; i++) {
+        const p = `blk.${i}.`;
+        attention(t, p, s, true);
+        t.f32(`${p}attn_output.bias`, s.nEmbd);
+        t.norm(`${p}attn_output_norm.weight`, s.nEmbd).f32(`${p}attn_output_norm.bias`, s.nEmbd);
+        t.weight(`${p}ffn_up.weight`, s.nEmbd, s.nFf).f32(`${p}ffn_up.bias`, s.nFf);
+        t.weight(`${p}ffn_down.weight`, s.nFf, s.nEmbd).f32(`${p}ffn_down.bias`, s.nEmbd);
+        t.norm(`${p}layer_output_norm.weight`, s.nEmbd).f32(`${p}layer_output_norm.bias`, s.nEmbd);
+      }
+      if (reranker) {
+        t.weight("cls.weight", s.nEmbd, s.nEmbd).f32("cls.bias", s.nEmbd);
+        t.f32("cls.output.weight", s.nEmbd, 1).f32("cls.output.bias", 1);
+      }
+      const metadata: [string, GgufMetadataEntry][] = [
+        ["bert.context_length", gguf.u32(s.contextLength)],
+        ["bert.embedding_length", gguf.u32(s.nEmbd)],
+        ["bert.block_count", gguf.u32(s.nLayer)],
+        ["bert.feed_forward_length", gguf.u32(s.nFf)],
+        ["bert.attention.head_count", gguf.u32(s.nHead)],
+        ["bert.attention.layer_norm_epsilon", gguf.f32(s.rmsEps)],
+        ["bert.attention.causal", gguf.bool(false)],
+        ["bert.pooling_type", gguf.u32(reranker ? POOLING_RANK : POOLING_MEAN)],
+      ];
+      return { metadata, tensors: t.list };
+    },
+  };
+}
+
 const ARCHS: Readonly<Record<SyntheticArch, ArchDef>> = Object.freeze({
   qwen2,
   qwen3: qwen3Def(QWEN3, "ggml-vocab-qwen2.gguf", "Q/K norms, heads of 64 where n_embd / n_head = 32"),
@@ -402,6 +454,8 @@ const ARCHS: Readonly<Record<SyntheticArch, ArchDef>> = Object.freeze({
   qwen3moe,
   "mistral-nemo": mistralNemo,
   mamba,
+  bert: bertDef(false),
+  "bert-reranker": bertDef(true),
 });
 
 /** Every architecture shape, with what it is. */

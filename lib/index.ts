@@ -32,7 +32,8 @@ export { addRpcServers, serveRpc } from "./rpc.js";
 export { ChatSession, createSession, loadSession } from "./session/session.js";
 export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions, TurnEvent, SessionReply } from "./session/session.js";
 export type { SessionTool, ToolChoice, ToolCallRecord } from "./session/tools.js";
-export type { RecallOptions, RecallEmbedder, RecalledTurn } from "./session/recall.js";
+export { MemoryRecallStore } from "./session/recall.js";
+export type { RecallOptions, RecallEmbedder, RecalledTurn, RecallStore, RecallEntry } from "./session/recall.js";
 export type {
   SessionMessage,
   SessionMessageInput,

@@ -86,7 +86,7 @@ export const DEFAULTS = {
    * similarity, the block's share of the prompt budget, and the size of the embedding context
    * recall creates on a Model.
    */
-  recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 2048 },
+  recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 2048, maxTurns: 10_000 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */

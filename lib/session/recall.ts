@@ -27,6 +27,38 @@ export interface RecallOptions {
   minScore?: number;
   /** Most tokens of the recalled block: an integer, or a fraction in (0, 1) of the prompt budget (default 0.25). */
   maxTokens?: number;
+  /**
+   * Where the vectors are kept and searched. Default: in memory, with exact search, at most
+   * `maxTurns` turns (the oldest are forgotten first) for at most `maxAge` ms.
+   */
+  store?: RecallStore;
+  /** For the default store: most archived turns kept for recall (default 10,000). */
+  maxTurns?: number;
+  /** For the default store: ms after which an archived turn is forgotten (default: never). */
+  maxAge?: number;
+}
+
+/** One archived turn with its vector, as a store keeps it. */
+export interface RecallEntry {
+  readonly turn: Turn;
+  readonly text: string;
+  /** Unit length: a dot product is the cosine. */
+  readonly vector: Float32Array;
+  /** When it was archived, in ms since the epoch. */
+  readonly archivedAt: number;
+}
+
+/** Where a session's recall vectors live: the default in-memory store, or the app's own (a vector database). */
+export interface RecallStore {
+  /** Keeps entries; returns how many older ones it forgot to stay within its limits. */
+  add(entries: readonly RecallEntry[]): number | Promise<number>;
+  /**
+   * The `k` entries most similar to `vector` with a score of at least `minScore`, best first,
+   * leaving out those `skip` returns true for.
+   */
+  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn) => boolean): readonly RecalledTurn[] | Promise<readonly RecalledTurn[]>;
+  /** Entries kept. */
+  size(): number | Promise<number>;
 }
 
 /** One recalled turn and its score. */
@@ -42,6 +74,7 @@ export interface ResolvedRecall {
   readonly k: number;
   readonly minScore: number;
   readonly maxTokens: number;
+  readonly store: RecallStore;
 }
 
 /** Validates `memory.recall`. @internal */
@@ -58,7 +91,13 @@ export function resolveRecall(o: RecallOptions | undefined): ResolvedRecall | un
   if (!(Number.isFinite(maxTokens) && ((maxTokens > 0 && maxTokens < 1) || (Number.isInteger(maxTokens) && maxTokens >= 1)))) {
     invalidArgument("memory.recall.maxTokens must be an integer >= 1 or a fraction in (0, 1) of the budget");
   }
-  return { embed: o.embed, k, minScore, maxTokens };
+  if (o.store !== undefined && (o.store === null || typeof o.store.add !== "function" || typeof o.store.search !== "function" || typeof o.store.size !== "function")) {
+    invalidArgument("memory.recall.store must have add, search and size methods");
+  }
+  const maxTurns = o.maxTurns ?? d.maxTurns;
+  if (!Number.isInteger(maxTurns) || maxTurns < 1) invalidArgument("memory.recall.maxTurns must be a positive integer");
+  if (o.maxAge !== undefined && !(Number.isFinite(o.maxAge) && o.maxAge > 0)) invalidArgument("memory.recall.maxAge must be a positive number of ms");
+  return { embed: o.embed, k, minScore, maxTokens, store: o.store ?? new MemoryRecallStore(maxTurns, o.maxAge) };
 }
 
 /** The text a turn is recalled by, and placed in the prompt as. */
@@ -72,49 +111,71 @@ export function turnText(turn: Turn): string {
 /** The heading of the recalled block; the model reads it as context, not as the conversation. */
 export const RECALL_LABEL = "Earlier in this conversation (recalled from the archive):\n";
 
-interface Entry {
-  readonly turn: Turn;
-  readonly text: string;
-  readonly vector: Float32Array;
+/**
+ * The default store: entries in memory, searched exactly (a dot product each), at most `maxTurns`
+ * of them (the oldest forgotten first), none older than `maxAge` ms. A store per session.
+ */
+export class MemoryRecallStore implements RecallStore {
+  #entries: RecallEntry[] = [];
+
+  constructor(
+    readonly maxTurns: number,
+    readonly maxAge: number | undefined,
+    readonly now: () => number = Date.now,
+  ) {}
+
+  add(entries: readonly RecallEntry[]): number {
+    this.#entries.push(...entries);
+    const before = this.#entries.length;
+    const oldest = this.maxAge === undefined ? -Infinity : this.now() - this.maxAge;
+    this.#entries = this.#entries.filter((e) => e.archivedAt >= oldest);
+    if (this.#entries.length > this.maxTurns) this.#entries.splice(0, this.#entries.length - this.maxTurns);
+    return before - this.#entries.length;
+  }
+
+  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn) => boolean): RecalledTurn[] {
+    const oldest = this.maxAge === undefined ? -Infinity : this.now() - this.maxAge;
+    const scored: RecalledTurn[] = [];
+    for (const e of this.#entries) {
+      if (e.archivedAt < oldest || skip(e.turn)) continue;
+      const score = dot(vector, e.vector);
+      if (score >= minScore) scored.push({ turn: e.turn, score });
+    }
+    scored.sort((a, b) => b.score - a.score);
+    return scored.slice(0, k);
+  }
+
+  size(): number {
+    return this.#entries.length;
+  }
 }
 
-/** A session's archived turns with their vectors, searched by cosine similarity (exact). @internal */
+/** A session's recall: embedding archived turns and new messages, and asking the store. @internal */
 export class RecallIndex {
-  readonly #entries: Entry[] = [];
   #context: Context | undefined;
   #disposed = false;
 
   constructor(readonly options: ResolvedRecall) {}
 
   /** Archived turns kept for recall. */
-  get size(): number {
-    return this.#entries.length;
+  async size(): Promise<number> {
+    return this.options.store.size();
   }
 
-  /** Embeds and keeps `turns` (the ones just archived). */
-  async add(turns: readonly Turn[], signal?: AbortSignal): Promise<void> {
+  /** Embeds and keeps `turns` (the ones just archived); returns how many older ones the store forgot. */
+  async add(turns: readonly Turn[], signal?: AbortSignal): Promise<number> {
     const items = turns.map((turn) => ({ turn, text: turnText(turn) })).filter((t) => t.text.length > 0);
-    if (items.length === 0) return;
+    if (items.length === 0) return 0;
     const vectors = await this.#embed(items.map((t) => t.text), signal);
-    items.forEach((t, i) => this.#entries.push({ ...t, vector: vectors[i] as Float32Array }));
+    const at = Date.now();
+    return this.options.store.add(items.map((t, i) => ({ ...t, vector: vectors[i] as Float32Array, archivedAt: at })));
   }
 
-  /**
-   * The archived turns most similar to `text`: at most k, with scores of at least minScore, best
-   * first, leaving out those `skip` says are in the prompt already.
-   */
-  async search(text: string, skip: (turn: Turn) => boolean, signal?: AbortSignal): Promise<RecalledTurn[]> {
-    if (this.#entries.length === 0 || text.length === 0) return [];
+  /** The archived turns most similar to `text` (see {@link RecallStore.search}). */
+  async search(text: string, skip: (turn: Turn) => boolean, signal?: AbortSignal): Promise<readonly RecalledTurn[]> {
+    if (text.length === 0 || (await this.size()) === 0) return [];
     const [query] = await this.#embed([text], signal);
-    const q = query as Float32Array;
-    const scored: RecalledTurn[] = [];
-    for (const e of this.#entries) {
-      if (skip(e.turn)) continue;
-      const score = dot(q, e.vector);
-      if (score >= this.options.minScore) scored.push({ turn: e.turn, score });
-    }
-    scored.sort((a, b) => b.score - a.score);
-    return scored.slice(0, this.options.k);
+    return this.options.store.search(query as Float32Array, this.options.k, this.options.minScore, skip);
   }
 
   async #embed(texts: readonly string[], signal?: AbortSignal): Promise<Float32Array[]> {

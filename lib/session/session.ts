@@ -232,6 +232,8 @@ export class ChatSession {
   #recalled: { readonly key: object; readonly before: SessionMessage; readonly text: string } | undefined;
   /** A failure to embed archived turns, reported by the next recall event. */
   #recallError: Error | undefined;
+  /** Archived turns the recall store forgot (its cap or age limit) since the last recall event. */
+  #recallForgotten = 0;
   /** Tokens of reasoning each reply held in the cache, reported when a later prompt leaves it out. */
   readonly #reasoningTokens = new WeakMap<SessionMessage, number>();
 
@@ -521,11 +523,13 @@ export class ChatSession {
       ...(error === undefined ? {} : { error }),
     });
     if (failed) return event([], `archived turns could not be embedded, so recall may miss them: ${failed.message}`, failed);
-    if (index.size === 0) return undefined;
+    const forgotten = this.#recallForgotten;
+    this.#recallForgotten = 0;
+    const forgot = forgotten > 0 ? `; the store forgot ${forgotten} older archived turn(s) to stay within its limits` : "";
     try {
       const inHistory = new Set(splitTurns(this.#history).map(turnText));
       const found = await index.search(user.content, (turn) => inHistory.has(turnText(turn)), signal);
-      if (found.length === 0) return undefined;
+      if (found.length === 0) return forgotten > 0 ? event([], `nothing recalled${forgot}`) : undefined;
       const { recall } = this.#memory;
       const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
       const allowance = (recall?.maxTokens ?? 0) < 1 ? Math.floor((recall?.maxTokens ?? 0) * budget) : (recall?.maxTokens ?? 0);
@@ -538,10 +542,10 @@ export class ChatSession {
         text = next;
         kept.push(r);
       }
-      if (kept.length === 0) return event([], `${found.length} archived turn(s) matched, but none fits the recall allowance of ${allowance} tokens`);
+      if (kept.length === 0) return event([], `${found.length} archived turn(s) matched, but none fits the recall allowance of ${allowance} tokens${forgot}`);
       this.#recalled = { key: {}, before: user, text };
       const scores = kept.map((r) => r.score.toFixed(3)).join(", ");
-      return event(kept, `recalled ${kept.length} archived turn(s) (scores ${scores})`);
+      return event(kept, `recalled ${kept.length} archived turn(s) (scores ${scores})${forgot}`);
     } catch (err) {
       if (signal.aborted) throw err;
       const error = err instanceof Error ? err : new Error(String(err));
@@ -754,9 +758,11 @@ export class ChatSession {
     this.#counters.turnsEvicted += turns.length;
     await this.#archive.add(turns, kind, Date.now());
     // Recall is a help, never a reason to fail the turn: a failure is reported by the next recall event.
-    await this.#recall?.add(turns).catch((err: unknown) => {
+    const forgotten = await this.#recall?.add(turns).catch((err: unknown) => {
       this.#recallError = err instanceof Error ? err : new Error(String(err));
+      return 0;
     });
+    this.#recallForgotten += forgotten ?? 0;
   }
 
   /** Tokens of the system prompt in `r` (0 without one), undefined when its span is unknown. */

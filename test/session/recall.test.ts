@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSession, loadModel, type MemoryEvent, type Model } from "../../lib/index.js";
-import { RECALL_LABEL } from "../../lib/session/recall.js";
+import { MemoryRecallStore, RECALL_LABEL, type RecallEntry, type RecallStore } from "../../lib/session/recall.js";
 import { archModel } from "../helpers/models.js";
 import { THREADS } from "./helpers.js";
 
@@ -134,4 +134,65 @@ describe("recall", () => {
     expect(recall?.recalled?.[0]?.turn[0]?.content).toBe("The code for the blue vault is river stone garden.");
     expect(reply.generation.evaluatedPromptTokens).toBeLessThan(reply.generation.promptTokens);
   });
+
+  it("the default store keeps at most maxTurns (oldest forgotten first, reported) and forgets turns past maxAge", async () => {
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      maxTokens: 4,
+      temperature: 0,
+      memory: { budget: 150, recall: { embed: bagOfWords, maxTurns: 2, minScore: 0.3 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    await session.prompt("The code for the blue vault is river stone garden.");
+    for (let i = 0; i < 6; i++) await session.prompt(FILLER(i));
+    events.length = 0;
+    await session.prompt("The blue vault code?");
+    const recall = events.find((e) => e.kind === "recall");
+    // The vault turn was archived first, and the store keeps only the last two.
+    expect(recall?.recalled ?? []).toEqual([]);
+    expect(recall?.reason).toMatch(/forgot \d+ older archived turn/);
+
+    let now = 1000;
+    const store = new MemoryRecallStore(10, 500, () => now);
+    const entry = (text: string, archivedAt: number): RecallEntry => ({ turn: [{ role: "user", content: text, timestamp: 0 }], text, vector: Float32Array.of(1, 0), archivedAt });
+    expect(store.add([entry("too old already", 400), entry("old", 600), entry("new", 900)])).toBe(1);
+    now = 1200;
+    expect(store.search(Float32Array.of(1, 0), 5, 0, () => false).map((r) => r.turn[0]?.content)).toEqual(["new"]);
+    expect(store.add([])).toBe(1);
+    expect(store.size()).toBe(1);
+  });
+
+  it("an app's own store receives unit vectors and answers the searches", async () => {
+    const kept: RecallEntry[] = [];
+    const searches: number[] = [];
+    const store: RecallStore = {
+      add: (entries) => (kept.push(...entries), 0),
+      search: (vector, k) => {
+        searches.push(k);
+        return kept.slice(0, 1).map((e) => ({ turn: e.turn, score: [...e.vector].reduce((s, x, i) => s + x * (vector[i] as number), 0) }));
+      },
+      size: () => kept.length,
+    };
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      maxTokens: 4,
+      temperature: 0,
+      memory: { budget: 150, recall: { embed: bagOfWords, store, k: 4 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    await session.prompt("The code for the blue vault is river stone garden.");
+    for (let i = 0; i < 5; i++) await session.prompt(FILLER(i));
+    expect(kept.length).toBeGreaterThan(0);
+    // Unit length (a turn sharing no word with the list has the zero vector, left as it is).
+    const norms = kept.map((e) => e.vector.reduce((s, x) => s + x * x, 0));
+    for (const n of norms) expect(n === 0 || Math.abs(n - 1) < 1e-5, String(n)).toBe(true);
+    expect(norms.some((n) => n > 0)).toBe(true);
+    events.length = 0;
+    await session.prompt("blue vault?");
+    expect(searches.at(-1)).toBe(4);
+    expect(events.find((e) => e.kind === "recall")?.recalled?.[0]?.turn).toBe(kept[0]?.turn);
+  });
 });
+

@@ -14,6 +14,11 @@ export interface EmbedOptions {
   normalize?: boolean;
   /** Cancels between batches; the promise rejects with ERR_ABORTED. */
   signal?: AbortSignal;
+  /**
+   * Cut a text longer than the context takes at once (its first tokens and its last, which is
+   * the separator or end token when the tokenizer adds one) instead of ERR_CONTEXT_FULL (default false).
+   */
+  truncate?: boolean;
 }
 
 /** What embedding needs of a context. @internal */
@@ -69,13 +74,20 @@ function checkOptions(o: EmbedOptions): void {
   if (o === null || typeof o !== "object") invalidArgument("options must be an object");
   if (o.normalize !== undefined && typeof o.normalize !== "boolean") invalidArgument("normalize must be true or false");
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) invalidArgument("signal must be an AbortSignal");
+  if (o.truncate !== undefined && typeof o.truncate !== "boolean") invalidArgument("truncate must be true or false");
 }
 
 /** Tokenizes `text` for one sequence, refusing one longer than the context takes at once. */
-async function tokens(e: Embedder, text: string, index: number, what: string): Promise<Int32Array> {
+async function tokens(e: Embedder, text: string, index: number, what: string, truncate: boolean): Promise<Int32Array> {
   const ids = await e.model.tokenizeRaw(text, { addSpecial: true, parseSpecial: false });
   if (ids.length === 0) invalidArgument(`${what}[${index}] has no tokens`);
   const limit = textLimit(e.info);
+  if (ids.length > limit && truncate) {
+    const cut = new Int32Array(limit);
+    cut.set(ids.subarray(0, limit - 1));
+    cut[limit - 1] = ids[ids.length - 1] as number;
+    return cut;
+  }
   if (ids.length > limit) {
     throw new LlamemError("ERR_CONTEXT_FULL", `${what}[${index}] has ${ids.length} tokens, more than the ${limit} this embedding context takes at once; use a larger batchSize and contextSize`);
   }
@@ -98,7 +110,7 @@ export async function embedTexts(e: Embedder, texts: readonly string[], o: Embed
   checkOptions(o);
   if (e.info.pooling === "rank") invalidArgument("this context ranks (pooling rank): use rerank(query, documents)");
   const inputs: Int32Array[] = [];
-  for (const [i, t] of texts.entries()) inputs.push(await tokens(e, t, i, "texts"));
+  for (const [i, t] of texts.entries()) inputs.push(await tokens(e, t, i, "texts", o.truncate === true));
   const vectors = await pooled(e, inputs, o.signal);
   return o.normalize === false ? vectors : vectors.map(normalizeInPlace);
 }

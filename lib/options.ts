@@ -83,10 +83,11 @@ export const DEFAULTS = {
   },
   /**
    * Recall of archived turns (`memory.recall`): turns recalled per prompt, the least cosine
-   * similarity, the block's share of the prompt budget, and the size of the embedding context
-   * recall creates on a Model.
+   * similarity, the block's share of the prompt budget, the tokens of the embedding context recall
+   * creates on a Model (a decoder model computes its logits for every token too: 512 tokens of a
+   * 150k vocabulary take 300 MiB of compute buffer), and the turns the default store keeps.
    */
-  recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 2048, maxTurns: 10_000 },
+  recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 512, maxTurns: 10_000 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */

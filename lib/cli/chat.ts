@@ -12,7 +12,7 @@ import { LlamemError } from "../errors.js";
 import { loadModel, type Model } from "../model.js";
 import type { Context } from "../context.js";
 import { setLogLevel } from "../log.js";
-import { samplingOf } from "../options.js";
+import { DEFAULTS, samplingOf } from "../options.js";
 import { createSession, loadSession, checkFingerprint, type ChatSession, type LoadSessionOptions } from "../session/session.js";
 import { readSession } from "../session/persist.js";
 import type { MemoryEvent, MemoryOptions, MemoryStrategy, SessionMessage } from "../session/memory.js";
@@ -37,6 +37,7 @@ import {
   addVerbosityOptions,
   contextOptionsOf,
   intArg,
+  numberArg,
   loadOptionsOf,
   resolveModel,
   type ModelCliOptions,
@@ -51,10 +52,12 @@ interface ChatOptions extends ModelCliOptions {
   keepLast?: number;
   archive?: string;
   load?: string;
+  recall?: boolean | string;
+  recallMinScore?: number;
 }
 
 /** The one line printed for an unknown or malformed command. */
-const COMMAND_HELP = "commands: /save FILE, /load FILE, /stats, /history, /help, /exit (start a message with // to send a /)";
+const COMMAND_HELP = "commands: /save FILE, /load FILE, /stats, /history, /recall QUERY, /help, /exit (start a message with // to send a /)";
 
 /** Parses --budget: an integer >= 1 (tokens) or a fraction in (0, 1) of the context, as memory.budget takes. */
 function budgetArg(value: string): number {
@@ -75,7 +78,7 @@ export function registerChat(program: Command): Command {
         "shows a \"> \" prompt; piped, every line is one message and the chat ends at end of input, or at the first\n" +
         "failed reply or command (a /load of a damaged file, say) with its error and exit code.\n" +
         "The memory policy (--budget, --strategy, --keep-last) keeps the prompt bounded; --verbose shows its decisions.\n" +
-        "Commands: /save FILE, /load FILE, /stats, /history, /help, /exit (or end of input); \"//text\" sends \"/text\".\n" +
+        "Commands: /save FILE, /load FILE, /stats, /history, /recall QUERY (what recall would bring back), /help, /exit (or end of input); \"//text\" sends \"/text\".\n" +
         "Ctrl-C stops a reply; at the prompt it ends the chat (exit 130).\n" +
         "Without -m the model is $LLAMEM_MODEL, else the bundled demo model (random weights: its text is noise).",
     );
@@ -86,7 +89,9 @@ export function registerChat(program: Command): Command {
     .addOption(new Option("--strategy <name>", "how old turns leave the prompt (default tokenBudget)").choices(STRATEGIES))
     .option("--keep-last <n>", "turns kept verbatim besides the new one (default 8 for slidingWindow, 2 for summarize)", intArg(0))
     .option("--archive <file>", "append evicted turns to this JSONL file (default: kept in memory)")
-    .option("--load <file>", "resume a session saved with /save");
+    .option("--load <file>", "resume a session saved with /save")
+    .option("--recall [model]", "bring archived turns back by meaning, embedded by the chat model or by this embedding model (GGUF); with --archive, the file's turns too")
+    .option("--recall-min-score <x>", `least cosine similarity of a recalled turn (default ${DEFAULTS.recall.minScore})`, numberArg(-1, 1));
   addSamplingOptions(cmd, { maxTokens: "most tokens of a reply", seed: "random seed" });
   addContextOptions(cmd);
   addLoadOptions(cmd);
@@ -161,6 +166,7 @@ async function runChat(o: ChatOptions): Promise<void> {
   let model: Model | undefined;
   let context: Context | undefined;
   let session: ChatSession | undefined;
+  let embedder: Model | undefined;
   try {
     current = new AbortController();
     model = await loadModel(path, { ...loadOptionsOf(o), onProgress: (p) => bar.update(p), signal: current.signal });
@@ -171,7 +177,8 @@ async function runChat(o: ChatOptions): Promise<void> {
     bar.done();
     current = undefined;
 
-    const sessionOptions = chatSessionOptions(o, err, errStyle);
+    if (typeof o.recall === "string") embedder = await loadModel(o.recall, loadOptionsOf(o));
+    const sessionOptions = chatSessionOptions(o, err, errStyle, o.recall === undefined || o.recall === false ? undefined : (embedder ?? model));
     if (o.load !== undefined) {
       if (o.system !== undefined && !o.quiet) err.write(errStyle.dim("llamem: --system is ignored with --load: the saved session keeps its own") + "\n");
       const path = o.load;
@@ -254,6 +261,7 @@ async function runChat(o: ChatOptions): Promise<void> {
     rl?.close();
     await session?.dispose();
     await context?.dispose();
+    await embedder?.dispose();
     await model?.dispose();
     output.signal.removeEventListener("abort", onOutputFailed);
     process.off("SIGINT", onSigint);
@@ -262,8 +270,9 @@ async function runChat(o: ChatOptions): Promise<void> {
 }
 
 /** The session options the command line sets (everything but the system prompt). */
-function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style): LoadSessionOptions {
+function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style, recallModel: Model | undefined): LoadSessionOptions {
   const memory: MemoryOptions = {};
+  if (recallModel) memory.recall = { embed: recallModel, ...(o.recallMinScore === undefined ? {} : { minScore: o.recallMinScore }) };
   if (o.budget !== undefined) memory.budget = o.budget;
   if (o.strategy !== undefined) memory.strategy = o.strategy;
   if (o.keepLast !== undefined) memory.keepLastTurns = o.keepLast;
@@ -357,6 +366,13 @@ async function runCommand(line: string, s: CommandScope): Promise<CommandResult>
       case "/history":
         writeHistory(s.session);
         return {};
+      case "/recall": {
+        if (arg === "") return { error: new LlamemError("ERR_INVALID_ARGUMENT", `/recall needs a query (${COMMAND_HELP})`) };
+        const found = await s.session.recall(arg);
+        if (found.length === 0) err.write("llamem: recall finds nothing for that (no archived turn scores high enough)\n");
+        for (const r of found) err.write(`llamem: recall ${r.score.toFixed(3)}: ${r.turn.map((m) => `${m.role}: ${m.content}`).join(" | ").slice(0, 200)}\n`);
+        return {};
+      }
       default:
         err.write(`llamem: unknown command ${name}; ${COMMAND_HELP}\n`);
         return {};

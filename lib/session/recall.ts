@@ -191,7 +191,8 @@ export class RecallIndex {
       const size = DEFAULTS.recall.contextSize;
       this.#context = await e.createContext({ embeddings: true, pooling: e.info.hasDecoder ? "mean" : "model", contextSize: size, batchSize: size, sequences: 4 });
     }
-    return this.#context.embed(texts, signal === undefined ? {} : { signal });
+    // A long turn is recalled by its beginning rather than not at all.
+    return this.#context.embed(texts, signal === undefined ? { truncate: true } : { signal, truncate: true });
   }
 
   /** Bytes of the recall's own embedding context (0 with an app function), for the session's stats. */

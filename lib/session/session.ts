@@ -234,6 +234,8 @@ export class ChatSession {
   #recallError: Error | undefined;
   /** Archived turns the recall store forgot (its cap or age limit) since the last recall event. */
   #recallForgotten = 0;
+  /** Whether the turns archived before this session (a loaded session's, an archive file's) were given to recall. */
+  #recallPrimed = false;
   /** Tokens of reasoning each reply held in the cache, reported when a later prompt leaves it out. */
   readonly #reasoningTokens = new WeakMap<SessionMessage, number>();
 
@@ -510,6 +512,7 @@ export class ChatSession {
     const index = this.#recall;
     if (!index) return undefined;
     const t0 = performance.now();
+    await this.#primeRecall();
     const failed = this.#recallError;
     this.#recallError = undefined;
     const event = (recalled: readonly RecalledTurn[], reason: string, error?: Error): PendingEvent => ({
@@ -551,6 +554,37 @@ export class ChatSession {
       const error = err instanceof Error ? err : new Error(String(err));
       return event([], `recall failed, the turn goes on without it: ${error.message}`, error);
     }
+  }
+
+  /**
+   * Gives recall the turns archived before this session started (the archive file's, or a loaded
+   * session's; vectors are not saved, so they are embedded again), once.
+   */
+  async #primeRecall(): Promise<void> {
+    if (this.#recallPrimed || !this.#recall) return;
+    this.#recallPrimed = true;
+    try {
+      const archived = await this.#archive.read();
+      if (archived.length > 0) this.#recallForgotten += await this.#recall.add(archived.map((a) => a.messages));
+    } catch (err) {
+      this.#recallError = err instanceof Error ? err : new Error(String(err));
+    }
+  }
+
+  /**
+   * What recall would bring back for `text` now: the archived turns most similar to it, with
+   * their scores, best first (before the allowance is applied). ERR_INVALID_ARGUMENT without
+   * `memory.recall`.
+   */
+  async recall(text: string): Promise<readonly RecalledTurn[]> {
+    this.#ensureIdle();
+    if (typeof text !== "string") invalidArgument("recall(text): text must be a string");
+    const index = this.#recall;
+    if (!index) invalidArgument("recall() needs a session with memory.recall");
+    await this.#primeRecall();
+    if (this.#recallError) throw this.#recallError;
+    const inHistory = new Set(splitTurns(this.#history).map(turnText));
+    return index.search(text, (turn) => inHistory.has(turnText(turn)));
   }
 
   /** Yields one event to the turn's consumer, marking the turn parked while it holds it. */
@@ -679,13 +713,6 @@ export class ChatSession {
     this.#counters = { summaries: c.summaries, turnsEvicted: c.turnsEvicted, evaluatedTokens: c.evaluatedTokens, generatedTokens: c.generatedTokens };
     if (header.summary !== null) this.#summary = { key: {}, text: header.summary };
     if (header.archive.path === null) this.#archive.restore(header.archive.entries);
-    // Vectors are not saved: the restored archive is embedded again, so recall finds its turns.
-    if (this.#recall) {
-      const archived = await this.#archive.read().catch(() => []);
-      await this.#recall.add(archived.map((a) => a.messages)).catch((err: unknown) => {
-        this.#recallError = err instanceof Error ? err : new Error(String(err));
-      });
-    }
     if (!(await restoreOrForget(() => this.#runner.restoreState(state)))) return;
     if (!header.layout) return;
     const tokens = decodeState(state).tokens;

@@ -200,6 +200,25 @@ describe("llamem chat", () => {
     expect(archived.length).toBeGreaterThanOrEqual(2 * 28);
   }, 30_000);
 
+  it("--recall with an archive file: /recall shows the archived turns that match, from an earlier run too", async () => {
+    const archive = join(tmp.dir, "recall-archive.jsonl");
+    const fact = "The code for the blue vault is river stone garden.";
+    const fillers = Array.from({ length: 8 }, (_, i) => `Tell me about number ${i} and the colour of the sky.`);
+    const args = ["--budget", "96", "--archive", archive, "--recall", "--recall-min-score", "-1"];
+    const first = await chat([fact, ...fillers, "/recall blue vault code"], args);
+    expect(first.code, first.stderr).toBe(0);
+    const recalled = first.stderr.split("\n").filter((l) => l.startsWith("llamem: recall "));
+    expect(recalled.length).toBeGreaterThan(0);
+    expect(recalled.join("\n")).toMatch(/^llamem: recall -?\d\.\d{3}: user: /m);
+    // A new run on the same archive file recalls its turns: the fact is among them.
+    const second = await chat([`/recall ${fact}`], args);
+    expect(second.code, second.stderr).toBe(0);
+    expect(second.stderr.split("\n").find((l) => l.startsWith("llamem: recall "))).toContain("blue vault");
+    // Without --recall the command says what it needs.
+    const without = await chat(["/recall anything"]);
+    expect(without.stderr).toMatch(/recall\(\) needs a session with memory.recall/);
+  }, 60_000);
+
   it("ends at /exit with 0 and prints a help line for an unknown command", async () => {
     const r = await chat(["/frobnicate", "Hello", "//usr is a directory", "/history", "/exit", "never sent"]);
     expect(r.code, r.stderr).toBe(0);

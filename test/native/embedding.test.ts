@@ -108,6 +108,8 @@ describe("embedding contexts", () => {
     await using ctx = await m.createContext({ embeddings: true, pooling: "last", contextSize: 32, batchSize: 32, threads: THREADS });
     await expect(ctx.complete("hi", { maxTokens: 2 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
     await expect(ctx.embed(["word ".repeat(100)])).rejects.toMatchObject({ code: "ERR_CONTEXT_FULL" });
+    // With truncate, a long text is embedded from its first tokens and its last.
+    expect((await ctx.embed(["word ".repeat(100)], { truncate: true }))[0]?.length).toBe(64);
     await expect(ctx.embed("text" as unknown as string[])).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
     await expect(ctx.embed([""])).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
     await expect(ctx.rerank("q", ["d"])).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });

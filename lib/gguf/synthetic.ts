@@ -439,8 +439,8 @@ function checkArch(arch: unknown): "llama" | SyntheticArch {
 
 /**
  * Writes a GGUF of the architecture `opts.arch` (llama by default) with the tokenizer of a
- * vocabulary GGUF and seeded random weights (std {@link WEIGHT_STD}; norm weights 1.0).
- * Streams tensor by tensor in bounded chunks and writes atomically.
+ * vocabulary GGUF and seeded random weights (std {@link WEIGHT_STD} unless a tensor sets its
+ * own; norm weights 1.0). Streams tensor by tensor in bounded chunks and writes atomically.
  *
  * @throws {LlamemError} ERR_INVALID_ARGUMENT, ERR_FILE_NOT_FOUND (vocabulary), errors of
  *   {@link readGguf} for a bad vocabulary, ERR_IO, ERR_ABORTED.
@@ -548,7 +548,7 @@ function* weightChunks(t: SyntheticTensor, elements: number, rng: SeededRng, val
   for (let r = 0; r < rows; r += rowsPerChunk) {
     const n = Math.min(rowsPerChunk, rows - r) * rowLen;
     const chunk = values.subarray(0, n);
-    rng.fillNormal(chunk, WEIGHT_STD);
+    rng.fillNormal(chunk, t.std ?? WEIGHT_STD);
     switch (t.type) {
       case GGML_TYPE.F32:
         yield new Uint8Array(chunk.buffer, chunk.byteOffset, n * 4);

@@ -54,9 +54,9 @@ export interface RecallStore {
   add(entries: readonly RecallEntry[]): number | Promise<number>;
   /**
    * The `k` entries most similar to `vector` with a score of at least `minScore`, best first,
-   * leaving out those `skip` returns true for.
+   * leaving out those `skip` returns true for (given an entry's turn and text).
    */
-  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn) => boolean): readonly RecalledTurn[] | Promise<readonly RecalledTurn[]>;
+  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn, text: string) => boolean): readonly RecalledTurn[] | Promise<readonly RecalledTurn[]>;
   /** Entries kept. */
   size(): number | Promise<number>;
 }
@@ -133,13 +133,13 @@ export class MemoryRecallStore implements RecallStore {
     return before - this.#entries.length;
   }
 
-  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn) => boolean): RecalledTurn[] {
+  search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn, text: string) => boolean): RecalledTurn[] {
     const oldest = this.maxAge === undefined ? -Infinity : this.now() - this.maxAge;
     const scored: RecalledTurn[] = [];
     for (const e of this.#entries) {
-      if (e.archivedAt < oldest || skip(e.turn)) continue;
+      if (e.archivedAt < oldest) continue;
       const score = dot(vector, e.vector);
-      if (score >= minScore) scored.push({ turn: e.turn, score });
+      if (score >= minScore && !skip(e.turn, e.text)) scored.push({ turn: e.turn, score });
     }
     scored.sort((a, b) => b.score - a.score);
     return scored.slice(0, k);
@@ -172,7 +172,7 @@ export class RecallIndex {
   }
 
   /** The archived turns most similar to `text` (see {@link RecallStore.search}). */
-  async search(text: string, skip: (turn: Turn) => boolean, signal?: AbortSignal): Promise<readonly RecalledTurn[]> {
+  async search(text: string, skip: (turn: Turn, text: string) => boolean, signal?: AbortSignal): Promise<readonly RecalledTurn[]> {
     if (text.length === 0 || (await this.size()) === 0) return [];
     const [query] = await this.#embed([text], signal);
     return this.options.store.search(query as Float32Array, this.options.k, this.options.minScore, skip);

@@ -531,7 +531,7 @@ export class ChatSession {
     const forgot = forgotten > 0 ? `; the store forgot ${forgotten} older archived turn(s) to stay within its limits` : "";
     try {
       const inHistory = new Set(splitTurns(this.#history).map(turnText));
-      const found = await index.search(user.content, (turn) => inHistory.has(turnText(turn)), signal);
+      const found = await index.search(user.content, (_turn, text) => inHistory.has(text), signal);
       if (found.length === 0) return forgotten > 0 ? event([], `nothing recalled${forgot}`) : undefined;
       const { recall } = this.#memory;
       const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
@@ -584,7 +584,7 @@ export class ChatSession {
     await this.#primeRecall();
     if (this.#recallError) throw this.#recallError;
     const inHistory = new Set(splitTurns(this.#history).map(turnText));
-    return index.search(text, (turn) => inHistory.has(turnText(turn)));
+    return index.search(text, (_turn, text) => inHistory.has(text));
   }
 
   /** Yields one event to the turn's consumer, marking the turn parked while it holds it. */

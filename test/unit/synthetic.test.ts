@@ -22,7 +22,7 @@ import {
   writeSyntheticModel,
 } from "../../lib/gguf/synthetic.js";
 import type { SyntheticType } from "../../lib/gguf/synthetic.js";
-import { testModelsDir, tinyModel } from "../helpers/models.js";
+import { archModel, testModelsDir, tinyModel } from "../helpers/models.js";
 
 let dir: string;
 beforeAll(() => {
@@ -336,6 +336,27 @@ describe("writeSyntheticModel", () => {
         if (Math.abs(x - hv) > Math.abs(x) * 2 ** -11 + 2 ** -25) expect.fail(`${name} f16 ${i}`);
       }
     }
+  });
+
+  it("BERT encoders: llama.cpp's encoder keys, a token type per vocabulary type, a reranker head of wider noise", async () => {
+    const f = await readGguf(await archModel("bert-reranker", "f32", 1));
+    expect(f.metadata.get("bert.attention.causal")).toEqual({ type: GGUF_VALUE_TYPE.BOOL, value: false });
+    expect(metadataNumber(f, "bert.pooling_type")).toBe(4); // LLAMA_POOLING_TYPE_RANK
+    expect(metadataNumber(await readGguf(await archModel("bert", "f16", 1)), "bert.pooling_type")).toBe(1); // MEAN
+    // llama.cpp sizes token_types by the vocabulary's count and refuses a BERT without one.
+    expect(f.tensors.find((t) => t.name === "token_types.weight")?.dims).toEqual([64, metadataNumber(f, "tokenizer.ggml.token_type_count")]);
+    const rms = (name: string) => {
+      const v = new Float32Array(tensorBytes(f, f.tensors.find((t) => t.name === name) as GgufTensorInfo).buffer);
+      let sq = 0;
+      for (const x of v) sq += x * x;
+      return Math.sqrt(sq / v.length);
+    };
+    expect(rms("blk.0.ffn_up.weight") / WEIGHT_STD).toBeCloseTo(1, 1);
+    expect(rms("cls.weight") / 0.125).toBeCloseTo(1, 1);
+    // 64 values: a looser bound.
+    expect(rms("cls.output.weight")).toBeGreaterThan(0.75);
+    expect(rms("cls.output.weight")).toBeLessThan(1.25);
+    expect(rms("cls.bias")).toBeLessThan(WEIGHT_STD * 1.5);
   });
 
   it("reports a missing vocabulary clearly", async () => {

@@ -27,6 +27,8 @@ export interface SyntheticTensor {
    * biases); "ssmA": Mamba's A = -(1, 2, …, d_state) on every row, as -exp(A_log) is at init.
    */
   readonly role: "norm" | "weight" | "ssmA";
+  /** Standard deviation of a "weight" tensor's noise; absent: the writer's WEIGHT_STD (0.02). */
+  readonly std?: number;
 }
 
 /** The model shapes besides the llama presets, by the name `--arch` takes. */
@@ -89,6 +91,12 @@ class Tensors {
   /** Seeded noise kept in f32 (biases, router and convolution weights). */
   f32(name: string, ...dims: number[]): this {
     this.list.push({ name, dims, type: GGML_TYPE.F32, role: "weight" });
+    return this;
+  }
+  /** Like {@link Tensors.weight} (a matrix) or {@link Tensors.f32} (a vector), with noise of another standard deviation. */
+  scaled(std: number, name: string, ...dims: number[]): this {
+    const type = dims.length > 1 && (dims[0] as number) % 32 === 0 ? this.w : GGML_TYPE.F32;
+    this.list.push({ name, dims, type, role: "weight", std });
     return this;
   }
   norm(name: string, n: number): this {
@@ -404,6 +412,19 @@ const BERT: Transformer = { nEmbd: 64, nLayer: 2, nHead: 2, nHeadKv: 2, nFf: 128
 /** llama_pooling_type values written as `bert.pooling_type`. */
 const POOLING_MEAN = 1;
 const POOLING_RANK = 4;
+/**
+ * Rows of `token_types`: the bge vocabulary's `tokenizer.ggml.token_type_count` (llama.cpp refuses
+ * a BERT whose vocabulary has none; it adds row 0, "sentence A", to every token).
+ */
+const BERT_TOKEN_TYPES = 2;
+/**
+ * The classification head's noise: with 0.02 everywhere the CLS state hardly depends on the text
+ * and the head shrinks what does, so the scores of different pairs were within 1e-4 of each other
+ * (the reference's tolerance). 1/8 = 1/sqrt(n_embd) keeps the dense layer's input to tanh near
+ * unit scale, and 1 on the one output row puts the reference's pairs about 0.03 apart.
+ */
+const CLS_STD = 0.125;
+const CLS_OUT_STD = 1;
 
 function bertDef(reranker: boolean): ArchDef {
   const s = BERT;
@@ -413,7 +434,7 @@ function bertDef(reranker: boolean): ArchDef {
     }),
     plan(w, nVocab) {
       const t = new Tensors(w).weight("token_embd.weight", s.nEmbd, nVocab);
-      t.f32("token_types.weight", s.nEmbd, 2);
+      t.f32("token_types.weight", s.nEmbd, BERT_TOKEN_TYPES);
       t.f32("position_embd.weight", s.nEmbd, s.contextLength);
       t.norm("token_embd_norm.weight", s.nEmbd).f32("token_embd_norm.bias", s.nEmbd);
       for (let i = 0; i < s.nLayer; i++) {
@@ -426,8 +447,8 @@ function bertDef(reranker: boolean): ArchDef {
         t.norm(`${p}layer_output_norm.weight`, s.nEmbd).f32(`${p}layer_output_norm.bias`, s.nEmbd);
       }
       if (reranker) {
-        t.weight("cls.weight", s.nEmbd, s.nEmbd).f32("cls.bias", s.nEmbd);
-        t.f32("cls.output.weight", s.nEmbd, 1).f32("cls.output.bias", 1);
+        t.scaled(CLS_STD, "cls.weight", s.nEmbd, s.nEmbd).f32("cls.bias", s.nEmbd);
+        t.scaled(CLS_OUT_STD, "cls.output.weight", s.nEmbd, 1).f32("cls.output.bias", 1);
       }
       const metadata: [string, GgufMetadataEntry][] = [
         ["bert.context_length", gguf.u32(s.contextLength)],

@@ -33,6 +33,8 @@ export { ChatSession, createSession, loadSession } from "./session/session.js";
 export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions, TurnEvent, SessionReply } from "./session/session.js";
 export type { SessionTool, ToolChoice, ToolCallRecord } from "./session/tools.js";
 export { MemoryRecallStore } from "./session/recall.js";
+export { openArchiveStore, ArchiveStore } from "./session/archive-store.js";
+export type { ArchiveStoreOptions } from "./session/archive-store.js";
 export type { RecallOptions, RecallEmbedder, RecalledTurn, RecallStore, RecallEntry } from "./session/recall.js";
 export type {
   SessionMessage,

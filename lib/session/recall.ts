@@ -148,6 +148,11 @@ export class MemoryRecallStore implements RecallStore {
   size(): number {
     return this.#entries.length;
   }
+
+  /** The turns kept, oldest first. */
+  turns(): Turn[] {
+    return this.#entries.map((e) => e.turn);
+  }
 }
 
 /** A session's recall: embedding archived turns and new messages, and asking the store. @internal */
@@ -163,12 +168,12 @@ export class RecallIndex {
   }
 
   /** Embeds and keeps `turns` (the ones just archived); returns how many older ones the store forgot. */
-  async add(turns: readonly Turn[], signal?: AbortSignal): Promise<number> {
-    const items = turns.map((turn) => ({ turn, text: turnText(turn) })).filter((t) => t.text.length > 0);
+  async add(turns: readonly Turn[], signal?: AbortSignal, archivedAt?: readonly number[]): Promise<number> {
+    const now = Date.now();
+    const items = turns.map((turn, i) => ({ turn, text: turnText(turn), archivedAt: archivedAt?.[i] ?? now })).filter((t) => t.text.length > 0);
     if (items.length === 0) return 0;
     const vectors = await this.#embed(items.map((t) => t.text), signal);
-    const at = Date.now();
-    return this.options.store.add(items.map((t, i) => ({ ...t, vector: vectors[i] as Float32Array, archivedAt: at })));
+    return this.options.store.add(items.map((t, i) => ({ ...t, vector: vectors[i] as Float32Array })));
   }
 
   /** The archived turns most similar to `text` (see {@link RecallStore.search}). */

@@ -1,0 +1,160 @@
+/**
+ * The persistent archive store (SQLite): turns and vectors survive a reopen, namespaces stay apart,
+ * the cap and the age limit delete rows on disk, a store from another embedding model and a
+ * damaged file are typed errors, a process killed mid-write loses nothing committed, and a
+ * session recalls turns archived by an earlier session through it.
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { createSession, loadModel, openArchiveStore, type MemoryEvent } from "../../lib/index.js";
+import type { RecallEntry } from "../../lib/session/recall.js";
+import { archModel } from "../helpers/models.js";
+import { THREADS } from "./helpers.js";
+
+const dir = mkdtempSync(join(tmpdir(), "llamem-archive-store-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+let n = 0;
+const fresh = () => join(dir, `store-${n++}.sqlite`);
+
+function entry(text: string, vector: number[], archivedAt = Date.now()): RecallEntry {
+  const v = Float32Array.from(vector);
+  const norm = Math.hypot(...v);
+  return { turn: [{ role: "user", content: text, timestamp: archivedAt }], text: `user: ${text}`, vector: v.map((x) => x / norm), archivedAt };
+}
+
+describe("archive store", () => {
+  it("keeps turns and vectors across a reopen, one namespace per session", async () => {
+    const path = fresh();
+    {
+      await using store = await openArchiveStore(path);
+      const a = await store.namespace("a");
+      const b = await store.namespace("b");
+      expect(await a.add([entry("apples", [1, 0, 0]), entry("bananas", [0, 1, 0])])).toBe(0);
+      await b.add([entry("cherries", [0, 0, 1])]);
+      expect(store.namespaces()).toEqual(["a", "b"]);
+    }
+    await using store = await openArchiveStore(path);
+    const a = await store.namespace("a");
+    expect(a.size()).toBe(2);
+    const found = await a.search(Float32Array.of(0, 1, 0), 5, 0.5, () => false);
+    expect(found.map((r) => r.turn[0]?.content)).toEqual(["bananas"]);
+    expect(found[0]?.score).toBeCloseTo(1, 5);
+    expect((await store.namespace("b")).size()).toBe(1);
+    expect((await store.namespace("c")).size()).toBe(0);
+  });
+
+  it("the cap and the age limit delete rows on disk, oldest first", async () => {
+    const path = fresh();
+    {
+      await using store = await openArchiveStore(path, { maxTurns: 2, maxAge: 60_000 });
+      const ns = await store.namespace("s");
+      expect(await ns.add([entry("one", [1, 0]), entry("two", [0, 1]), entry("three", [1, 1])])).toBe(1);
+      expect(await ns.add([entry("ancient", [1, 0], Date.now() - 120_000)])).toBe(1);
+      expect(ns.size()).toBe(2);
+    }
+    await using store = await openArchiveStore(path, { maxTurns: 2, maxAge: 60_000 });
+    const ns = await store.namespace("s");
+    const all = await ns.search(Float32Array.of(Math.SQRT1_2, Math.SQRT1_2), 10, -1, () => false);
+    expect(all.map((r) => r.turn[0]?.content).sort()).toEqual(["three", "two"]);
+  });
+
+  it("vectors of another width (another embedding model) and a damaged file are typed errors", async () => {
+    const path = fresh();
+    await using store = await openArchiveStore(path);
+    const ns = await store.namespace("s");
+    await ns.add([entry("x", [1, 0, 0])]);
+    await expect((async () => ns.add([entry("y", [1, 0, 0, 0])]))()).rejects.toMatchObject({ code: "ERR_STATE_MISMATCH" });
+    expect(() => ns.search(Float32Array.of(1, 0), 1, 0, () => false)).toThrow(expect.objectContaining({ code: "ERR_STATE_MISMATCH" }));
+    const bad = fresh();
+    writeFileSync(bad, Buffer.alloc(64 * 1024, 0x5a));
+    await expect(openArchiveStore(bad)).rejects.toMatchObject({ code: "ERR_ARCHIVE_INVALID" });
+    await expect(openArchiveStore(join(dir, "no-such-dir", "x.sqlite"))).rejects.toMatchObject({ code: expect.stringMatching(/ERR_IO/) });
+  });
+
+  it("a process killed mid-write loses nothing it had committed, and the store opens", async () => {
+    const path = fresh();
+    const url = new URL("../../lib/session/archive-store.ts", import.meta.url).href;
+    const script = `
+      const { openArchiveStore } = await import(${JSON.stringify(url.replace("/lib/", "/dist/lib/").replace(/\.ts$/, ".js"))});
+      const store = await openArchiveStore(${JSON.stringify(path)});
+      const ns = await store.namespace("crash");
+      for (let i = 0; ; i++) {
+        const v = new Float32Array(64).fill(0); v[i % 64] = 1;
+        await ns.add([{ turn: [{ role: "user", content: "turn " + i, timestamp: 0 }], text: "turn " + i, vector: v, archivedAt: Date.now() }]);
+        process.stdout.write(i + 1 + "\\n");
+      }`;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], { stdio: ["ignore", "pipe", "pipe"] });
+    let committed = 0;
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      child.stdout.on("data", (d: Buffer) => {
+        const lines = d.toString().trim().split("\n");
+        committed = Number(lines[lines.length - 1]);
+        if (committed >= 200 && !child.killed) {
+          child.kill("SIGKILL");
+          resolve();
+        }
+      });
+      child.on("exit", (code) => (code === null ? resolve() : reject(new Error(`exited ${code}: ${stderr}`))));
+    });
+    await using store = await openArchiveStore(path);
+    const ns = await store.namespace("crash");
+    expect(ns.size()).toBeGreaterThanOrEqual(committed);
+    expect((await ns.search(Float32Array.from({ length: 64 }, (_, i) => (i === 5 ? 1 : 0)), 1, 0.5, () => false)).length).toBe(1);
+  }, 60_000);
+
+  it("a later session recalls what an earlier one archived, through the store", async () => {
+    const path = fresh();
+    const model = await loadModel(await archModel("qwen2", "f16"));
+    const words = ["vault", "code", "blue", "river", "stone"];
+    const embed = async (texts: readonly string[]) => texts.map((t) => words.map((w) => (t.toLowerCase().includes(w) ? 1 : 0.01)));
+    try {
+      {
+        await using store = await openArchiveStore(path);
+        await using session = await createSession(model, {
+          context: { contextSize: 1024, ...THREADS },
+          maxTokens: 4,
+          temperature: 0,
+          memory: { budget: 150, recall: { embed, store: await store.namespace("chat-1") } },
+        });
+        await session.prompt("The code for the blue vault is river stone.");
+        for (let i = 0; i < 5; i++) await session.prompt(`Tell me about number ${i} and the colour of the sky, please.`);
+      }
+      await using store = await openArchiveStore(path);
+      const events: MemoryEvent[] = [];
+      await using session = await createSession(model, {
+        context: { contextSize: 1024, ...THREADS },
+        maxTokens: 4,
+        temperature: 0,
+        memory: { budget: 150, recall: { embed, store: await store.namespace("chat-1"), minScore: 0.5 } },
+        onMemoryEvent: (e) => events.push(e),
+      });
+      await session.prompt("What is the blue vault code?");
+      const recall = events.find((e) => e.kind === "recall");
+      expect(recall?.recalled?.[0]?.turn[0]?.content).toBe("The code for the blue vault is river stone.");
+    } finally {
+      await model.dispose();
+    }
+  });
+
+  it("imports a JSONL archive, keeping each turn's archive time", async () => {
+    const jsonl = join(dir, "old-archive.jsonl");
+    const turns = [
+      { messages: [{ role: "user", content: "The blue vault code is river stone.", timestamp: 1 }, { role: "assistant", content: "Noted.", timestamp: 2 }], archivedAt: 1000, reason: "prune" },
+      { messages: [{ role: "user", content: "My cat is Luna.", timestamp: 3 }], archivedAt: 2000, reason: "summarize" },
+    ];
+    writeFileSync(jsonl, turns.map((t) => JSON.stringify(t)).join("\n") + "\n");
+    await using store = await openArchiveStore(fresh());
+    const embed = async (texts: readonly string[]) => texts.map((t) => [t.includes("vault") ? 1 : 0.1, t.includes("cat") ? 1 : 0.1]);
+    expect(await store.importArchive(jsonl, "imported", embed)).toBe(2);
+    const ns = await store.namespace("imported");
+    const found = await ns.search(Float32Array.of(1, 0), 1, 0.5, () => false);
+    expect(found[0]?.turn.map((m) => m.content)).toEqual(["The blue vault code is river stone.", "Noted."]);
+    writeFileSync(jsonl, "{ not an archived turn }\n");
+    await expect(store.importArchive(jsonl, "x", embed)).rejects.toMatchObject({ code: "ERR_ARCHIVE_INVALID" });
+  });
+});

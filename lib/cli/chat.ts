@@ -15,6 +15,8 @@ import { setLogLevel } from "../log.js";
 import { DEFAULTS, samplingOf } from "../options.js";
 import { createSession, loadSession, checkFingerprint, type ChatSession, type LoadSessionOptions } from "../session/session.js";
 import { readSession } from "../session/persist.js";
+import { openArchiveStore, type ArchiveStore } from "../session/archive-store.js";
+import type { RecallStore } from "../session/recall.js";
 import type { MemoryEvent, MemoryOptions, MemoryStrategy, SessionMessage } from "../session/memory.js";
 import {
   CliExit,
@@ -25,6 +27,7 @@ import {
   outputGuard,
   reportError,
   styleFor,
+  usageError,
   type OutStream,
   type Style,
 } from "./output.js";
@@ -54,6 +57,7 @@ interface ChatOptions extends ModelCliOptions {
   load?: string;
   recall?: boolean | string;
   recallMinScore?: number;
+  recallStore?: string;
 }
 
 /** The one line printed for an unknown or malformed command. */
@@ -91,7 +95,8 @@ export function registerChat(program: Command): Command {
     .option("--archive <file>", "append evicted turns to this JSONL file (default: kept in memory)")
     .option("--load <file>", "resume a session saved with /save")
     .option("--recall [model]", "bring archived turns back by meaning, embedded by the chat model or by this embedding model (GGUF); with --archive, the file's turns too")
-    .option("--recall-min-score <x>", `least cosine similarity of a recalled turn (default ${DEFAULTS.recall.minScore})`, numberArg(-1, 1));
+    .option("--recall-min-score <x>", `least cosine similarity of a recalled turn (default ${DEFAULTS.recall.minScore})`, numberArg(-1, 1))
+    .option("--recall-store <file>", "keep recall's turns and vectors in this SQLite archive store (namespace \"chat\"), across runs");
   addSamplingOptions(cmd, { maxTokens: "most tokens of a reply", seed: "random seed" });
   addContextOptions(cmd);
   addLoadOptions(cmd);
@@ -115,6 +120,7 @@ Examples:
 async function runChat(o: ChatOptions): Promise<void> {
   const err = process.stderr;
   const errStyle = styleFor(err);
+  if (o.recallStore !== undefined && (o.recall === undefined || o.recall === false)) usageError("--recall-store needs --recall");
   const { path, demo } = resolveModel(o.model);
   if (demo && !o.quiet) {
     err.write(errStyle.yellow(DEMO_MODEL_NOTE) + "\n");
@@ -167,6 +173,7 @@ async function runChat(o: ChatOptions): Promise<void> {
   let context: Context | undefined;
   let session: ChatSession | undefined;
   let embedder: Model | undefined;
+  let store: ArchiveStore | undefined;
   try {
     current = new AbortController();
     model = await loadModel(path, { ...loadOptionsOf(o), onProgress: (p) => bar.update(p), signal: current.signal });
@@ -178,7 +185,8 @@ async function runChat(o: ChatOptions): Promise<void> {
     current = undefined;
 
     if (typeof o.recall === "string") embedder = await loadModel(o.recall, loadOptionsOf(o));
-    const sessionOptions = chatSessionOptions(o, err, errStyle, o.recall === undefined || o.recall === false ? undefined : (embedder ?? model));
+    if (o.recallStore !== undefined) store = await openArchiveStore(o.recallStore);
+    const sessionOptions = chatSessionOptions(o, err, errStyle, o.recall === undefined || o.recall === false ? undefined : (embedder ?? model), await store?.namespace("chat"));
     if (o.load !== undefined) {
       if (o.system !== undefined && !o.quiet) err.write(errStyle.dim("llamem: --system is ignored with --load: the saved session keeps its own") + "\n");
       const path = o.load;
@@ -262,6 +270,7 @@ async function runChat(o: ChatOptions): Promise<void> {
     await session?.dispose();
     await context?.dispose();
     await embedder?.dispose();
+    await store?.close();
     await model?.dispose();
     output.signal.removeEventListener("abort", onOutputFailed);
     process.off("SIGINT", onSigint);
@@ -270,9 +279,11 @@ async function runChat(o: ChatOptions): Promise<void> {
 }
 
 /** The session options the command line sets (everything but the system prompt). */
-function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style, recallModel: Model | undefined): LoadSessionOptions {
+function chatSessionOptions(o: ChatOptions, err: OutStream, style: Style, recallModel: Model | undefined, recallStore: RecallStore | undefined): LoadSessionOptions {
   const memory: MemoryOptions = {};
-  if (recallModel) memory.recall = { embed: recallModel, ...(o.recallMinScore === undefined ? {} : { minScore: o.recallMinScore }) };
+  if (recallModel) {
+    memory.recall = { embed: recallModel, ...(o.recallMinScore === undefined ? {} : { minScore: o.recallMinScore }), ...(recallStore ? { store: recallStore } : {}) };
+  }
   if (o.budget !== undefined) memory.budget = o.budget;
   if (o.strategy !== undefined) memory.strategy = o.strategy;
   if (o.keepLast !== undefined) memory.keepLastTurns = o.keepLast;
@@ -434,6 +445,7 @@ async function writeStats(session: ChatSession, context: Context): Promise<void>
     ["tokens evaluated", `${st.evaluatedTokens}`],
     ["tokens generated", `${st.generatedTokens}`],
     ["memory", `weights ${formatBytes(m.weights)}, kv ${formatBytes(m.kv)}, compute ${formatBytes(m.compute)}`],
+    ...(st.recall ? [["recall", `${st.recall.turns} archived turns, embedding context ${formatBytes(st.recall.contextBytes)}`]] : []),
   ];
   process.stderr.write(formatTable(rows) + "\n");
 }

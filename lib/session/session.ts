@@ -133,6 +133,11 @@ export interface SessionStats {
   /** Prompt tokens evaluated and tokens generated, over all turns. */
   evaluatedTokens: number;
   generatedTokens: number;
+  /**
+   * With memory.recall: archived turns its store keeps, and the bytes of the embedding context
+   * recall created on a Model (KV cache and compute buffers; 0 with an app function).
+   */
+  recall?: { turns: number; contextBytes: number };
 }
 
 /** A memory decision before the KV outcome is known. */
@@ -657,6 +662,7 @@ export class ChatSession {
       resident: f.spilled === undefined,
       spilled: f.spilled,
       ...this.#counters,
+      ...(this.#recall ? { recall: { turns: await this.#recall.size(), contextBytes: await this.#recall.contextBytes() } } : {}),
     };
   }
 

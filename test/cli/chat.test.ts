@@ -214,6 +214,15 @@ describe("llamem chat", () => {
     const second = await chat([`/recall ${fact}`], args);
     expect(second.code, second.stderr).toBe(0);
     expect(second.stderr.split("\n").find((l) => l.startsWith("llamem: recall "))).toContain("blue vault");
+    // With --recall-store, the turns and vectors persist in SQLite: a later run recalls them without the JSONL file.
+    const store = join(tmp.dir, "recall.sqlite");
+    const storeArgs = ["--budget", "96", "--recall", "--recall-min-score", "-1", "--recall-store", store];
+    const third = await chat([fact, ...fillers, "/stats"], storeArgs);
+    expect(third.code, third.stderr).toBe(0);
+    expect(third.stderr).toMatch(/^recall\s+\d+ archived turns, embedding context /m);
+    const fourth = await chat([`/recall ${fact}`], storeArgs);
+    expect(fourth.stderr.split("\n").find((l) => l.startsWith("llamem: recall "))).toContain("blue vault");
+    expect((await chat(["hi"], ["--recall-store", store])).code).toBe(2);
     // Without --recall the command says what it needs.
     const without = await chat(["/recall anything"]);
     expect(without.stderr).toMatch(/recall\(\) needs a session with memory.recall/);

@@ -74,6 +74,20 @@ describe("archive store", () => {
     await expect(openArchiveStore(join(dir, "no-such-dir", "x.sqlite"))).rejects.toMatchObject({ code: expect.stringMatching(/ERR_IO/) });
   });
 
+  it("a store locked by another writer past the busy timeout is ERR_IO, and works once the lock goes", async () => {
+    const path = fresh();
+    await using store = await openArchiveStore(path);
+    const ns = await store.namespace("s");
+    const { default: Sqlite } = await import("better-sqlite3");
+    const other = new Sqlite(path);
+    other.exec("BEGIN EXCLUSIVE");
+    await expect((async () => ns.add([entry("x", [1, 0])]))()).rejects.toMatchObject({ code: "ERR_IO", message: expect.stringMatching(/locked|busy/i) });
+    other.exec("ROLLBACK");
+    other.close();
+    expect(await ns.add([entry("x", [1, 0])])).toBe(0);
+    expect(ns.size()).toBe(1);
+  }, 30_000);
+
   it("a process killed mid-write loses nothing it had committed, and the store opens", async () => {
     const path = fresh();
     const url = new URL("../../lib/session/archive-store.ts", import.meta.url).href;

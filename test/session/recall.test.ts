@@ -133,6 +133,10 @@ describe("recall", () => {
     // With random weights, mean-pooled vectors of texts sharing words are closer than the fillers'.
     expect(recall?.recalled?.[0]?.turn[0]?.content).toBe("The code for the blue vault is river stone garden.");
     expect(reply.generation.evaluatedPromptTokens).toBeLessThan(reply.generation.promptTokens);
+    // Recall's own embedding context is counted in the session's figures.
+    const stats = await session.stats();
+    expect(stats.recall?.turns).toBeGreaterThan(0);
+    expect(stats.recall?.contextBytes).toBeGreaterThan(0);
   });
 
   it("the default store keeps at most maxTurns (oldest forgotten first, reported) and forgets turns past maxAge", async () => {

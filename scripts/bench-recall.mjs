@@ -64,6 +64,7 @@ if (part(1) || part(2)) {
 const bertPath = await synthetic("bert");
 const bert = await lib.loadModel(bertPath);
 const ctx = await bert.createContext({ embeddings: true, pooling: "mean", contextSize: 512, batchSize: 512, sequences: 8, threads });
+if (part(1)) {
 const factVectors = await ctx.embed(facts.map((f) => f.text));
 let hits = { emb1: 0, emb5: 0, kw1: 0, kw5: 0 };
 for (const [i, f] of facts.entries()) {
@@ -80,9 +81,11 @@ console.log(`## Hit rate: ${nFacts} planted facts, questions sharing their key w
 console.log("| ranker | hit@1 | hit@5 |\n|---|---|---|");
 console.log(`| synthetic BERT, mean pooling (random weights) | ${(hits.emb1 / nFacts).toFixed(3)} | ${(hits.emb5 / nFacts).toFixed(3)} |`);
 console.log(`| keyword overlap (baseline) | ${(hits.kw1 / nFacts).toFixed(3)} | ${(hits.kw5 / nFacts).toFixed(3)} |\n`);
+}
 
 // ---------------------------------------------------------------------------------------------
 // 2. Search latency and bytes per turn.
+if (part(2)) {
 console.log("## Search latency of the default store (exact cosine), and the question's embedding\n");
 const embedTimes = [];
 for (let i = 0; i < 50; i++) {
@@ -114,6 +117,7 @@ for (const dims of [64, 384]) {
     const bytes = dims * 4 + Buffer.byteLength(turnText);
     console.log(`| ${n} | ${dims} | ${fmt(pct(times, 50))} | ${fmt(pct(times, 99))} | ${bytes} |`);
   }
+}
 }
 await ctx.dispose();
 await bert.dispose();

@@ -1021,6 +1021,7 @@ process per repetition.
   --quick             smoke test: ${QUICK_MODELS}, 1 repetition (results named *-quick)
   --out DIR           where the .json, .md and .svg go (default bench/results)
   --render FILE.json  only re-render the .md and .svg of an earlier result
+  --no-recall         skip the recall benchmark that runs after the contenders (<file>-recall.md)
   -h, --help          this text
 `;
 
@@ -1038,6 +1039,7 @@ async function main() {
       "nlc-child": { type: "string" },
       "nlc-probe": { type: "boolean", default: false },
       render: { type: "string" },
+      recall: { type: "boolean", default: true },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -1185,6 +1187,26 @@ async function main() {
   process.stdout.write(`\n${md}\n`);
   log(`bench: wrote ${relative(root, base)}.{json,md,svg} in ${report.durationS} s`);
   if (samples.some((s) => !s.ok) || skipped.length > 0) process.exitCode = 1;
+  if (values.recall) runRecallBench(`${base}-recall.md`, quick, threads);
+}
+
+/**
+ * The recall benchmark (scripts/bench-recall.mjs) after the contenders, in a child of its own:
+ * hit rates, store search latency and the RSS of a long chat with recall on. --quick runs a short
+ * chat; --no-recall skips it.
+ */
+function runRecallBench(file, quick, threads) {
+  log(`bench: recall (scripts/bench-recall.mjs${quick ? ", short" : ", about 8 minutes"})`);
+  const args = [join(root, "scripts", "bench-recall.mjs"), "--threads", String(threads), ...(quick ? ["--facts", "50", "--turns", "300", "--cap", "100"] : [])];
+  const r = spawnSync(process.execPath, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
+  if (r.status !== 0) {
+    log(`bench: the recall benchmark failed (exit ${r.status ?? r.signal})`);
+    process.exitCode = 1;
+    return;
+  }
+  writeFileSync(file, r.stdout);
+  process.stdout.write(`\n${r.stdout}\n`);
+  log(`bench: wrote ${relative(root, file)}`);
 }
 
 main().catch((err) => {

@@ -88,6 +88,50 @@ describe("archive store", () => {
     expect(ns.size()).toBe(1);
   }, 30_000);
 
+  it("a full database is ERR_IO, loses nothing committed, and a session's turn goes on, saying so in the recall event", async () => {
+    const path = fresh();
+    await using store = await openArchiveStore(path);
+    const ns = await store.namespace("full");
+    await ns.add([entry("kept", [1, 0])]);
+    // SQLite answers SQLITE_FULL, as on a full disk, once the file reaches max_page_count pages.
+    const pages = store.db.pragma("page_count", { simple: true }) as number;
+    store.db.pragma(`max_page_count = ${pages}`);
+    const big = (i: number) => entry(`${"x".repeat(8192)} ${i}`, [0, 1]);
+    await expect((async () => ns.add([big(1), big(2)]))()).rejects.toMatchObject({ code: "ERR_IO", message: expect.stringMatching(/full/) });
+    expect(ns.size()).toBe(1);
+    // Fill what room is left in the last pages, so that any further write fails.
+    let added = 0;
+    for (; added < 10_000; added++) {
+      try {
+        await ns.add([entry(`filler ${added}`, [1, 1])]);
+      } catch (err) {
+        expect(err).toMatchObject({ code: "ERR_IO" });
+        break;
+      }
+    }
+    expect(added).toBeLessThan(10_000);
+    expect(ns.size()).toBe(1 + added);
+
+    const model = await loadModel(await archModel("qwen2", "f16"));
+    try {
+      const events: MemoryEvent[] = [];
+      const embed = async (texts: readonly string[]) => texts.map((t) => [t.length % 7, 1]);
+      await using session = await createSession(model, {
+        context: { contextSize: 1024, ...THREADS },
+        maxTokens: 4,
+        temperature: 0,
+        memory: { budget: 120, recall: { embed, store: ns } },
+        onMemoryEvent: (e) => events.push(e),
+      });
+      for (let i = 0; i < 6; i++) await session.prompt(`${"long words ".repeat(20)}${i}`);
+      const failed = events.find((e) => e.kind === "recall" && e.error !== undefined);
+      expect(failed?.error).toMatchObject({ code: "ERR_IO" });
+      expect(session.history.length).toBeGreaterThan(0);
+    } finally {
+      await model.dispose();
+    }
+  });
+
   it("a process killed mid-write loses nothing it had committed, and the store opens", async () => {
     const path = fresh();
     const url = new URL("../../lib/session/archive-store.ts", import.meta.url).href;

@@ -145,5 +145,10 @@ describe("embedding contexts", () => {
     const mem = await ctx.memory();
     expect(est.weights).toBe(mem.weights);
     expect(Math.abs(est.compute - mem.compute)).toBeLessThanOrEqual(0.05 * Math.max(1, mem.compute));
+    // The fit sizes an embedding context under a budget too.
+    await using fitted = await m.createContext({ embeddings: true, contextSize: "auto", maxRam: 64 * 2 ** 20, threads: THREADS });
+    expect(fitted.fit?.contextSize).toBe(fitted.info.contextSize);
+    expect(fitted.fit?.estimate.total).toBeLessThanOrEqual(64 * 2 ** 20);
+    expect((await fitted.embed(["fits"]))[0]?.length).toBe(64);
   });
 });

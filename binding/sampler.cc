@@ -1,5 +1,9 @@
 #include "sampler.h"
 
+#include <cmath>
+#include <string>
+#include <vector>
+
 #include "addon.h"
 #include "args.h"
 #include "errors.h"
@@ -44,6 +48,52 @@ llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects)
     return llama_sampler_init_penalties(n_vocab, static_cast<int32_t>(last_n), static_cast<float>(repeat),
                                         static_cast<float>(frequency), static_cast<float>(presence));
   }
+  if (type == "logitBias") {
+    // llama_sampler_init_logit_bias: token ids are not checked by llama.cpp, so they are here.
+    Napi::Array arr = f.ArrayOf("entries");
+    std::vector<llama_logit_bias> bias;
+    bias.reserve(arr.Length());
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value item = arr.Get(i);
+      if (!item.IsObject()) f.Fail("entries", "must hold objects { token, bias }");
+      Fields e(item.As<Napi::Object>(), "entries[" + std::to_string(i) + "]");
+      const int32_t token = static_cast<int32_t>(e.Int("token", 0, n_vocab - 1));
+      Napi::Value b = e.Value("bias");
+      if (!b.IsNumber()) e.Fail("bias", "must be a number");
+      const double v = b.As<Napi::Number>().DoubleValue();
+      if (std::isnan(v) || v == INFINITY) e.Fail("bias", "must be finite or -Infinity");
+      bias.push_back({token, static_cast<float>(v)});
+    }
+    return llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(bias.size()), bias.data());
+  }
+  if (type == "dry") {
+    Napi::Array arr = f.ArrayOf("breakers");
+    std::vector<std::string> breakers;
+    for (uint32_t i = 0; i < arr.Length(); i++) {
+      Napi::Value item = arr.Get(i);
+      if (!item.IsString()) f.Fail("breakers", "must hold strings");
+      breakers.push_back(item.As<Napi::String>().Utf8Value());
+    }
+    std::vector<const char*> c_breakers;
+    for (const std::string& b : breakers) c_breakers.push_back(b.c_str());
+    return llama_sampler_init_dry(model.vocab, static_cast<float>(f.Number("multiplier", 0.0, 100.0)),
+                                  static_cast<float>(f.Number("base", 1.0, 100.0)),
+                                  static_cast<int32_t>(f.Int("allowedLength", 0, 1 << 16)),
+                                  static_cast<int32_t>(f.Int("lastN", -1, 1 << 20)), c_breakers.data(), c_breakers.size());
+  }
+  if (type == "topNSigma") return llama_sampler_init_top_n_sigma(static_cast<float>(f.Number("n", 0.0, 100.0)));
+  if (type == "typicalP") {
+    return llama_sampler_init_typical(static_cast<float>(f.Number("p", 0.0, 1.0)), static_cast<size_t>(f.Int("minKeep", 0, n_vocab)));
+  }
+  if (type == "xtc") {
+    return llama_sampler_init_xtc(static_cast<float>(f.Number("p", 0.0, 1.0)), static_cast<float>(f.Number("t", 0.0, 1.0)),
+                                  static_cast<size_t>(f.Int("minKeep", 0, n_vocab)), static_cast<uint32_t>(f.Int("seed", 0, UINT32_MAX)));
+  }
+  if (type == "mirostatV2") {
+    selects = true;
+    return llama_sampler_init_mirostat_v2(static_cast<uint32_t>(f.Int("seed", 0, UINT32_MAX)), static_cast<float>(f.Number("tau", 0.0, 100.0)),
+                                          static_cast<float>(f.Number("eta", 0.0, 1.0)));
+  }
   if (type == "topK") return llama_sampler_init_top_k(static_cast<int32_t>(f.Int("k", 0, n_vocab)));
   if (type == "topP" || type == "minP") {
     const double p = f.Number("p", 0.0, 1.0);
@@ -60,7 +110,7 @@ llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects)
     selects = true;
     return llama_sampler_init_greedy();
   }
-  f.Fail("type", "must be one of grammar, penalties, topK, topP, minP, temperature, dist, greedy (got \"" + type + "\")");
+  f.Fail("type", "must be one of grammar, logitBias, penalties, dry, topNSigma, topK, typicalP, topP, minP, xtc, temperature, dist, mirostatV2, greedy (got \"" + type + "\")");
 }
 
 }  // namespace
@@ -84,13 +134,13 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     Fields f(item.As<Napi::Object>(), where);
     // llama_sampler_sample asserts that a stage selected a token, and a stage after the one
     // that selects could cut the candidates under the selected index.
-    if (selected) f.Fail("type", "follows dist or greedy, which must be the last stage");
+    if (selected) f.Fail("type", "follows dist, mirostatV2 or greedy, which must be the last stage");
     const bool grammar = f.String("type") == "grammar";
     if (grammar && handle->grammar_stage >= 0) f.Fail("type", "grammar is given twice");
     llama_sampler_chain_add(handle->chain, StageOf(f, *model, selected));
     if (grammar) handle->grammar_stage = static_cast<int32_t>(i);
   }
-  if (!selected) args.Fail("options.stages", "must end with a dist or greedy stage (the one that picks the token)");
+  if (!selected) args.Fail("options.stages", "must end with a dist, mirostatV2 or greedy stage (the one that picks the token)");
   handle_ = std::move(handle);
   napi_type_tag_object(env, info.This(), &kTag);
 }

@@ -39,7 +39,7 @@ export const VOCAB_TYPES: readonly string[] = ["none", "spm", "bpe", "wpm", "ugm
 export const LOG_LEVELS = { none: -1, debug: 1, info: 2, warn: 3, error: 4 } as const;
 
 /** The order of the sampler chain's stages, llama.cpp's own (common/sampling.cpp): penalties first, the draw last. */
-export const SAMPLER_ORDER = ["penalties", "topK", "topP", "minP", "temperature", "dist"] as const;
+export const SAMPLER_ORDER = ["logitBias", "penalties", "dry", "topNSigma", "topK", "typicalP", "topP", "minP", "xtc", "temperature", "dist"] as const;
 
 /** Every default value of llamem's options. */
 export const DEFAULTS = {
@@ -101,6 +101,21 @@ export const DEFAULTS = {
     repeatLastN: 64,
     frequencyPenalty: 0,
     presencePenalty: 0,
+    /** DRY (off at multiplier 0): llama.cpp's defaults for the rest. */
+    dryMultiplier: 0,
+    dryBase: 1.75,
+    dryAllowedLength: 2,
+    dryLastN: 64,
+    drySequenceBreakers: ["\n", ":", "\"", "*"] as readonly string[],
+    /** XTC (off at probability 0). */
+    xtcProbability: 0,
+    xtcThreshold: 0.1,
+    /** Typical sampling (1 = off) and top-n-sigma (0 = off). */
+    typicalP: 1,
+    topNSigma: 0,
+    /** Mirostat 2.0's target surprise and learning rate, when `mirostat` is on. */
+    mirostatTau: 5,
+    mirostatEta: 0.1,
   },
 } as const;
 
@@ -129,16 +144,51 @@ export interface SamplingOptions {
   presencePenalty?: number;
   /** Seed of the random draw; the same seed and prompt give the same text. Default random. */
   seed?: number;
+  /**
+   * Added to the logits of tokens before anything else: by id, or by text (each of the text's
+   * tokens). -Infinity bans a token. E.g. `[{ token: 13, bias: -5 }, { text: " Paris", bias: 3 }]`.
+   */
+  logitBias?: readonly LogitBiasEntry[];
+  /** DRY repetition penalty multiplier (0 = off); see llama.cpp's DRY sampler. */
+  dryMultiplier?: number;
+  /** DRY: the penalty grows as base^(length - allowed length). Default 1.75. */
+  dryBase?: number;
+  /** DRY: repeated sequences up to this length go unpenalized. Default 2. */
+  dryAllowedLength?: number;
+  /** DRY: recent tokens scanned for repetitions (0 = off, -1 = the whole context). Default 64. */
+  dryLastN?: number;
+  /** DRY: strings that end a repeated sequence. Default "\n", ":", "\"", "*". */
+  drySequenceBreakers?: readonly string[];
+  /** XTC: the chance of excluding the top choices (0 = off). */
+  xtcProbability?: number;
+  /** XTC: tokens above this probability are candidates for exclusion. Default 0.1. */
+  xtcThreshold?: number;
+  /** Locally typical sampling (1 = off). */
+  typicalP?: number;
+  /** Top-n-sigma: keep tokens within n standard deviations of the top logit (0 = off). */
+  topNSigma?: number;
+  /** Mirostat 2.0 picks the token instead of the plain draw (after temperature; the other filters are skipped, as llama.cpp does). */
+  mirostat?: boolean;
+  /** Mirostat's target surprise (default 5) and learning rate (default 0.1). */
+  mirostatTau?: number;
+  mirostatEta?: number;
 }
 
+/** One logit bias: a token id, or a text whose tokens all get the bias. */
+export type LogitBiasEntry = { readonly token: number; readonly bias: number } | { readonly text: string; readonly bias: number };
+
 /** The keys of {@link SamplingOptions}. */
-export const SAMPLING_KEYS = ["temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty", "presencePenalty", "seed"] as const;
+export const SAMPLING_KEYS = [
+  "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty", "presencePenalty", "seed",
+  "logitBias", "dryMultiplier", "dryBase", "dryAllowedLength", "dryLastN", "drySequenceBreakers", "xtcProbability", "xtcThreshold",
+  "typicalP", "topNSigma", "mirostat", "mirostatTau", "mirostatEta",
+] as const;
 
 /** The sampling options set in `o`, so that unset ones do not override defaults given elsewhere. */
 export function samplingOf(o: SamplingOptions): SamplingOptions {
-  const out: SamplingOptions = {};
+  const out: Record<string, unknown> = {};
   for (const k of SAMPLING_KEYS) if (o[k] !== undefined) out[k] = o[k];
-  return out;
+  return out as SamplingOptions;
 }
 
 function numberIn(value: number, name: string, min: number, max: number): number {
@@ -155,7 +205,13 @@ function intIn(value: number, name: string, min: number, max: number): number {
  * The sampler chain for `o`, in {@link SAMPLER_ORDER}: stages that are off are left out, and
  * temperature 0 is a greedy pick. @internal
  */
-export function samplerBaton(o: SamplingOptions, vocabSize: number, grammar?: string): NativeSamplerOptions {
+export function samplerBaton(
+  o: SamplingOptions,
+  vocabSize: number,
+  grammar?: string,
+  textBias?: readonly { token: number; bias: number }[],
+  contextSize: number = DEFAULTS.contextSizeCap,
+): NativeSamplerOptions {
   const d = DEFAULTS.sampling;
   const temperature = numberIn(o.temperature ?? d.temperature, "temperature", 0, 100);
   const topK = intIn(o.topK ?? d.topK, "topK", 0, vocabSize);
@@ -165,23 +221,73 @@ export function samplerBaton(o: SamplingOptions, vocabSize: number, grammar?: st
   const lastN = intIn(o.repeatLastN ?? d.repeatLastN, "repeatLastN", 0, 1 << 20);
   const frequency = numberIn(o.frequencyPenalty ?? d.frequencyPenalty, "frequencyPenalty", -100, 100);
   const presence = numberIn(o.presencePenalty ?? d.presencePenalty, "presencePenalty", -100, 100);
+  const dryMultiplier = numberIn(o.dryMultiplier ?? d.dryMultiplier, "dryMultiplier", 0, 100);
+  const dryBase = numberIn(o.dryBase ?? d.dryBase, "dryBase", 1, 100);
+  const dryAllowedLength = intIn(o.dryAllowedLength ?? d.dryAllowedLength, "dryAllowedLength", 0, 1 << 16);
+  const dryLastN = intIn(o.dryLastN ?? d.dryLastN, "dryLastN", -1, 1 << 20);
+  const breakers = o.drySequenceBreakers ?? d.drySequenceBreakers;
+  if (!Array.isArray(breakers) || breakers.length > 64 || breakers.some((b) => typeof b !== "string" || b.length === 0 || b.length > 64)) {
+    invalidArgument("drySequenceBreakers must be at most 64 non-empty strings of at most 64 characters");
+  }
+  const xtcProbability = numberIn(o.xtcProbability ?? d.xtcProbability, "xtcProbability", 0, 1);
+  const xtcThreshold = numberIn(o.xtcThreshold ?? d.xtcThreshold, "xtcThreshold", 0, 1);
+  const typicalP = numberIn(o.typicalP ?? d.typicalP, "typicalP", 0, 1);
+  const topNSigma = numberIn(o.topNSigma ?? d.topNSigma, "topNSigma", 0, 100);
+  if (o.mirostat !== undefined && typeof o.mirostat !== "boolean") invalidArgument("mirostat must be true or false");
+  const mirostatTau = numberIn(o.mirostatTau ?? d.mirostatTau, "mirostatTau", 0, 100);
+  const mirostatEta = numberIn(o.mirostatEta ?? d.mirostatEta, "mirostatEta", 0, 1);
+  const bias = logitBiasOf(o.logitBias, vocabSize, textBias);
   const seed = o.seed ?? Math.floor(Math.random() * 0xffffffff);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) invalidArgument("seed must be an integer in [0, 2^32)");
   // A grammar first, as llama.cpp's own samplers apply it: the other stages see only tokens it allows.
   const stages: NativeSamplerStage[] = grammar === undefined ? [] : [{ type: "grammar", grammar, root: "root" }];
+  const mirostat = o.mirostat === true && temperature > 0;
   for (const stage of SAMPLER_ORDER) {
+    if (stage === "logitBias" && bias.length > 0) stages.push({ type: "logitBias", entries: bias });
     if (stage === "penalties" && (repeat !== 1 || frequency !== 0 || presence !== 0)) {
       stages.push({ type: "penalties", lastN, repeat, frequency, presence });
     }
+    if (stage === "dry" && dryMultiplier > 0) {
+      // llama_sampler_init_dry takes no context size: -1 (the whole context) is resolved here.
+      stages.push({ type: "dry", multiplier: dryMultiplier, base: dryBase, allowedLength: dryAllowedLength, lastN: dryLastN === -1 ? contextSize : dryLastN, breakers: [...breakers] });
+    }
     if (temperature <= 0) continue;
+    // Mirostat sets its own cut-off: llama.cpp runs it on the temperature alone.
+    if (mirostat && stage !== "temperature") continue;
+    if (stage === "topNSigma" && topNSigma > 0) stages.push({ type: "topNSigma", n: topNSigma });
     if (stage === "topK" && topK > 0) stages.push({ type: "topK", k: topK });
+    if (stage === "typicalP" && typicalP < 1) stages.push({ type: "typicalP", p: typicalP, minKeep: 1 });
     if (stage === "topP" && topP < 1) stages.push({ type: "topP", p: topP, minKeep: 1 });
     if (stage === "minP" && minP > 0) stages.push({ type: "minP", p: minP, minKeep: 1 });
+    if (stage === "xtc" && xtcProbability > 0) stages.push({ type: "xtc", p: xtcProbability, t: xtcThreshold, minKeep: 1, seed });
     if (stage === "temperature") stages.push({ type: "temperature", t: temperature });
     if (stage === "dist") stages.push({ type: "dist", seed });
   }
+  if (mirostat) stages.push({ type: "mirostatV2", seed, tau: mirostatTau, eta: mirostatEta });
   if (temperature <= 0) stages.push({ type: "greedy" });
   return { stages };
+}
+
+/** Whether `logitBias` names tokens by text (they must be tokenized first, asynchronously). @internal */
+export function hasTextBias(list: SamplingOptions["logitBias"]): boolean {
+  return Array.isArray(list) && list.some((e) => e !== null && typeof e === "object" && "text" in e);
+}
+
+/** The bias entries by id: the given ones checked, and `textBias` (the text entries, tokenized) added. */
+function logitBiasOf(list: SamplingOptions["logitBias"], vocabSize: number, textBias: readonly { token: number; bias: number }[] = []): { token: number; bias: number }[] {
+  if (list === undefined) return [...textBias];
+  if (!Array.isArray(list) || list.length > 65536) invalidArgument("logitBias must be an array of at most 65536 { token, bias } or { text, bias }");
+  const out: { token: number; bias: number }[] = [];
+  list.forEach((e: LogitBiasEntry, i) => {
+    if (e === null || typeof e !== "object") invalidArgument(`logitBias[${i}] must be { token, bias } or { text, bias }`);
+    const b = e.bias;
+    if (typeof b !== "number" || Number.isNaN(b) || b === Infinity || (Number.isFinite(b) && Math.abs(b) > 1000)) {
+      invalidArgument(`logitBias[${i}].bias must be a number in [-1000, 1000], or -Infinity to ban`);
+    }
+    if ("token" in e) out.push({ token: intIn(e.token, `logitBias[${i}].token`, 0, vocabSize - 1), bias: b });
+    else if (typeof e.text !== "string" || e.text.length === 0) invalidArgument(`logitBias[${i}].text must be a non-empty string`);
+  });
+  return [...out, ...textBias];
 }
 
 /** The options of a context that decide its KV cache and compute buffers. */

@@ -14,9 +14,12 @@ export type { SamplingOptions } from "./options.js";
 export class Sampler {
   readonly native: NativeSampler;
 
-  /** `grammar`: GBNF text with a `root` rule that the reply must follow. */
-  constructor(model: Model, o: SamplingOptions, grammar?: string) {
-    const baton = samplerBaton(o, model.info.vocabSize, grammar);
+  /**
+   * `grammar`: GBNF text with a `root` rule that the reply must follow. `textBias`: the
+   * `logitBias` entries given by text, tokenized ({@link resolveTextBias}).
+   */
+  constructor(model: Model, o: SamplingOptions, grammar?: string, textBias?: readonly { token: number; bias: number }[], contextSize?: number) {
+    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, contextSize);
     try {
       this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {
@@ -27,4 +30,15 @@ export class Sampler {
   dispose(): void {
     this.native.dispose();
   }
+}
+
+/** The `logitBias` entries given by text, as token ids: each of the text's tokens gets the bias. @internal */
+export async function resolveTextBias(model: Model, o: SamplingOptions): Promise<{ token: number; bias: number }[]> {
+  const out: { token: number; bias: number }[] = [];
+  for (const e of o.logitBias ?? []) {
+    if (!("text" in e) || typeof e.text !== "string") continue;
+    const ids = await model.tokenizeRaw(e.text, { addSpecial: false, parseSpecial: false });
+    for (const token of ids) out.push({ token, bias: e.bias });
+  }
+  return out;
 }

@@ -7,7 +7,8 @@ import { toTokenIds } from "./tokens.js";
 import { LlamemError, invalidArgument } from "./errors.js";
 import type { NativeContext } from "./internal/native.js";
 import type { Context } from "./context.js";
-import { Sampler } from "./sampler.js";
+import { Sampler, resolveTextBias } from "./sampler.js";
+import { hasTextBias } from "./options.js";
 import { decodeState, encodeState } from "./state.js";
 import { readWholeFile, writeFileAtomic } from "./files.js";
 import { checkGenerateOptions, GenerationJob, SequenceTokens, type Engine, type GenerateOptions, type GenerationResult } from "./generation.js";
@@ -212,10 +213,18 @@ export class Sequence {
     if (checked.signal?.aborted) throw new LlamemError("ERR_ABORTED", "generation was aborted before it started");
     const ids = typeof prompt === "string" ? undefined : toTokenIds(prompt, "prompt");
     const { model } = this.#inner.context;
-    // Built before anything changes, so bad sampling options leave the cache as it was.
-    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar) : undefined;
+    // Built before anything changes, so bad sampling options leave the cache as it was (a bias
+    // given by text is tokenized first, so that sampler is built once the sequence is marked busy).
+    const textBias = checked.maxTokens > 0 && hasTextBias(options.logitBias);
+    const window = this.#inner.context.info.sequenceContextSize;
+    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar, undefined, window) : undefined;
     this.#busy = true;
     try {
+      if (textBias && sampler) {
+        sampler.dispose();
+        sampler = undefined;
+        sampler = new Sampler(model, options, checked.grammar, await resolveTextBias(model, options), window);
+      }
       const tokens = ids ?? (await model.tokenizeRaw(prompt as string, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false }));
       if (tokens.length === 0) invalidArgument("the prompt is empty");
       const capacity = this.#inner.context.info.sequenceContextSize;

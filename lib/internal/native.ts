@@ -125,6 +125,12 @@ export interface NativeEstimate {
 /** One stage of a sampler chain; the chain applies them in the order given. @internal */
 export type NativeSamplerStage =
   | { type: "grammar"; grammar: string; root: string }
+  | { type: "logitBias"; entries: { token: number; bias: number }[] }
+  | { type: "dry"; multiplier: number; base: number; allowedLength: number; lastN: number; breakers: string[] }
+  | { type: "topNSigma"; n: number }
+  | { type: "typicalP"; p: number; minKeep: number }
+  | { type: "xtc"; p: number; t: number; minKeep: number; seed: number }
+  | { type: "mirostatV2"; seed: number; tau: number; eta: number }
   | { type: "penalties"; lastN: number; repeat: number; frequency: number; presence: number }
   | { type: "topK"; k: number }
   | { type: "topP"; p: number; minKeep: number }

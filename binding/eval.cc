@@ -1,5 +1,7 @@
 // Evaluation: one batched llama_decode over several sequences, then each one's sampling. The
 // batch is filled in one place (FillBatch) and checked to fit before it is filled.
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -34,7 +36,34 @@ struct BatchEntry {
   llama_token token = -1;
   bool eog = false;
   std::string piece;
+  // Log-probabilities over the raw logits: -1 off; else the sampled token's and the top n.
+  int32_t logprobs = -1;
+  float logprob = 0.0f;
+  std::vector<llama_token> top_tokens;
+  std::vector<float> top_logprobs;
 };
+
+// The log-softmax of the raw logits at batch index `i`: the sampled token's value and the `n`
+// most likely tokens' (what the model says, before any sampler changes it).
+void LogProbs(llama_context* ctx, int32_t n_vocab, BatchEntry& e) {
+  const float* logits = llama_get_logits_ith(ctx, e.last);
+  if (logits == nullptr) return;
+  float max = logits[0];
+  for (int32_t t = 1; t < n_vocab; t++) max = std::max(max, logits[t]);
+  double sum = 0.0;
+  for (int32_t t = 0; t < n_vocab; t++) sum += std::exp(static_cast<double>(logits[t] - max));
+  const float lse = max + static_cast<float>(std::log(sum));
+  e.logprob = logits[e.token] - lse;
+  const int32_t n = std::min(e.logprobs, n_vocab);
+  if (n <= 0) return;
+  std::vector<llama_token> ids(static_cast<size_t>(n_vocab));
+  for (int32_t t = 0; t < n_vocab; t++) ids[static_cast<size_t>(t)] = t;
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), [logits](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+  for (int32_t k = 0; k < n; k++) {
+    e.top_tokens.push_back(ids[static_cast<size_t>(k)]);
+    e.top_logprobs.push_back(logits[ids[static_cast<size_t>(k)]] - lse);
+  }
+}
 
 // The one batch filler: each entry's tokens at the end of its sequence, logits for its last
 // token. The caller checked that the entries fit the batch (sum of tokens <= n_batch).
@@ -102,6 +131,7 @@ class EvalBatchWorker : public PromiseWorker {
       }
       if (!entry.sample) continue;
       entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
+      if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
       entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
       if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
     }
@@ -119,6 +149,15 @@ class EvalBatchWorker : public PromiseWorker {
         r.Set("token", entry.token);
         r.Set("eog", entry.eog);
         r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
+        if (entry.logprobs >= 0) {
+          r.Set("logprob", entry.logprob);
+          Napi::Int32Array ids = Napi::Int32Array::New(env, entry.top_tokens.size());
+          std::copy(entry.top_tokens.begin(), entry.top_tokens.end(), ids.Data());
+          Napi::Float32Array lps = Napi::Float32Array::New(env, entry.top_logprobs.size());
+          std::copy(entry.top_logprobs.begin(), entry.top_logprobs.end(), lps.Data());
+          r.Set("topTokens", ids);
+          r.Set("topLogprobs", lps);
+        }
       }
       out.Set(e, r);
     }
@@ -174,6 +213,7 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     if (!s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
     e.accept = f.Bool("accept");
     e.sample = f.Bool("sample");
+    e.logprobs = static_cast<int32_t>(f.Int("logprobs", -1, 1 << 20));
     if (!e.sampler && e.sample) f.Fail("sample", "needs a sampler (sampler is null)");
     if (!e.sampler && e.accept) f.Fail("accept", "needs a sampler (sampler is null)");
     entries.push_back(std::move(e));

@@ -29,6 +29,11 @@ export interface GenerateOptions extends SamplingOptions {
    */
   onToken?: (token: number) => void;
   /**
+   * Record each generated token's log-probability and those of the `logprobs` most likely tokens
+   * (0 to 100), from the raw logits (before samplers change them), in the result's `logprobs`.
+   */
+  logprobs?: number;
+  /**
    * A GBNF grammar (llama.cpp's format, with a `root` rule) the output must follow. The
    * generation ends when the grammar is complete (the model can then only end its turn).
    */
@@ -56,6 +61,17 @@ export interface GenerationResult {
   timeToFirstTokenMs: number;
   promptTokensPerSecond: number;
   generatedTokensPerSecond: number;
+  /** With the `logprobs` option: one entry per generated token. */
+  logprobs?: TokenLogprob[];
+}
+
+/** A generated token's log-probability, and the most likely tokens' at its position. */
+export interface TokenLogprob {
+  readonly token: number;
+  /** The natural log of its probability under the model (softmax of the raw logits). */
+  readonly logprob: number;
+  /** The most likely tokens there, best first. */
+  readonly top: readonly { readonly token: number; readonly logprob: number }[];
 }
 
 /** The generation options, checked before anything starts: a bad one never leaves a sequence busy. @internal */
@@ -66,6 +82,8 @@ export interface CheckedGenerateOptions {
   readonly onToken: ((token: number) => void) | undefined;
   /** The grammar of `grammar` or `jsonSchema`. */
   readonly grammar: string | undefined;
+  /** Top alternatives to record, or -1 for no log-probabilities. */
+  readonly logprobs: number;
 }
 
 /** Checks the options every generation shares; ERR_INVALID_ARGUMENT names the bad one. @internal */
@@ -79,7 +97,9 @@ export function checkGenerateOptions(o: GenerateOptions | undefined): CheckedGen
   if (signal !== undefined && !(signal instanceof AbortSignal)) invalidArgument("signal must be an AbortSignal");
   const onToken = o?.onToken;
   if (onToken !== undefined && typeof onToken !== "function") invalidArgument("onToken must be a function");
-  return { maxTokens, stops: stop.filter((s) => s.length > 0), signal, onToken, grammar: grammarOf(o) };
+  const logprobs = o?.logprobs ?? -1;
+  if (o?.logprobs !== undefined && (!Number.isInteger(logprobs) || logprobs < 0 || logprobs > 100)) invalidArgument("logprobs must be an integer in [0, 100]");
+  return { maxTokens, stops: stop.filter((s) => s.length > 0), signal, onToken, grammar: grammarOf(o), logprobs };
 }
 
 /** The grammar a generation follows: `grammar` as given, or `jsonSchema`'s. @internal */
@@ -229,6 +249,7 @@ export class GenerationJob {
   /** The last sampled token, to feed back at the next step; undefined while the prompt is evaluated. */
   #next: number | undefined;
   #generated = 0;
+  readonly #logprobs: TokenLogprob[] = [];
   #promptStart = 0;
   #promptMs = 0;
   #firstMs = 0;
@@ -287,7 +308,7 @@ export class GenerationJob {
   /** The native batch entry of a part. Prompt chunks go into the sampler's history, so repetition penalties see the prompt. */
   entry(part: Part): NativeBatchEntry {
     const sampler = this.#sampler?.native ?? null;
-    return { seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined, sample: part.sample };
+    return { seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined, sample: part.sample, logprobs: part.sample ? this.#options.logprobs : -1 };
   }
 
   /** Books a step's result: the tokens evaluated, then the token sampled. */
@@ -303,6 +324,10 @@ export class GenerationJob {
     }
     if (r.eog || r.token === undefined) return this.finish("eog");
     this.#generated++;
+    if (r.logprob !== undefined) {
+      const top = Array.from(r.topTokens ?? [], (token, i) => ({ token, logprob: r.topLogprobs?.[i] as number }));
+      this.#logprobs.push({ token: r.token, logprob: r.logprob, top });
+    }
     try {
       this.#options.onToken?.(r.token);
     } catch (err) {
@@ -340,6 +365,7 @@ export class GenerationJob {
       promptTokensPerSecond: this.#promptMs > 0 ? (evaluated / this.#promptMs) * 1000 : 0,
       // The first token came with the prompt step, so the rate counts the ones after it.
       generatedTokensPerSecond: genMs > 0 && this.#generated > 1 ? ((this.#generated - 1) / genMs) * 1000 : 0,
+      ...(this.#options.logprobs >= 0 ? { logprobs: this.#logprobs } : {}),
     };
     this.queue.end(error === undefined ? undefined : { error });
     this.#settle();

@@ -82,6 +82,8 @@ export interface NativeBatchEntry {
   accept: boolean;
   /** Sample one token from the last token's logits after the decode. */
   sample: boolean;
+  /** With `sample`: -1, or the log-probability of the sampled token and of the top n tokens. */
+  logprobs: number;
 }
 
 /** @internal */
@@ -92,6 +94,9 @@ export interface NativeBatchResult {
   token?: number;
   eog?: boolean;
   piece?: Buffer;
+  logprob?: number;
+  topTokens?: Int32Array;
+  topLogprobs?: Float32Array;
 }
 
 /** @internal */

@@ -91,6 +91,8 @@ export interface PromptOptions extends SamplingOptions {
   jsonSchema?: JsonSchema;
   /** Which tools the model should call: "auto" (default: it may), "none", "required" (one call, forced by a grammar), or one tool by name. */
   toolChoice?: ToolChoice;
+  /** Record each reply token's log-probability and the top n alternatives (see GenerateOptions.logprobs); in `respond().generation.logprobs`. */
+  logprobs?: number;
 }
 
 /** One event of a turn, from {@link ChatSession.events}. */
@@ -388,7 +390,7 @@ export class ChatSession {
     if (options === null || typeof options !== "object") invalidArgument("prompt(text, options): options must be an object");
     const maxTokens = options.maxTokens ?? this.#maxTokens;
     // Every option is checked before anything starts: a bad one evicts nothing and leaves the session idle.
-    const { onToken } = checkGenerateOptions({ maxTokens, stop: options.stop ?? this.#stop, signal: options.signal, onToken: options.onToken });
+    const { onToken } = checkGenerateOptions({ maxTokens, stop: options.stop ?? this.#stop, signal: options.signal, onToken: options.onToken, ...(options.logprobs === undefined ? {} : { logprobs: options.logprobs }) });
     if (options.pinned !== undefined && typeof options.pinned !== "boolean") invalidArgument("pinned must be true or false");
     samplerBaton({ ...this.#sampling, ...samplingOf(options) }, this.#runner.context.model.info.vocabSize);
     const userGrammar = grammarOf(options);
@@ -438,6 +440,7 @@ export class ChatSession {
             stop: options.stop ?? this.#stop,
             signal,
             onToken,
+            ...(options.logprobs === undefined ? {} : { logprobs: options.logprobs }),
             ...(grammar === undefined ? {} : { grammar }),
           });
           for await (const piece of gen) {

@@ -279,7 +279,7 @@ describe("native arguments", () => {
   it("evalBatch checks every entry before anything is decoded", async () => {
     const ctx = context as Loose;
     const some = tokens.subarray(0, 4);
-    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false };
+    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false, logprobs: -1 };
     const { sampler: _s, ...noSampler } = entry;
     await eachFieldRequired(noSampler, (o) => ctx.evalBatch([{ sampler: null, ...o }]));
     expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler: undefined }]))).toContain("sampler");
@@ -310,8 +310,8 @@ describe("native arguments", () => {
     // The process is alive and the context works: exactly a batch of tokens over two sequences.
     const full = many.subarray(0, BATCH / 2);
     const results = await context.evalBatch([
-      { seq: 0, tokens: full, sampler, accept: true, sample: true },
-      { seq: 1, tokens: full, sampler: null, accept: false, sample: false },
+      { seq: 0, tokens: full, sampler, accept: true, sample: true, logprobs: -1 },
+      { seq: 1, tokens: full, sampler: null, accept: false, sample: false, logprobs: -1 },
     ]);
     expect(results.map((r) => [r.seq, r.evaluated])).toEqual([
       [0, BATCH / 2],
@@ -332,11 +332,11 @@ describe("native arguments", () => {
       const { sequenceContextSize: n, batchSize } = small.info();
       const fill = new Int32Array(n).fill(tokens[1]!);
       for (let i = 0; i < n; i += batchSize) {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false, logprobs: -1 }]);
       }
       let code: string | undefined;
       try {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false, logprobs: -1 }]);
       } catch (e) {
         code = (e as { code?: string }).code;
       }

@@ -95,3 +95,54 @@ describe("samplers", () => {
     }
   });
 });
+
+describe("log-probabilities", () => {
+  it("greedy: the chosen token is the most likely, with its log-probability; the top ones are ordered and sum to at most 1", async () => {
+    const r = await ctx.complete("The quick brown fox", { maxTokens: 8, temperature: 0, logprobs: 5 });
+    expect(r.logprobs?.length).toBe(8);
+    for (const lp of r.logprobs ?? []) {
+      expect(lp.top.length).toBe(5);
+      expect(lp.top[0]?.token).toBe(lp.token);
+      expect(lp.top[0]?.logprob).toBeCloseTo(lp.logprob, 6);
+      for (let i = 1; i < lp.top.length; i++) expect(lp.top[i]?.logprob).toBeLessThanOrEqual(lp.top[i - 1]?.logprob as number);
+      expect(lp.top.reduce((sum, t) => sum + Math.exp(t.logprob), 0)).toBeLessThanOrEqual(1 + 1e-6);
+      expect(lp.logprob).toBeLessThanOrEqual(0);
+    }
+    // More alternatives cover more of the distribution, never more than all of it.
+    const all = await ctx.complete("The quick brown fox", { maxTokens: 1, temperature: 0, logprobs: 100 });
+    const one = (all.logprobs ?? [])[0];
+    expect(one?.top.length).toBe(100);
+    const mass = (n: number) => (one?.top ?? []).slice(0, n).reduce((sum, t) => sum + Math.exp(t.logprob), 0);
+    expect(mass(100)).toBeGreaterThan(mass(5));
+    expect(mass(100)).toBeLessThanOrEqual(1 + 1e-6);
+    // Without logprobs nothing is recorded.
+    expect((await ctx.complete("x", { maxTokens: 2 })).logprobs).toBeUndefined();
+    await expect(ctx.complete("x", { maxTokens: 1, logprobs: 101 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+  });
+
+  it("the values are the model's distribution: plain draws at temperature 1 pick the top token as often as exp(logprob) says", async () => {
+    const prompt = "Once upon a time";
+    const r = await ctx.complete(prompt, { maxTokens: 1, temperature: 0, logprobs: 3 });
+    const top = (r.logprobs ?? [])[0]?.top ?? [];
+    // A prompt whose top token is likely enough for the count to say something.
+    const p = Math.exp(top[0]?.logprob as number);
+    const draws = 600;
+    let hits = 0;
+    for (let seed = 0; seed < draws; seed++) {
+      const d = await ctx.complete(prompt, { maxTokens: 1, temperature: 1, topK: 0, topP: 1, minP: 0, seed, logprobs: 0 });
+      if ((d.logprobs ?? [])[0]?.token === top[0]?.token) hits++;
+      // The log-probability does not depend on the sampler settings.
+      expect((d.logprobs ?? [])[0]?.top).toEqual([]);
+    }
+    const sigma = Math.sqrt((p * (1 - p)) / draws);
+    expect(Math.abs(hits / draws - p), `p ${p.toFixed(4)}, drawn ${(hits / draws).toFixed(4)}`).toBeLessThanOrEqual(4 * sigma + 0.005);
+  }, 120_000);
+
+  it("in a session: respond().generation.logprobs", async () => {
+    await using session = await createSession(ctx.sequence(0), { temperature: 0 });
+    const reply = await session.respond("hi", { maxTokens: 4, logprobs: 2 });
+    expect(reply.generation.logprobs?.length).toBe(4);
+    expect(reply.generation.logprobs?.[0]?.top.length).toBe(2);
+  });
+});
+

@@ -21,6 +21,7 @@ import {
   addSamplingOptions,
   addVerbosityOptions,
   collect,
+  intArg,
   contextOptionsOf,
   loadOptionsOf,
   resolveModel,
@@ -34,6 +35,7 @@ interface PromptOptions extends ModelCliOptions {
   json?: boolean;
   jsonSchema?: string;
   grammar?: string;
+  logprobs?: number;
 }
 
 /** What `--json` prints: one object, at the end. */
@@ -54,6 +56,8 @@ export interface PromptJsonResult {
   };
   /** llama.cpp's memory breakdown of the context: rows per buffer type, totals, KV cells used. */
   memory: ContextMemory;
+  /** With --logprobs N: each generated token, its text, its log-probability and the top N alternatives. */
+  logprobs?: { token: number; text: string; logprob: number; top: { token: number; text: string; logprob: number }[] }[];
 }
 
 async function readStdin(): Promise<string> {
@@ -113,7 +117,8 @@ export function registerPrompt(program: Command): Command {
   cmd.option("--stop <s>", "stop when the output contains this string (repeatable; \\n and \\t are unescaped)", collect);
   cmd
     .option("--json-schema <file>", "constrain the output to JSON valid under this JSON Schema file")
-    .option("--grammar <file>", "constrain the output to this GBNF grammar file (llama.cpp's format, rule `root`)");
+    .option("--grammar <file>", "constrain the output to this GBNF grammar file (llama.cpp's format, rule `root`)")
+    .option("--logprobs <n>", "with --json: each token's log-probability and the n most likely alternatives (0-100)", intArg(0, 100));
   addContextOptions(cmd);
   addLoadOptions(cmd);
   cmd.option("--json", "print one JSON object with the text, timings and memory at the end (no streaming)");
@@ -139,6 +144,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
   // Argument and model checks first, so a mistake is reported before waiting on stdin.
   if (o.system !== undefined && !o.chat) usageError("--system needs --chat (a raw completion has no system message)");
   if (o.jsonSchema !== undefined && o.grammar !== undefined) usageError("--json-schema and --grammar cannot be combined");
+  if (o.logprobs !== undefined && !o.json) usageError("--logprobs needs --json (the values are in the JSON object)");
   const { path, demo } = resolveModel(o.model);
   const constraint = await constraintOf(o);
   const text = await promptText(arg);
@@ -188,6 +194,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
         addSpecial,
         signal,
         ...constraint,
+        ...(o.logprobs === undefined ? {} : { logprobs: o.logprobs }),
       })) {
         if (!o.json && !output.failed) out.write(piece);
         last = piece;
@@ -216,6 +223,10 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
         },
         memory: await context.memory(),
       };
+      if (result.logprobs) {
+        const text = (token: number) => model?.tokenToPiece(token, { special: true }).toString("utf8") ?? "";
+        json.logprobs = result.logprobs.map((l) => ({ token: l.token, text: text(l.token), logprob: l.logprob, top: l.top.map((t) => ({ token: t.token, text: text(t.token), logprob: t.logprob })) }));
+      }
       out.write(JSON.stringify(json) + "\n");
     } else if (!o.json && (interrupted() || (out.isTTY && !last.endsWith("\n")))) {
       // After Ctrl-C the shell prompt should start on its own line; a terminal always gets one.

@@ -34,6 +34,19 @@ describe("llamem prompt", () => {
     expect(fromArg.stderr).toBe("");
   }, 60_000);
 
+  it("--logprobs N adds each token's log-probability and N alternatives to --json; without --json it is a usage error", async () => {
+    const r = await runCli(["prompt", "-m", model, ...FAST, "-n", "4", "--json", "--logprobs", "3", "Hello"]);
+    expect(r.code, r.stderr).toBe(0);
+    const json = JSON.parse(r.stdout) as { generatedTokens: number; logprobs: { token: number; text: string; logprob: number; top: { token: number; logprob: number }[] }[] };
+    expect(json.logprobs).toHaveLength(json.generatedTokens);
+    for (const l of json.logprobs) {
+      expect(l.top).toHaveLength(3);
+      expect(l.logprob).toBeLessThanOrEqual(0);
+      expect(typeof l.text).toBe("string");
+    }
+    expect((await runCli(["prompt", "-m", model, ...FAST, "--logprobs", "3", "Hello"])).code).toBe(2);
+  });
+
   it("prints exactly one JSON object with --json", async () => {
     const r = await runCli(["prompt", "-m", model, ...FAST, "-n", "7", "--json", "Hello"]);
     expect(r.code, r.stderr).toBe(0);

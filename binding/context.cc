@@ -264,6 +264,26 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where) {
   return p;
 }
 
+Napi::Int32Array EntryTokens(const Fields& f, const ContextHandle& h, std::vector<bool>& seen, int32_t& seq) {
+  seq = static_cast<int32_t>(f.Int("seq", 0, h.n_seq_max - 1));
+  if (seen[static_cast<size_t>(seq)]) f.Fail("seq", "repeats sequence " + std::to_string(seq) + "; name each sequence once");
+  seen[static_cast<size_t>(seq)] = true;
+  Napi::Value t = f.Value("tokens");
+  if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) f.Fail("tokens", "must be an Int32Array");
+  Napi::Int32Array ta = t.As<Napi::Int32Array>();
+  if (ta.ElementLength() == 0) f.Fail("tokens", "must not be empty");
+  return ta;
+}
+
+void CopyTokens(const Fields& f, const ContextHandle& h, const Napi::Int32Array& ta, std::vector<llama_token>& out) {
+  out.assign(ta.Data(), ta.Data() + ta.ElementLength());
+  for (llama_token tok : out) {
+    if (tok < 0 || tok >= h.model->n_vocab) {
+      f.Fail("tokens", "contains token id " + std::to_string(tok) + " outside the vocabulary [0, " + std::to_string(h.model->n_vocab) + ")");
+    }
+  }
+}
+
 void CheckContextFits(const llama_model* model, const llama_context_params& p) {
   const uint32_t n_ctx = p.n_ctx == 0 ? static_cast<uint32_t>(llama_model_n_ctx_train(model)) : p.n_ctx;
   if (n_ctx < p.n_seq_max) Throw("ERR_INVALID_ARGUMENT", "contextSize must be at least the number of sequences");

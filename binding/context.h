@@ -58,6 +58,14 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where);
 // Model-dependent checks of those params, off the JS thread (throws CodedError).
 void CheckContextFits(const llama_model* model, const llama_context_params& p);
 
+class Fields;
+// One entry of a batch call (evalBatch, embedBatch): its sequence `seq` (in range, and named
+// once: `seen` marks it) and its tokens, a non-empty Int32Array not yet copied (the caller checks
+// its size limit first, so a huge array is refused without a huge copy).
+Napi::Int32Array EntryTokens(const Fields& f, const ContextHandle& h, std::vector<bool>& seen, int32_t& seq);
+// Copies an entry's tokens, every id checked against the vocabulary.
+void CopyTokens(const Fields& f, const ContextHandle& h, const Napi::Int32Array& ta, std::vector<llama_token>& out);
+
 class Context : public Napi::ObjectWrap<Context> {
  public:
   static void Init(Napi::Env env, Napi::Object exports, Addon& addon);

@@ -108,25 +108,13 @@ Napi::Value Context::EmbedBatch(const Napi::CallbackInfo& info) {
     if (!item.IsObject()) args.Fail(where.c_str(), "must be an object { seq, tokens }");
     Fields f(item.As<Napi::Object>(), where);
     EmbedEntry e;
-    e.seq = static_cast<int32_t>(f.Int("seq", 0, h->n_seq_max - 1));
-    if (seen[static_cast<size_t>(e.seq)]) f.Fail("seq", "repeats sequence " + std::to_string(e.seq) + "; name each sequence once");
-    seen[static_cast<size_t>(e.seq)] = true;
-    Napi::Value t = f.Value("tokens");
-    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) f.Fail("tokens", "must be an Int32Array");
-    Napi::Int32Array ta = t.As<Napi::Int32Array>();
-    if (ta.ElementLength() == 0) f.Fail("tokens", "must not be empty");
+    Napi::Int32Array ta = EntryTokens(f, *h, seen, e.seq);
     total += static_cast<int64_t>(ta.ElementLength());
     if (total > limit) args.Fail("entries", "hold more than the micro-batch size of " + std::to_string(limit) + " tokens");
     if (static_cast<int64_t>(ta.ElementLength()) > h->n_ctx_seq) {
       f.Fail("tokens", "are more than the " + std::to_string(h->n_ctx_seq) + " tokens a sequence holds");
     }
-    e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
-    for (llama_token tok : e.tokens) {
-      if (tok < 0 || tok >= h->model->n_vocab) {
-        f.Fail("tokens", "contains token id " + std::to_string(tok) + " outside the vocabulary [0, " +
-                             std::to_string(h->model->n_vocab) + ")");
-      }
-    }
+    CopyTokens(f, *h, ta, e.tokens);
     entries.push_back(std::move(e));
   }
   h->abort.store(false);

@@ -190,25 +190,13 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     if (!item.IsObject()) args.Fail(where.c_str(), "must be an object { seq, tokens, sampler, accept, sample }");
     Fields f(item.As<Napi::Object>(), where);
     BatchEntry e;
-    e.seq = static_cast<int32_t>(f.Int("seq", 0, h->n_seq_max - 1));
-    if (seen[static_cast<size_t>(e.seq)]) f.Fail("seq", "repeats sequence " + std::to_string(e.seq) + "; name each sequence once");
-    seen[static_cast<size_t>(e.seq)] = true;
-    Napi::Value t = f.Value("tokens");
-    if (!t.IsTypedArray() || t.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) f.Fail("tokens", "must be an Int32Array");
-    Napi::Int32Array ta = t.As<Napi::Int32Array>();
-    if (ta.ElementLength() == 0) f.Fail("tokens", "must not be empty");
+    Napi::Int32Array ta = EntryTokens(f, *h, seen, e.seq);
     total += static_cast<int64_t>(ta.ElementLength());
     // Checked before copying, so a huge array is refused without a huge copy.
     if (total > h->n_batch) {
       args.Fail("entries", "hold more than the batch size of " + std::to_string(h->n_batch) + " tokens");
     }
-    e.tokens.assign(ta.Data(), ta.Data() + ta.ElementLength());
-    for (llama_token tok : e.tokens) {
-      if (tok < 0 || tok >= h->model->n_vocab) {
-        f.Fail("tokens", "contains token id " + std::to_string(tok) + " outside the vocabulary [0, " +
-                             std::to_string(h->model->n_vocab) + ")");
-      }
-    }
+    CopyTokens(f, *h, ta, e.tokens);
     Napi::Value s = f.Any("sampler");
     if (!s.IsNull()) e.sampler = Sampler::HandleOf(env, s);
     e.accept = f.Bool("accept");

@@ -11,3 +11,15 @@ export async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
   }
   return undefined;
 }
+
+/** The message of the ERR_INVALID_ARGUMENT a call throws; anything else (or no error) fails the test. */
+export function errorOf(f: () => unknown): string {
+  try {
+    f();
+  } catch (err) {
+    expect(err).toBeInstanceOf(LlamemError);
+    expect((err as LlamemError).code).toBe("ERR_INVALID_ARGUMENT");
+    return (err as LlamemError).message;
+  }
+  throw new Error("expected an error");
+}

@@ -4,9 +4,9 @@
  * and Ajv (draft 2020-12) says whether the text's value is valid, so each case checks the test
  * data as well as the grammar. Random sentences drawn from each grammar must all parse and validate.
  */
+import { errorOf } from "../helpers/errors.js";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { describe, expect, it } from "vitest";
-import { LlamemError } from "../../lib/errors.js";
 import { jsonSchemaToGrammar, schemaRules, type JsonSchema } from "../../lib/grammar/json-schema.js";
 import { parseGbnf, type Gbnf } from "../helpers/gbnf-match.js";
 
@@ -53,17 +53,6 @@ function grammarOf(schema: JsonSchema): Gbnf {
   return parseGbnf(jsonSchemaToGrammar(schema));
 }
 
-/** The error a call throws: a LlamemError with ERR_INVALID_ARGUMENT; its message. */
-function errorOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    expect((err as LlamemError).code).toBe("ERR_INVALID_ARGUMENT");
-    return (err as LlamemError).message;
-  }
-  throw new Error("expected an error");
-}
 
 // ---- cases: valid values are accepted (compact and indented), invalid ones rejected ---------------
 

@@ -3,12 +3,12 @@
  * replies (what the real templates render for an assistant's tool_calls, and damaged replies),
  * and the grammars that force one call, checked with the test GBNF recognizer.
  */
+import { errorOf } from "../helpers/errors.js";
 import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { Template } from "@huggingface/jinja";
 import { Ajv2020 } from "ajv/dist/2020.js";
 import { describe, expect, it } from "vitest";
-import { LlamemError } from "../../lib/errors.js";
 import { checkTools, toolCallFormat, type ToolCallFormat, type ToolCallFormatName } from "../../lib/chat/tool-calls.js";
 import type { ChatTool } from "../../lib/chat/template.js";
 import { packageRoot } from "../../lib/system.js";
@@ -111,16 +111,6 @@ const TOOLS: readonly ChatTool[] = [
   { name: "set-mode_2", parameters: { type: "object", properties: { mode: { enum: ["fast", "slow"] } }, required: ["mode"], additionalProperties: false } },
 ];
 
-function errorOf(f: () => unknown): string {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    expect((err as LlamemError).code).toBe("ERR_INVALID_ARGUMENT");
-    return (err as LlamemError).message;
-  }
-  throw new Error("expected an error");
-}
 
 /** A reply's calls with their arguments parsed, for comparing. */
 function calls(format: ToolCallFormat, text: string): { name: string; args: unknown; id?: string }[] {

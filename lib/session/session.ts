@@ -538,8 +538,7 @@ export class ChatSession {
     this.#recallForgotten = 0;
     const forgot = forgotten > 0 ? `; the store forgot ${forgotten} older archived turn(s) to stay within its limits` : "";
     try {
-      const inHistory = new Set(splitTurns(this.#history).map(turnText));
-      const found = await index.search(user.content, (_turn, text) => inHistory.has(text), signal);
+      const found = await index.search(user.content, this.#inHistory(), signal);
       if (found.length === 0) return forgotten > 0 ? event([], `nothing recalled${forgot}`) : undefined;
       const { recall } = this.#memory;
       const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
@@ -579,6 +578,12 @@ export class ChatSession {
     }
   }
 
+  /** Recall's skip test: whether an archived turn's text is that of a turn still in the history. */
+  #inHistory(): (turn: Turn, text: string) => boolean {
+    const texts = new Set(splitTurns(this.#history).map(turnText));
+    return (_turn, text) => texts.has(text);
+  }
+
   /**
    * What recall would bring back for `text` now: the archived turns most similar to it, with
    * their scores, best first (before the allowance is applied). ERR_INVALID_ARGUMENT without
@@ -591,8 +596,7 @@ export class ChatSession {
     if (!index) invalidArgument("recall() needs a session with memory.recall");
     await this.#primeRecall();
     if (this.#recallError) throw this.#recallError;
-    const inHistory = new Set(splitTurns(this.#history).map(turnText));
-    return index.search(text, (_turn, text) => inHistory.has(text));
+    return index.search(text, this.#inHistory());
   }
 
   /** Yields one event to the turn's consumer, marking the turn parked while it holds it. */

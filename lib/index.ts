@@ -31,7 +31,10 @@ export type { QuantType, QuantizeOptions } from "./quantize.js";
 export { addRpcServers, serveRpc } from "./rpc.js";
 export { ChatSession, createSession, loadSession } from "./session/session.js";
 export type { SessionOptions, PromptOptions, SessionStats, LoadSessionOptions, TurnEvent, SessionReply } from "./session/session.js";
-export type { SessionTool, ToolChoice, ToolCallRecord } from "./session/tools.js";
+export type { SessionTool, ToolCallRecord } from "./session/tools.js";
+export type { ToolChoice } from "./chat/tool-calls.js";
+export { chatCompletion, completeChat } from "./chat/completion.js";
+export type { ChatCompletionOptions, ChatCompletion, ChatCompletionEvent, ChatCompletionToolCall, ChatFinishReason } from "./chat/completion.js";
 export { MemoryRecallStore } from "./session/recall.js";
 export { openArchiveStore, ArchiveStore } from "./session/archive-store.js";
 export type { ArchiveStoreOptions } from "./session/archive-store.js";
@@ -51,3 +54,5 @@ export type {
 } from "./session/memory.js";
 export { createPool, SessionPool } from "./session/pool/pool.js";
 export type { PoolOptions, PoolStats } from "./session/pool/pool.js";
+export { startServer, LlamemServer } from "./serve/server.js";
+export type { ServerOptions } from "./serve/server.js";

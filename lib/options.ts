@@ -90,6 +90,24 @@ export const DEFAULTS = {
   recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 512, maxTurns: 10_000 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
+  /**
+   * `llamem serve`: loopback only unless told; requests waiting beyond the sequences before 429;
+   * request bodies up to 4 MiB; conversations kept (least recently used dropped past it) and how
+   * long an idle one lives; how long shutdown waits for requests in flight before aborting them;
+   * texts per embeddings request.
+   */
+  serve: {
+    host: "127.0.0.1",
+    port: 8080,
+    parallel: 4,
+    maxQueue: 64,
+    maxBodyBytes: 4 * 1024 * 1024,
+    maxConversations: 1024,
+    conversationIdleMs: 60 * 60 * 1000,
+    shutdownTimeoutMs: 10_000,
+    maxEmbeddingInputs: 256,
+    retryAfterSeconds: 1,
+  },
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */
   maxToolRetries: 2,
   sampling: {

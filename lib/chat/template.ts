@@ -7,6 +7,7 @@
 import { invalidArgument } from "../errors.js";
 import type { JsonSchema } from "../grammar/json-schema.js";
 import type { LlamemError } from "../errors.js";
+import type { Model } from "../model.js";
 import { renderTemplate, renderTemplates, type SandboxLimits } from "./sandbox.js";
 
 /** A tool call an assistant message made. */
@@ -137,4 +138,17 @@ export function checkTemplateOptions(o: ChatTemplateOptions, jinja: boolean): vo
   if (!jinja && ((o.tools?.length ?? 0) > 0 || o.thinking !== undefined || o.variables !== undefined)) {
     invalidArgument("tools, thinking and variables need a Jinja chat template; this one is a built-in format");
   }
+}
+
+/**
+ * A rendered prompt's tokens with BOS first where the model wants it and the template did not
+ * write it (templates that write BOS yield it when special-token text is parsed).
+ */
+export function withBos(model: Model, raw: Int32Array): Int32Array {
+  const { bos, addBos } = model.info;
+  if (!addBos || raw[0] === bos) return raw;
+  const out = new Int32Array(raw.length + 1);
+  out[0] = bos;
+  out.set(raw, 1);
+  return out;
 }

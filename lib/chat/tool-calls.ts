@@ -28,6 +28,18 @@ export interface ParsedReply {
   readonly calls: readonly ParsedToolCall[];
 }
 
+/** Which tool calls the model should make: any or none as it decides ("auto"), none, some call, or a call of the named tool. */
+export type ToolChoice = "auto" | "none" | "required" | { readonly name: string };
+
+/** Checks a `toolChoice` against the tools offered (`has` answers whether a name is one; undefined when none are offered). */
+export function checkToolChoice(choice: ToolChoice | undefined, has: ((name: string) => boolean) | undefined): void {
+  if (choice === undefined || choice === "auto" || choice === "none") return;
+  if (!has) invalidArgument("toolChoice needs tools");
+  if (choice === "required") return;
+  if (choice === null || typeof choice !== "object" || typeof choice.name !== "string") invalidArgument('toolChoice must be "auto", "none", "required" or { name }');
+  if (!has(choice.name)) invalidArgument(`toolChoice names "${choice.name}", which is not one of the tools`);
+}
+
 /** The tool-call formats llamem knows. */
 export type ToolCallFormatName = "hermes" | "llama3" | "mistral" | "mistral-args";
 

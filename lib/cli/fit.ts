@@ -10,7 +10,7 @@ import { LlamemError } from "../errors.js";
 import { DEFAULTS, type KvCacheType } from "../options.js";
 import { FIT_MARGIN, fitModel, type FitOptions, type FitResult } from "../memory/fit.js";
 import type { DeviceEstimate } from "../memory/estimate.js";
-import { CliExit, exitCodeFor, formatBytes, formatTable, styleFor } from "./output.js";
+import { CliExit, exitCodeFor, formatBytes, formatTable, styleFor, type Style } from "./output.js";
 import { addFlashAttentionOption, addKvTypeOption, gpuLayersArg, intArg, type FlashAttentionMode } from "./options.js";
 
 const BINARY: Readonly<Record<string, number>> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
@@ -170,9 +170,14 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
     return;
   }
 
-  const style = styleFor(process.stdout);
+  process.stdout.write(fitReport(path, fit, reasons, o, styleFor(process.stdout)));
+}
+
+/** The human report of a fit: the model, the choice and why, and the bytes per device against the budget. */
+export function fitReport(path: string, fit: FitResult, reasons: readonly string[], budget: { maxRam?: number; maxVram?: number }, style: Style): string {
+  const e = fit.estimate;
   const limit = (d: DeviceEstimate) => {
-    const given = d.host ? o.maxRam : o.maxVram;
+    const given = d.host ? budget.maxRam : budget.maxVram;
     return given !== undefined ? formatBytes(given) : `${formatBytes(Math.max(0, d.free - FIT_MARGIN))} (free - ${formatBytes(FIT_MARGIN)})`;
   };
   const rows: string[][] = [["device", "weights", "KV", "compute", "total", "budget"].map((h) => style.bold(h))];
@@ -181,13 +186,13 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
   }
   if (e.devices.length > 1) rows.push(["total", formatBytes(e.weights), formatBytes(e.kv), formatBytes(e.compute), formatBytes(e.total), ""]);
   const allLayers = e.layers + 1;
-  process.stdout.write(
+  return (
     `${style.bold("model")}    ${path}\n` +
-      `         ${e.layers} layers, trained context ${e.trainedContextSize} tokens\n` +
-      `${style.bold("choice")}   context ${fit.contextSize} tokens, ${Math.min(fit.gpuLayers, allLayers)} of ${allLayers} layers on the GPU\n` +
-      reasons.map((r) => `         - ${r}\n`).join("") +
-      "\n" +
-      formatTable(rows) +
-      "\n",
+    `         ${e.layers} layers, trained context ${e.trainedContextSize} tokens\n` +
+    `${style.bold("choice")}   context ${fit.contextSize} tokens, ${Math.min(fit.gpuLayers, allLayers)} of ${allLayers} layers on the GPU\n` +
+    reasons.map((r) => `         - ${r}\n`).join("") +
+    "\n" +
+    formatTable(rows) +
+    "\n"
   );
 }

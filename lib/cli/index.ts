@@ -20,10 +20,11 @@ import { registerDevices } from "./devices.js";
 import { registerQuantize } from "./quantize.js";
 import { registerBench } from "./bench.js";
 import { registerRpcServer } from "./rpc-server.js";
+import { registerServe } from "./serve.js";
 
 /** The commands, in the order `llamem --help` lists them. */
 const COMMANDS: readonly CommandRegistrar[] = [
-  registerPrompt, registerChat, registerInspect, registerFit, registerDevices, registerBench, registerQuantize, registerMakeModel, registerRpcServer,
+  registerPrompt, registerChat, registerServe, registerInspect, registerFit, registerDevices, registerBench, registerQuantize, registerMakeModel, registerRpcServer,
 ];
 
 function packageVersion(): string {

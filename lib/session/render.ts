@@ -4,6 +4,7 @@
  * @internal
  */
 import type { ChatMessage, ChatTemplateOptions, Model } from "../model.js";
+import { withBos } from "../chat/template.js";
 
 /** A message to render, with the identity the session tracks it by. */
 export interface RenderItem extends Readonly<ChatMessage> {
@@ -88,10 +89,8 @@ export class Renderer {
     const format = (n: number, assistant: boolean) => this.apply(n === messages.length ? messages : messages.slice(0, n), assistant);
     const full = await format(messages.length, addAssistant);
     const raw = await this.#tokenize(full);
-    const { bos, addBos } = this.model.info;
-    // Templates that write BOS themselves yield it from parseSpecial; the others get it added here.
-    const lead = addBos && raw[0] !== bos ? 1 : 0;
-    const tokens = lead ? withLead(bos, raw) : raw;
+    const tokens = withBos(this.model, raw);
+    const lead = tokens.length - raw.length;
 
     const texts = await this.#pieceTexts(items, full, format);
     const spans: (Span | undefined)[] = items.map(() => undefined);
@@ -248,13 +247,6 @@ export class Renderer {
   }
 }
 
-/** `first` then `rest` (no argument spread: a prompt can have millions of tokens). */
-function withLead(first: number, rest: Int32Array): Int32Array {
-  const out = new Int32Array(rest.length + 1);
-  out[0] = first;
-  out.set(rest, 1);
-  return out;
-}
 
 /** Whether `a` begins with the first `n` tokens of `b`. */
 function startsWith(a: Int32Array, b: Int32Array, n: number): boolean {

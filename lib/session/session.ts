@@ -13,7 +13,8 @@ import type { JsonSchema } from "../grammar/json-schema.js";
 import { ReasoningSplitter, opensThinking, thinkingTags, type ThinkingTags } from "../chat/reasoning.js";
 import { toolCallFormat, type ToolCallFormat } from "../chat/tool-calls.js";
 import { commonPrefix } from "./render.js";
-import { Toolbox, checkToolChoice, type SessionTool, type ToolCallRecord, type ToolChoice } from "./tools.js";
+import { Toolbox, type SessionTool, type ToolCallRecord } from "./tools.js";
+import { checkToolChoice, type ToolChoice } from "../chat/tool-calls.js";
 import { RECALL_LABEL, RecallIndex, turnText, type RecalledTurn } from "./recall.js";
 import { DEFAULTS, samplerBaton, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
@@ -394,7 +395,7 @@ export class ChatSession {
     if (options.pinned !== undefined && typeof options.pinned !== "boolean") invalidArgument("pinned must be true or false");
     samplerBaton({ ...this.#sampling, ...samplingOf(options) }, this.#runner.context.model.info.vocabSize);
     const userGrammar = grammarOf(options);
-    checkToolChoice(options.toolChoice, this.#tools);
+    checkToolChoice(options.toolChoice, this.#tools && ((name) => (this.#tools as Toolbox).has(name)));
     const tools = this.#toolFormat && options.toolChoice !== "none" ? this.#toolFormat : undefined;
     if (userGrammar !== undefined && tools && options.toolChoice !== undefined && options.toolChoice !== "auto") {
       invalidArgument("grammar and jsonSchema cannot be combined with a toolChoice that forces a call");

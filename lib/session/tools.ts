@@ -25,9 +25,6 @@ export interface SessionTool {
   readonly handler: (args: Record<string, unknown>, context: { readonly signal: AbortSignal }) => unknown;
 }
 
-/** Which tool calls the model should make this turn. */
-export type ToolChoice = "auto" | "none" | "required" | { readonly name: string };
-
 /** A tool call the session ran, and what came of it. */
 export interface ToolCallRecord {
   readonly name: string;
@@ -99,13 +96,4 @@ export class Toolbox {
       return refuse(args, `the tool failed: ${err instanceof Error ? err.message : String(err)}`);
     }
   }
-}
-
-/** Checks a prompt's `toolChoice` against the session's tools. @internal */
-export function checkToolChoice(choice: ToolChoice | undefined, tools: Toolbox | undefined): void {
-  if (choice === undefined || choice === "auto" || choice === "none") return;
-  if (!tools) invalidArgument("toolChoice needs a session with tools");
-  if (choice === "required") return;
-  if (choice === null || typeof choice !== "object" || typeof choice.name !== "string") invalidArgument('toolChoice must be "auto", "none", "required" or { name }');
-  if (!tools.has(choice.name)) invalidArgument(`toolChoice names "${choice.name}", which is not one of the session's tools`);
 }

@@ -11,8 +11,12 @@ import { decodeState } from "../../state.js";
 import { readSession } from "../persist.js";
 import { restoreOrForget, type Footprint } from "../runner.js";
 import { ChatSession, checkFingerprint, withArchive, type LoadSessionOptions, type SessionOptions } from "../session.js";
+import { commonPrefix } from "../render.js";
 import { PoolSlot } from "./slot.js";
 import { SpillStore } from "./spill.js";
+
+/** A lease takes over a cached prefix shorter than this only when it is the sequence's whole cache. */
+const MIN_REUSED_PREFIX = 16;
 
 /** Options of {@link createPool}. */
 export interface PoolOptions {
@@ -89,6 +93,35 @@ export class SessionPool {
     const session = this.#add(withArchive(options, header));
     await session.restore(header, state);
     return session;
+  }
+
+  /**
+   * @internal Lends a sequence for stateless work (a server's request without a conversation):
+   * the free sequence whose cached tokens share the longest prefix with `prompt`, else an idle
+   * session's (spilled first). It waits while every sequence is in use. The cells stay when the
+   * lease ends, as a prompt cache the next lease or session reuses what it can of.
+   */
+  async lease(prompt: ArrayLike<number>, signal?: AbortSignal): Promise<{ readonly sequence: Sequence; release(): void }> {
+    const slot = new PoolSlot(this, -1);
+    slot.hint = prompt;
+    const sequence = await this.acquire(slot, signal);
+    let released = false;
+    return {
+      sequence,
+      release: () => {
+        if (released) return;
+        released = true;
+        slot.inTurn = false;
+        slot.sequence = undefined;
+        this.#owners.delete(sequence);
+        this.#wake();
+      },
+    };
+  }
+
+  /** Sequences no session or lease holds. */
+  freeSequences(): number {
+    return this.context.sequences.length - this.#owners.size;
   }
 
   /** Moves an idle session's cache out of its sequence now (to RAM, or disk past the budget). */
@@ -193,7 +226,7 @@ export class SessionPool {
       await slot.pending.catch(() => undefined);
       while (!slot.sequence) {
         if (signal?.aborted || slot.removed) throw new LlamemError("ERR_ABORTED", "the turn was aborted while waiting for a sequence");
-        const free = this.context.sequences.find((s) => !this.#owners.has(s));
+        const free = this.#freeFor(slot.hint);
         let victim: PoolSlot | undefined;
         for (const other of this.#slots.values()) {
           if (other.sequence && !other.inTurn && (!victim || other.lastUsed < victim.lastUsed)) victim = other;
@@ -225,6 +258,26 @@ export class SessionPool {
       this.release(slot);
       throw err;
     }
+  }
+
+  /**
+   * The free sequence for a slot: with a prompt, the one sharing the longest prefix of it, if
+   * that prefix is worth the cache it cuts (at least {@link MIN_REUSED_PREFIX} tokens, or the
+   * whole cache); otherwise the emptiest, so other caches stay for requests that share them.
+   */
+  #freeFor(hint: ArrayLike<number> | undefined): Sequence | undefined {
+    const free = this.context.sequences.filter((s) => !this.#owners.has(s));
+    if (!hint) return free[0];
+    let best: Sequence | undefined;
+    let bestShared = 0;
+    for (const seq of free) {
+      const shared = commonPrefix(seq.tokens, hint);
+      if (shared > bestShared && (shared >= MIN_REUSED_PREFIX || shared === seq.tokens.length)) {
+        best = seq;
+        bestShared = shared;
+      }
+    }
+    return best ?? free.reduce<Sequence | undefined>((a, s) => (a === undefined || s.tokens.length < a.tokens.length ? s : a), undefined);
   }
 
   /** @internal Ends a turn: the slot becomes the most recently used. */

@@ -19,6 +19,8 @@ export class PoolSlot implements SessionRunner {
   /** A spill of this slot's cache in progress; its next turn waits for it. */
   pending: Promise<void> = Promise.resolve();
   onDispose: () => Promise<void> = async () => {};
+  /** A lease's prompt: the pool gives it the free sequence sharing most of it. */
+  hint: ArrayLike<number> | undefined;
 
   constructor(
     readonly pool: SessionPool,

@@ -22,7 +22,8 @@ export const toolsBuildDir = join(root, "build-tools");
 
 /**
  * The cache definitions of the tools build. The CPU-relevant ones mirror CMakeLists.txt; the rest
- * only switch off what llama-bench does not need (tests, examples, server, HTTPS).
+ * only switch off what the tools do not need (tests, examples, HTTPS). llama-server is built for
+ * the serving benchmark (scripts/bench-serve.mjs), over HTTP only.
  */
 export const TOOLS_CMAKE_DEFINES = Object.freeze([
   "-DCMAKE_BUILD_TYPE=Release",
@@ -34,7 +35,7 @@ export const TOOLS_CMAKE_DEFINES = Object.freeze([
   "-DLLAMA_BUILD_TOOLS=ON",
   "-DLLAMA_BUILD_TESTS=OFF",
   "-DLLAMA_BUILD_EXAMPLES=OFF",
-  "-DLLAMA_BUILD_SERVER=OFF",
+  "-DLLAMA_BUILD_SERVER=ON",
   "-DLLAMA_BUILD_APP=OFF",
   "-DLLAMA_OPENSSL=OFF",
 ]);

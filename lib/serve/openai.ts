@@ -85,8 +85,8 @@ function generationRequest(body: Json, limits: RequestLimits, logprobs: number |
   const so = body["stream_options"];
   if (so !== undefined && so !== null && !isObject(so)) badRequest("stream_options", "stream_options must be an object");
   const includeUsage = isObject(so) && so["include_usage"] === true;
-  const n = int(body, "n", 1, 1);
-  void n;
+  // One choice per request.
+  int(body, "n", 1, 1);
   const cap = limits.sequenceContextSize;
   const maxTokens = int(body, "max_completion_tokens", 0, Number.MAX_SAFE_INTEGER) ?? int(body, "max_tokens", 0, Number.MAX_SAFE_INTEGER);
   if (maxTokens !== undefined && maxTokens > cap) {

@@ -14,7 +14,8 @@
 //      Run on the tiny model (the leak check does not need a big one), for both servers.
 //
 //   npm run bench:serve -- [--model 1b:q4_0] [--parallel 8] [--levels 1,8,32,128] [--max-tokens 32]
-//                          [--soak 10000] [--no-llama-server] [--threads 2]
+//                          [--soak 10000] [--no-llama-server] [--threads 2] [--kv-unified]
+//                          [--only load|conversations|soak]
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -38,6 +39,8 @@ const { values } = parseArgs({
     soak: { type: "string", default: "10000" },
     threads: { type: "string", default: "2" },
     "no-llama-server": { type: "boolean", default: false },
+    "kv-unified": { type: "boolean", default: false },
+    only: { type: "string" },
     out: { type: "string" },
   },
 });
@@ -67,8 +70,8 @@ async function startServer(kind, modelPath, port, o = {}) {
   const ctx = String(parallel * seqCtx);
   const args =
     kind === "llamem"
-      ? [join(root, "dist", "lib", "cli", "index.js"), "serve", "-m", modelPath, "--port", String(port), "--parallel", String(parallel), "-c", ctx, "-t", String(threads), "--queue", String(o.queue ?? values.queue), "--model-id", "m", "-q", "--flash-attn", "off", ...(o.extra ?? [])]
-      : ["-m", modelPath, "--port", String(port), "-np", String(parallel), "-c", ctx, "-t", String(threads), "-fa", "off", "--cache-ram", "1024", "--no-webui", "-a", "m"];
+      ? [join(root, "dist", "lib", "cli", "index.js"), "serve", "-m", modelPath, "--port", String(port), "--parallel", String(parallel), "-c", ctx, "-t", String(threads), "--queue", String(o.queue ?? values.queue), "--model-id", "m", "-q", "--flash-attn", "off", ...(values["kv-unified"] ? ["--kv-unified"] : []), ...(o.extra ?? [])]
+      : ["-m", modelPath, "--port", String(port), "-np", String(parallel), "-c", ctx, "-t", String(threads), "-fa", "off", "--cache-ram", "1024", "--no-webui", "-a", "m", ...(values["kv-unified"] ? ["-kvu"] : [])];
   const bin = kind === "llamem" ? process.execPath : llamaServer;
   const child = spawn(bin, args, { stdio: ["ignore", "ignore", "pipe"] });
   let err = "";
@@ -219,17 +222,21 @@ async function soak(server, n) {
   const samples = [[0, rssOf(server.child.pid)]];
   let next = 0;
   let failed = 0;
+  const statuses = {};
   await Promise.all(
     Array.from({ length: 8 }, async () => {
       while (next < n) {
         const i = next++;
         const r = await chatStream(server.url, [{ role: "user", content: `Soak ${i} about ${TOPICS[i % TOPICS.length]}` }], { tokens: 4 });
-        if (r.status !== 200) failed++;
+        if (r.status !== 200) {
+          failed++;
+          statuses[r.status] = (statuses[r.status] ?? 0) + 1;
+        }
         if ((i + 1) % 500 === 0) samples.push([i + 1, rssOf(server.child.pid)]);
       }
     }),
   );
-  return { requests: n, failed, rss: samples };
+  return { requests: n, failed, statuses, rss: samples };
 }
 
 // ---- run ----------------------------------------------------------------------------------------
@@ -242,9 +249,11 @@ if (!values["no-llama-server"]) {
 const modelPath = await syntheticModel(values.model);
 const tinyPath = await syntheticModel("tiny:q8_0");
 const kinds = values["no-llama-server"] ? ["llamem"] : ["llamem", "llama-server"];
-const out = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, model: values.model, parallel, seqCtx, maxTokens, threads, load: {}, conversations: {}, soak: {} };
+const out = { date: new Date().toISOString(), cpu: cpus()[0]?.model, cores: cpus().length, model: values.model, parallel, seqCtx, maxTokens, threads, kvUnified: values["kv-unified"], load: {}, conversations: {}, soak: {} };
 let port = 18400;
 for (const kind of kinds) {
+  const part = (name) => values.only === undefined || values.only === name;
+  if (part("load")) {
   log(`bench-serve: ${kind}: load levels ${levels.join(", ")}`);
   const s = await startServer(kind, modelPath, port++);
   try {
@@ -259,6 +268,8 @@ for (const kind of kinds) {
   } finally {
     await stopServer(s);
   }
+  }
+  if (part("conversations") && Number(values.conversations) > 0) {
   log(`bench-serve: ${kind}: ${values.conversations} conversations of ${values.turns} turns`);
   const c = await startServer(kind, modelPath, port++);
   try {
@@ -268,13 +279,14 @@ for (const kind of kinds) {
   } finally {
     await stopServer(c);
   }
-  if (Number(values.soak) > 0) {
+  }
+  if (part("soak") && Number(values.soak) > 0) {
     log(`bench-serve: ${kind}: RSS over ${values.soak} requests (tiny model)`);
     const t = await startServer(kind, tinyPath, port++, { queue: 64 });
     try {
       const r = await soak(t, Number(values.soak));
       const mib = (b) => (b / 2 ** 20).toFixed(1);
-      log(`  RSS ${r.rss.map(([n, b]) => `${n}:${mib(b)}`).join(" ")} MiB; failed ${r.failed}`);
+      log(`  RSS ${r.rss.map(([n, b]) => `${n}:${mib(b)}`).join(" ")} MiB; failed ${r.failed} ${JSON.stringify(r.statuses)}`);
       out.soak[kind] = r;
     } finally {
       await stopServer(t);

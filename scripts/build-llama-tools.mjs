@@ -38,6 +38,8 @@ export const TOOLS_CMAKE_DEFINES = Object.freeze([
   "-DLLAMA_BUILD_SERVER=ON",
   "-DLLAMA_BUILD_APP=OFF",
   "-DLLAMA_OPENSSL=OFF",
+  // The server's web UI would be downloaded at build time: off (nothing is fetched, and the benchmark uses the API only).
+  "-DLLAMA_USE_PREBUILT_UI=OFF",
 ]);
 
 function step(cmd, args, what, { quiet = false } = {}) {

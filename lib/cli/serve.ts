@@ -43,6 +43,7 @@ interface ServeCliOptions extends LoadCliOptions {
   chatTemplateFile?: string;
   parallel: number;
   ctx?: number;
+  kvUnified?: boolean;
   maxRam?: number;
   maxVram?: number;
   threads?: number;
@@ -89,6 +90,7 @@ export function registerServe(program: Command): Command {
     .option("--model-id <name>", "the model's name in requests and /v1/models (default: the file's name)")
     .option("--parallel <n>", "sequences: requests generating at once", intArg(1, 256), d.parallel)
     .option("-c, --ctx <n>", "KV cells over all sequences (default: the largest that fits the budget, up to the trained length per sequence)", intArg(1))
+    .option("--kv-unified", "one KV pool shared by the sequences (each may use what the others leave) instead of a fixed slice each")
     .option("--max-ram <bytes>", "host memory budget for weights + KV + compute (e.g. 8G)", parseBytes)
     .option("--max-vram <bytes>", "GPU memory budget per GPU", parseBytes);
   addThreadsOption(cmd);
@@ -144,16 +146,18 @@ async function runServe(o: ServeCliOptions): Promise<void> {
       gpuLayers: o.gpuLayers ?? "auto",
       contextSize: o.ctx ?? "auto",
       sequences: o.parallel,
+      ...(o.kvUnified ? { kvUnified: true } : {}),
       ...(o.maxRam === undefined ? {} : { maxRam: o.maxRam }),
       ...(o.maxVram === undefined ? {} : { maxVram: o.maxVram }),
       ...(o.kvType === undefined ? {} : { kvType: o.kvType }),
       flashAttention: o.flashAttn,
     });
-    if (!o.quiet) err.write(fitReport(path, fit, [...fit.reasons, `${o.parallel} sequences of ${Math.floor(fit.contextSize / o.parallel)} tokens`], o, style));
+    if (!o.quiet) err.write(fitReport(path, fit, [...fit.reasons, o.kvUnified ? `${o.parallel} sequences sharing ${fit.contextSize} cells` : `${o.parallel} sequences of ${Math.floor(fit.contextSize / o.parallel)} tokens`], o, style));
     model = await loadModel(path, { ...loadOptionsOf(o), gpuLayers: fit.gpuLayers, signal: trap.signal });
     context = await model.createContext({
       contextSize: fit.contextSize,
       sequences: o.parallel,
+      ...(o.kvUnified ? { kvUnified: true } : {}),
       ...(o.threads === undefined ? {} : { threads: o.threads }),
       ...(o.kvType === undefined ? {} : { kvType: o.kvType }),
       flashAttention: o.flashAttn,

@@ -52,6 +52,8 @@ export class Conversations {
   readonly #pool: SessionPool;
   readonly #o: ConversationOptions;
   readonly #byId = new Map<string, Conversation>();
+  /** Conversations being created or resumed, so two first requests of one id share one session. */
+  readonly #opening = new Map<string, Promise<Conversation>>();
   /** Summaries and evictions of dropped conversations, so the totals never go down. */
   readonly retired = { summaries: 0, turnsEvicted: 0 };
 
@@ -127,6 +129,15 @@ export class Conversations {
   async #get(id: string, messages: readonly ChatMessage[]): Promise<Conversation> {
     const known = this.#byId.get(id);
     if (known) return known;
+    let opening = this.#opening.get(id);
+    if (!opening) {
+      opening = this.#open(id, messages).finally(() => this.#opening.delete(id));
+      this.#opening.set(id, opening);
+    }
+    return opening;
+  }
+
+  async #open(id: string, messages: readonly ChatMessage[]): Promise<Conversation> {
     const file = createHash("sha256").update(id).digest("hex").slice(0, 40);
     const memory = { ...(this.#o.memory === undefined ? {} : { memory: this.#o.memory }), ...(this.#o.template === undefined ? {} : { template: this.#o.template }) };
     const dir = this.#o.dir;

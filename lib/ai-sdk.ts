@@ -41,6 +41,7 @@ import { LlamemError, invalidArgument } from "./errors.js";
 import type { GenerationResult } from "./generation.js";
 import type { JsonSchema } from "./grammar/json-schema.js";
 import { Conversations, type ConversationOptions } from "./serve/conversations.js";
+import { DEFAULTS } from "./options.js";
 import { createPool, type PoolOptions, type SessionPool } from "./session/pool/pool.js";
 
 /** Options of {@link createLlamem}. */
@@ -297,7 +298,7 @@ class LlamemLanguageModel implements LanguageModelV4 {
 class LlamemEmbeddingModel implements EmbeddingModelV4 {
   readonly specificationVersion = "v4";
   readonly provider = "llamem";
-  readonly maxEmbeddingsPerCall = 256;
+  readonly maxEmbeddingsPerCall = DEFAULTS.serve.maxEmbeddingInputs;
   readonly supportsParallelCalls = false;
 
   constructor(

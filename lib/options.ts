@@ -90,6 +90,8 @@ export const DEFAULTS = {
   recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 512, maxTurns: 10_000 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
+  /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */
+  maxToolRetries: 2,
   /**
    * `llamem serve`: loopback only unless told; requests waiting beyond the sequences before 429;
    * request bodies up to 4 MiB; conversations kept (least recently used dropped past it) and how
@@ -108,8 +110,6 @@ export const DEFAULTS = {
     maxEmbeddingInputs: 256,
     retryAfterSeconds: 1,
   },
-  /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */
-  maxToolRetries: 2,
   sampling: {
     temperature: 0.8,
     topK: 40,

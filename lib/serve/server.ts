@@ -66,7 +66,7 @@ export interface ServerOptions {
   shutdownTimeoutMs?: number;
 }
 
-/** Ends of a request: status and whether it was answered. */
+/** The routes, as /metrics counts them. */
 type Endpoint = "chat" | "completions" | "embeddings" | "models" | "health" | "metrics" | "other";
 
 function sameKey(given: string, expected: string): boolean {

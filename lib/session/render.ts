@@ -247,7 +247,6 @@ export class Renderer {
   }
 }
 
-
 /** Whether `a` begins with the first `n` tokens of `b`. */
 function startsWith(a: Int32Array, b: Int32Array, n: number): boolean {
   if (a.length < n) return false;

@@ -263,15 +263,15 @@ export class SessionPool {
   /**
    * The free sequence for a slot: with a prompt, the one sharing the longest prefix of it, if
    * that prefix is worth the cache it cuts (at least {@link MIN_REUSED_PREFIX} tokens, or the
-   * whole cache); otherwise the emptiest, so other caches stay for requests that share them.
+   * whole cache); otherwise (and for a session, which brings its own cache) the emptiest, so the
+   * prompt caches stay for requests that share them.
    */
   #freeFor(hint: ArrayLike<number> | undefined): Sequence | undefined {
     const free = this.context.sequences.filter((s) => !this.#owners.has(s));
-    if (!hint) return free[0];
     let best: Sequence | undefined;
     let bestShared = 0;
-    for (const seq of free) {
-      const shared = commonPrefix(seq.tokens, hint);
+    for (const seq of hint ? free : []) {
+      const shared = commonPrefix(seq.tokens, hint as ArrayLike<number>);
       if (shared > bestShared && (shared >= MIN_REUSED_PREFIX || shared === seq.tokens.length)) {
         best = seq;
         bestShared = shared;

@@ -179,6 +179,8 @@ void ContextHandle::Close() {
       std::fprintf(stderr, "llamem: the RPC server %s is gone: the context's memory is kept (freeing it would abort)\n", gone.c_str());
     }
     ctx = nullptr;
+    // Only now may the adapters it pointed at be freed.
+    adapters.clear();
     llama_batch_free(batch);
     batch = llama_batch{};
   }
@@ -202,6 +204,7 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("evalBatch", &Context::EvalBatch),
       InstanceMethod("embedBatch", &Context::EmbedBatch),
       InstanceMethod("clear", &Context::Clear),
+      InstanceMethod("setAdapters", &Context::SetAdapters),
       InstanceMethod("memory", &Context::Memory),
       InstanceMethod("dispose", &Context::Dispose),
   });
@@ -376,12 +379,6 @@ Napi::Value Context::Abort(const Napi::CallbackInfo& info) {
   if (handle_) handle_->abort.store(true);
   return info.Env().Undefined();
 }
-
-// Sequence operations run on the JS thread (they only touch cell metadata) but never while a
-// worker holds the context: that is an ERR_BUSY rather than a data race.
-#define LLAMEM_LOCK_OR_BUSY(h)                                                                  \
-  std::unique_lock<std::mutex> lock((h)->mu, std::try_to_lock);                                 \
-  if (!lock.owns_lock()) throw MakeError(env, "ERR_BUSY", "the context is busy evaluating; wait for it")
 
 Napi::Value Context::SeqPosRange(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

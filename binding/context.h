@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "adapter.h"
 #include "addon.h"
 #include "ggml-cpu.h"
 #include "llama.h"
@@ -37,6 +38,8 @@ struct ContextHandle : public Closable {
   bool can_shift = false;
   std::mutex mu;
   std::atomic<bool> abort{false};
+  // The LoRA adapters set on the context (llama.cpp keeps pointers to them): held until replaced.
+  std::vector<std::shared_ptr<AdapterHandle>> adapters;
 
   ~ContextHandle() override { Close(); }
   void Close() override;
@@ -57,6 +60,12 @@ Napi::Array BreakdownToJs(Napi::Env env, const std::vector<MemoryRow>& rows);
 llama_context_params ParseContextParams(Napi::Object o, const char* where);
 // Model-dependent checks of those params, off the JS thread (throws CodedError).
 void CheckContextFits(const llama_model* model, const llama_context_params& p);
+
+// Sequence operations run on the JS thread (they only touch cell metadata) but never while a
+// worker holds the context: that is an ERR_BUSY rather than a data race.
+#define LLAMEM_LOCK_OR_BUSY(h)                                                                  \
+  std::unique_lock<std::mutex> lock((h)->mu, std::try_to_lock);                                 \
+  if (!lock.owns_lock()) throw MakeError(env, "ERR_BUSY", "the context is busy evaluating; wait for it")
 
 class Fields;
 // One entry of a batch call (evalBatch, embedBatch): its sequence `seq` (in range, and named
@@ -90,6 +99,8 @@ class Context : public Napi::ObjectWrap<Context> {
   // embed.cc
   Napi::Value EmbedBatch(const Napi::CallbackInfo& info);
   Napi::Value Clear(const Napi::CallbackInfo& info);
+  // adapter.cc
+  Napi::Value SetAdapters(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 

@@ -346,6 +346,8 @@ void Model::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("applyChatTemplate", &Model::ApplyChatTemplate),
       InstanceMethod("memory", &Model::Memory),
       InstanceMethod("dispose", &Model::Dispose),
+      InstanceMethod("loadAdapter", &Model::LoadAdapter),
+      StaticMethod("disposeAdapter", &Model::DisposeAdapter),
   });
   addon.model_ctor = Napi::Persistent(ctor);
   exports.Set("Model", ctor);

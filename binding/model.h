@@ -82,6 +82,9 @@ class Model : public Napi::ObjectWrap<Model> {
   Napi::Value ApplyChatTemplate(const Napi::CallbackInfo& info);
   Napi::Value Memory(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
+  // adapter.cc
+  Napi::Value LoadAdapter(const Napi::CallbackInfo& info);
+  static Napi::Value DisposeAdapter(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ModelHandle> Live(Napi::Env env) const;
 

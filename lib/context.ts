@@ -2,7 +2,8 @@
  * An inference context: the KV cache and compute buffers for one model, split into sequences,
  * and the one generation engine that decodes for all of them.
  */
-import { fromNative, invalidArgument } from "./errors.js";
+import { LlamemError, fromNative, invalidArgument } from "./errors.js";
+import { LoraAdapter } from "./adapter.js";
 import { Lifetime } from "./lifetime.js";
 import { native, type NativeContext } from "./internal/native.js";
 import { bindContext, nativeModel } from "./internal/handles.js";
@@ -200,6 +201,27 @@ export class Context {
   /** Token ids in sequence 0's KV cache. */
   get tokens(): readonly number[] {
     return this.#sequences[0]?.tokens ?? [];
+  }
+
+  /**
+   * Sets the LoRA adapters later generations apply, each with its scale (0 leaves it out; [] for
+   * none), replacing those set before. Call it between generations: ERR_BUSY while a sequence
+   * generates. The KV cache of every sequence is emptied, since it was computed with the old
+   * weights. An adapter stays in use here until it is replaced, even after its dispose().
+   */
+  async setAdapters(adapters: readonly { adapter: LoraAdapter; scale: number }[]): Promise<void> {
+    this.#lifetime.check();
+    if (!Array.isArray(adapters)) invalidArgument("setAdapters(adapters): adapters must be an array of { adapter, scale }");
+    const entries = adapters.map((e, i) => {
+      if (e === null || typeof e !== "object" || !(e.adapter instanceof LoraAdapter)) invalidArgument(`adapters[${i}].adapter must be a LoraAdapter from model.loadAdapter()`);
+      if (typeof e.scale !== "number" || !Number.isFinite(e.scale) || Math.abs(e.scale) > 1e6) invalidArgument(`adapters[${i}].scale must be a finite number in [-1e6, 1e6]`);
+      return { adapter: e.adapter.handle(), scale: e.scale };
+    });
+    for (const s of this.#sequences) {
+      if (s.busy) throw new LlamemError("ERR_BUSY", `sequence ${s.id} is generating; set the adapters between generations`);
+    }
+    await this.#enqueue(() => this.#native.setAdapters(entries));
+    await this.clear();
   }
 
   /** Empties the KV cache of every sequence. */

@@ -29,6 +29,7 @@ export const ERROR_CODES = {
   ERR_STATE_MISMATCH: "Saved state does not belong to this model or context, or is damaged.",
   ERR_ARCHIVE_INVALID: "A session archive file holds a line that is not an archived turn.",
   ERR_TEMPLATE: "A chat template failed to render (the engine's message says where), or broke the sandbox's time, memory or output limits.",
+  ERR_ADAPTER: "llama.cpp could not load the LoRA adapter: not an adapter, made for another architecture, or tensors that do not match the model.",
   ERR_INSUFFICIENT_MEMORY: "The request does not fit the memory available or the budget given; the message says what would.",
   ERR_INTERNAL: "An unexpected internal failure; please report it.",
 } as const;

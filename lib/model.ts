@@ -14,6 +14,7 @@ import { native, type NativeBinding, type NativeModel, type NativeModelInfo } fr
 import { bindModel } from "./internal/handles.js";
 import { Context, type ContextOptions, type MemoryRow } from "./context.js";
 import { Lifetime } from "./lifetime.js";
+import { LoraAdapter, readAdapterHeader } from "./adapter.js";
 import { contextBaton, DEFAULTS, defaultContextSize, LOAD_MODES, loadBaton, VOCAB_TYPES, type PlacementOptions, type PoolingType } from "./options.js";
 import type { EmbedOptions } from "./embedding.js";
 import { checkMessages, checkTemplateOptions, isJinja, renderChat, renderChats, type ChatMessage, type ChatTemplateOptions, type TemplateContext } from "./chat/template.js";
@@ -246,6 +247,7 @@ export class Model {
   readonly #native: NativeModel;
   readonly #lifetime = new Lifetime("model");
   readonly #contexts = new Set<Context>();
+  readonly #adapters = new Set<LoraAdapter>();
   readonly #info: ModelInfo;
   readonly #gguf: GgufFile;
   #fingerprint: Promise<string> | undefined;
@@ -464,15 +466,38 @@ export class Model {
     return created;
   }
 
-  /** Bytes of the weights per buffer type (CPU, CPU_Mapped, CPU_REPACK, CUDA0, …) and in total. */
-  memory(): { rows: MemoryRow[]; weights: number } {
+  /**
+   * Bytes of the weights per buffer type (CPU, CPU_Mapped, CPU_REPACK, CUDA0, …) and in total,
+   * and of the LoRA adapters loaded for the model and not disposed.
+   */
+  memory(): { rows: MemoryRow[]; weights: number; adapters: number } {
     this.#lifetime.check();
     try {
       const rows = this.#native.memory();
-      return { rows, weights: rows.reduce((s, r) => s + r.model, 0) };
+      let adapters = 0;
+      for (const a of this.#adapters) adapters += a.bytes;
+      return { rows, weights: rows.reduce((s, r) => s + r.model, 0), adapters };
     } catch (err) {
       throw fromNative(err);
     }
+  }
+
+  /**
+   * Loads a LoRA adapter made for this model, for `context.setAdapters`. ERR_ADAPTER when the
+   * file is not a LoRA adapter, is another architecture's, or its tensors do not fit the
+   * model's; the file errors of {@link readGguf} when it is not a readable GGUF.
+   */
+  async loadAdapter(path: string): Promise<LoraAdapter> {
+    this.#lifetime.check();
+    const file = await readAdapterHeader(path, this.#info.architecture);
+    const handle = await this.#lifetime.run(() => this.#native.loadAdapter(path));
+    // A disposed adapter stops counting in memory(); one still set on a context is freed with it.
+    const adapter: LoraAdapter = new LoraAdapter(path, file, handle, (a) => {
+      this.#adapters.delete(adapter);
+      native().Model.disposeAdapter(a);
+    });
+    this.#adapters.add(adapter);
+    return adapter;
   }
 
   /**
@@ -484,6 +509,8 @@ export class Model {
     // call resolves once the model is freed.
     this.#disposing ??= this.#lifetime.dispose(async () => {
       await Promise.all([...this.#contexts].map((c) => c.dispose()));
+      // Adapters hold the native model: they go first, or it would outlive dispose().
+      await Promise.all([...this.#adapters].map((a) => a.dispose()));
       await this.#native.dispose();
     });
     return this.#disposing;

@@ -35,6 +35,8 @@ import {
   DEMO_MODEL_NOTE,
   addContextOptions,
   addLoadOptions,
+  addLoraOption,
+  applyLoras,
   addModelOption,
   addSamplingOptions,
   addVerbosityOptions,
@@ -100,6 +102,7 @@ export function registerChat(program: Command): Command {
   addSamplingOptions(cmd, { maxTokens: "most tokens of a reply", seed: "random seed" });
   addContextOptions(cmd);
   addLoadOptions(cmd);
+  addLoraOption(cmd);
   addVerbosityOptions(cmd, "show memory events, per-reply timings and llama.cpp's log on stderr");
   return cmd
     .addHelpText(
@@ -181,6 +184,7 @@ async function runChat(o: ChatOptions): Promise<void> {
     // The CLI owns the context (rather than the session) so that /load can put another session
     // on the same context and /stats can report its memory.
     context = await model.createContext(contextOptionsOf(o));
+    await applyLoras(model, context, o.lora);
     bar.done();
     current = undefined;
 

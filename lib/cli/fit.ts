@@ -11,7 +11,7 @@ import { DEFAULTS, type KvCacheType } from "../options.js";
 import { FIT_MARGIN, fitModel, type FitOptions, type FitResult } from "../memory/fit.js";
 import type { DeviceEstimate } from "../memory/estimate.js";
 import { CliExit, exitCodeFor, formatBytes, formatTable, styleFor, type Style } from "./output.js";
-import { addFlashAttentionOption, addKvTypeOption, gpuLayersArg, intArg, type FlashAttentionMode } from "./options.js";
+import { addFlashAttentionOption, addKvTypeOption, collect, gpuLayersArg, intArg, type FlashAttentionMode } from "./options.js";
 
 const BINARY: Readonly<Record<string, number>> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 };
 const DECIMAL: Readonly<Record<string, number>> = { k: 1e3, m: 1e6, g: 1e9, t: 1e12 };
@@ -56,6 +56,7 @@ interface FitCliOptions {
   flashAttn: FlashAttentionMode;
   sequences: number;
   batchSize: number;
+  lora?: string[];
   json?: boolean;
 }
 
@@ -104,6 +105,7 @@ export function registerFit(program: Command): Command {
   return cmd
     .option("--sequences <n>", "parallel sequences", intArg(1), DEFAULTS.sequences)
     .option("--batch-size <n>", "most tokens per decode (sizes the compute buffers)", intArg(1), DEFAULTS.batchSize)
+    .option("--lora <file>", "count this LoRA adapter's tensors with the weights; repeatable", collect)
     .option("--json", "print one JSON object instead of the report")
     .addHelpText(
       "after",
@@ -129,6 +131,7 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
     flashAttention: o.flashAttn,
     sequences: o.sequences,
     batchSize: o.batchSize,
+    ...(o.lora === undefined ? {} : { adapters: o.lora }),
   };
   const budget = { maxRam: o.maxRam ?? null, maxVram: o.maxVram ?? null };
   let fit: FitResult;
@@ -190,6 +193,7 @@ export function fitReport(path: string, fit: FitResult, reasons: readonly string
     `${style.bold("model")}    ${path}\n` +
     `         ${e.layers} layers, trained context ${e.trainedContextSize} tokens\n` +
     `${style.bold("choice")}   context ${fit.contextSize} tokens, ${Math.min(fit.gpuLayers, allLayers)} of ${allLayers} layers on the GPU\n` +
+    (e.adapters > 0 ? `         LoRA adapters ${formatBytes(e.adapters)} (in the weights column)\n` : "") +
     reasons.map((r) => `         - ${r}\n`).join("") +
     "\n" +
     formatTable(rows) +

@@ -8,6 +8,7 @@ import { LlamemError } from "../errors.js";
 import {
   SYNTHETIC_ARCHS,
   SYNTHETIC_PRESETS,
+  writeSyntheticLora,
   writeSyntheticModel,
   type SyntheticArch,
   type SyntheticPreset,
@@ -24,6 +25,8 @@ interface MakeModelOptions {
   type: SyntheticType;
   seed: number;
   vocab?: string;
+  loraFor?: string;
+  rank: number;
   quiet?: boolean;
 }
 
@@ -49,6 +52,8 @@ export function registerMakeModel(program: Command): Command {
     .addOption(new Option("--type <type>", "weight format").choices(TYPES).default("f16"))
     .option("--seed <n>", "PRNG seed; the same seed gives a byte-identical file", intArg(0), 0)
     .option("--vocab <path>", "GGUF to copy the tokenizer from (default: the architecture's vocabulary from llama.cpp's models/)")
+    .option("--lora-for <base.gguf>", "write a LoRA adapter for this model instead (attention weights, seeded random pairs)")
+    .option("--rank <n>", "the LoRA's rank", intArg(1, 4096), 8)
     .option("-q, --quiet", "no progress bar and no summary")
     .addHelpText(
       "after",
@@ -56,9 +61,16 @@ export function registerMakeModel(program: Command): Command {
 Examples:
   $ llamem make-model tiny.gguf --preset tiny
   $ llamem make-model llama-8b-q4.gguf --preset 8b --type q4_0 --seed 7
-  $ llamem make-model gemma3.gguf --arch gemma3 --type q8_0 --seed 1`,
+  $ llamem make-model gemma3.gguf --arch gemma3 --type q8_0 --seed 1
+  $ llamem make-model tiny-lora.gguf --lora-for tiny.gguf --rank 8 --seed 2`,
     )
     .action(async (out: string, o: MakeModelOptions) => {
+      if (o.loraFor !== undefined) {
+        if (o.arch !== undefined || o.preset !== undefined) usageError("--lora-for takes its shape from the base model: leave out --arch and --preset");
+        const r = await writeSyntheticLora(out, { base: o.loraFor, rank: o.rank, seed: o.seed });
+        if (!o.quiet) process.stdout.write(`wrote ${r.path}: LoRA rank ${o.rank} for ${o.loraFor}, ${formatBytes(r.size)}, ${r.tensorCount} tensors\n`);
+        return;
+      }
       if (o.arch === undefined && o.preset === undefined) usageError("make-model needs --preset (llama sizes) or --arch");
       if (o.arch !== undefined && o.arch !== "llama" && o.preset !== undefined && o.preset !== "tiny") {
         usageError(`--preset ${o.preset} is for llama; --arch ${o.arch} comes in one tiny shape`);

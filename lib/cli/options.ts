@@ -14,8 +14,8 @@ import { InvalidArgumentError, Option, type Command } from "commander";
 import { LlamemError } from "../errors.js";
 import { DEFAULTS, FLASH_ATTENTION, KV_CACHE_TYPE_NAMES, type KvCacheType } from "../options.js";
 import { packageRoot } from "../system.js";
-import type { ContextOptions } from "../context.js";
-import type { LoadModelOptions } from "../model.js";
+import type { Context, ContextOptions } from "../context.js";
+import type { LoadModelOptions, Model } from "../model.js";
 
 // ---------------------------------------------------------------------------------------------
 // Argument parsers for commander (they throw InvalidArgumentError, which commander reports as a
@@ -133,6 +133,33 @@ export function addSamplingOptions(cmd: Command, help: { maxTokens: string; seed
     );
 }
 
+/** A `--lora FILE[:scale]` value: the adapter file and its scale (default 1). */
+export interface LoraSpec {
+  path: string;
+  scale: number;
+}
+
+/** Parses `--lora FILE[:scale]` (the scale after the last colon, when it is a number), repeatable. */
+export function loraArg(value: string, previous: LoraSpec[] | undefined): LoraSpec[] {
+  const m = /^(.*):([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)$/i.exec(value);
+  const spec = m && (m[1] as string).length > 0 ? { path: m[1] as string, scale: Number(m[2]) } : { path: value, scale: 1 };
+  if (spec.path.length === 0) throw new InvalidArgumentError("expected FILE or FILE:scale.");
+  return [...(previous ?? []), spec];
+}
+
+/** Adds `--lora <file[:scale]>`, repeatable. */
+export function addLoraOption(cmd: Command): Command {
+  return cmd.option("--lora <file[:scale]>", "apply a LoRA adapter made for the model, at this scale (default 1); repeatable", loraArg);
+}
+
+/** Loads the `--lora` adapters and sets them on the context. */
+export async function applyLoras(model: Model, context: Context, specs: readonly LoraSpec[] | undefined): Promise<void> {
+  if (!specs || specs.length === 0) return;
+  const adapters = [];
+  for (const s of specs) adapters.push({ adapter: await model.loadAdapter(s.path), scale: s.scale });
+  await context.setAdapters(adapters);
+}
+
 /** Adds `--kv-type <type>`, choices {@link KV_CACHE_TYPE_NAMES}. */
 export function addKvTypeOption(cmd: Command): Command {
   return cmd.addOption(new Option("--kv-type <type>", `KV cache element type (default ${DEFAULTS.kvType})`).choices(KV_CACHE_TYPE_NAMES));
@@ -206,5 +233,6 @@ export function addVerbosityOptions(cmd: Command, verbose: string): Command {
 /** The model, context, load and sampling options `prompt` and `chat` share. */
 export interface ModelCliOptions extends SamplingCliOptions, ContextCliOptions, LoadCliOptions, VerbosityCliOptions {
   model?: string;
+  lora?: LoraSpec[];
   system?: string;
 }

@@ -10,7 +10,7 @@
  * | 1    | anything else (an internal error, an unexpected exception)                         |
  * | 2    | usage: unknown command or option, missing or invalid argument (ERR_INVALID_ARGUMENT) |
  * | 3    | file not found, or not a regular file (ERR_FILE_NOT_FOUND, ERR_NOT_A_FILE)         |
- * | 4    | not a GGUF file, truncated or invalid GGUF, a chat template that fails (ERR_TEMPLATE), or a saved state/session that does not fit (ERR_STATE_MISMATCH) |
+ * | 4    | not a GGUF file, truncated or invalid GGUF, a chat template that fails (ERR_TEMPLATE), a file that is not a LoRA adapter for the model (ERR_ADAPTER), or a saved state/session that does not fit (ERR_STATE_MISMATCH) |
  * | 5    | llama.cpp failed: model load, context creation, decode, quantize, out of memory, context full |
  * | 6    | aborted by something other than a signal (ERR_ABORTED)                             |
  * | 7    | the native addon cannot be loaded (ERR_NATIVE_LOAD)                                |
@@ -56,6 +56,7 @@ const CODE_EXIT: Partial<Record<LlamemErrorCode, number>> = {
   ERR_STATE_MISMATCH: EXIT.GGUF,
   ERR_ARCHIVE_INVALID: EXIT.GGUF,
   ERR_TEMPLATE: EXIT.GGUF,
+  ERR_ADAPTER: EXIT.GGUF,
   ERR_MODEL_LOAD: EXIT.LLAMA,
   ERR_CONTEXT_CREATE: EXIT.LLAMA,
   ERR_DECODE: EXIT.LLAMA,

@@ -17,6 +17,8 @@ import {
   DEMO_MODEL_NOTE,
   addContextOptions,
   addLoadOptions,
+  addLoraOption,
+  applyLoras,
   addModelOption,
   addSamplingOptions,
   addVerbosityOptions,
@@ -121,6 +123,7 @@ export function registerPrompt(program: Command): Command {
     .option("--logprobs <n>", "with --json: each token's log-probability and the n most likely alternatives (0-100)", intArg(0, 100));
   addContextOptions(cmd);
   addLoadOptions(cmd);
+  addLoraOption(cmd);
   cmd.option("--json", "print one JSON object with the text, timings and memory at the end (no streaming)");
   addVerbosityOptions(cmd, "show llama.cpp's log and the timings on stderr");
   return cmd
@@ -168,6 +171,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
     model = await loadModel(path, { ...loadOptionsOf(o), onProgress: (p) => bar.update(p), signal });
     bar.update(1);
     context = await model.createContext(contextOptionsOf(o));
+    await applyLoras(model, context, o.lora);
     const loadMs = performance.now() - t0;
     bar.done();
 

@@ -21,7 +21,9 @@ import {
   addFlashAttentionOption,
   addKvTypeOption,
   addLoadOptions,
+  addLoraOption,
   addModelOption,
+  applyLoras,
   addThreadsOption,
   intArg,
   loadOptionsOf,
@@ -29,12 +31,14 @@ import {
   resolveModel,
   type FlashAttentionMode,
   type LoadCliOptions,
+  type LoraSpec,
 } from "./options.js";
 
 const STRATEGIES: readonly MemoryStrategy[] = ["tokenBudget", "slidingWindow", "summarize"];
 
 interface ServeCliOptions extends LoadCliOptions {
   model?: string;
+  lora?: LoraSpec[];
   host: string;
   port: number;
   apiKey?: string;
@@ -97,6 +101,7 @@ export function registerServe(program: Command): Command {
   addKvTypeOption(cmd);
   addFlashAttentionOption(cmd);
   addLoadOptions(cmd);
+  addLoraOption(cmd);
   return cmd
     .option("--queue <n>", "requests waiting beyond --parallel before 429", intArg(0), d.maxQueue)
     .option("--max-body <bytes>", "largest request body", parseBytes, d.maxBodyBytes)
@@ -147,6 +152,7 @@ async function runServe(o: ServeCliOptions): Promise<void> {
       contextSize: o.ctx ?? "auto",
       sequences: o.parallel,
       ...(o.kvUnified ? { kvUnified: true } : {}),
+      ...(o.lora === undefined ? {} : { adapters: o.lora.map((l) => l.path) }),
       ...(o.maxRam === undefined ? {} : { maxRam: o.maxRam }),
       ...(o.maxVram === undefined ? {} : { maxVram: o.maxVram }),
       ...(o.kvType === undefined ? {} : { kvType: o.kvType }),
@@ -162,6 +168,7 @@ async function runServe(o: ServeCliOptions): Promise<void> {
       ...(o.kvType === undefined ? {} : { kvType: o.kvType }),
       flashAttention: o.flashAttn,
     });
+    await applyLoras(model, context, o.lora);
     if (o.embeddings !== undefined && o.embeddings !== false) {
       embedModel = typeof o.embeddings === "string" ? await loadModel(o.embeddings, loadOptionsOf(o)) : undefined;
       const e = embedModel ?? model;

@@ -567,3 +567,67 @@ function* weightChunks(t: SyntheticTensor, elements: number, rng: SeededRng, val
     }
   }
 }
+
+/** Options of {@link writeSyntheticLora}. */
+export interface SyntheticLoraOptions {
+  /** The base model the adapter is for: its architecture and the shapes of the weights it modifies. */
+  readonly base: string;
+  /** The rank of each low-rank pair (default 8). */
+  readonly rank?: number;
+  /** `adapter.lora.alpha` (default: the rank, so the scale is applied as given). */
+  readonly alpha?: number;
+  /** Seed of the random values (default 0). */
+  readonly seed?: number;
+  /** Standard deviation of the values (default 0.05). */
+  readonly std?: number;
+}
+
+/** Which weights of each layer the synthetic LoRA modifies: attention's, as most fine-tunes do. */
+const LORA_TARGETS = /^blk\.\d+\.attn_(q|k|v|output)\.weight$/;
+
+/**
+ * Writes a LoRA adapter for the model file `base` with seeded random pairs: for each attention
+ * weight W (ne = [in, out]), `W.lora_a` (ne = [in, rank]) and `W.lora_b` (ne = [rank, out]), f32,
+ * so llama.cpp applies scale · alpha / rank · B·A. Random values cannot make it a useful
+ * fine-tune; they make its effect on the output visible and reproducible.
+ */
+export async function writeSyntheticLora(outPath: string, opts: SyntheticLoraOptions): Promise<{ path: string; size: number; tensorCount: number }> {
+  const rank = opts.rank ?? 8;
+  if (!Number.isSafeInteger(rank) || rank < 1 || rank > 4096) throw new LlamemError("ERR_INVALID_ARGUMENT", `rank must be an integer in [1, 4096], got ${rank}`);
+  const alpha = opts.alpha ?? rank;
+  if (!Number.isFinite(alpha)) throw new LlamemError("ERR_INVALID_ARGUMENT", "alpha must be a finite number");
+  const seed = opts.seed ?? 0;
+  if (!Number.isSafeInteger(seed) || seed < 0) throw new LlamemError("ERR_INVALID_ARGUMENT", `seed must be a non-negative integer, got ${seed}`);
+  const std = opts.std ?? 0.05;
+  const base = await readGguf(opts.base, { checkModel: false });
+  const arch = base.metadata.get("general.architecture");
+  if (!arch || arch.type !== GGUF_VALUE_TYPE.STRING) throw new LlamemError("ERR_INVALID_ARGUMENT", `${opts.base} has no general.architecture`);
+  const targets = base.tensors.filter((t) => LORA_TARGETS.test(t.name) && t.dims.length === 2);
+  if (targets.length === 0) throw new LlamemError("ERR_INVALID_ARGUMENT", `${opts.base} has no attention weights a LoRA could modify`);
+  const metadata = new Map<string, GgufMetadataEntry>([
+    ["general.architecture", arch],
+    ["general.type", gguf.str("adapter")],
+    ["general.name", gguf.str(`llamem synthetic LoRA r${rank}`)],
+    ["adapter.type", gguf.str("lora")],
+    ["adapter.lora.alpha", gguf.f32(alpha)],
+    ["llamem.synthetic.seed", gguf.u64(seed)],
+  ]);
+  const tensors: GgufTensorSource[] = [];
+  targets.forEach((t, i) => {
+    const [nIn, nOut] = t.dims as [number, number];
+    for (const [suffix, dims, k] of [[".lora_a", [nIn, rank], 0], [".lora_b", [rank, nOut], 1]] as const) {
+      tensors.push({
+        name: t.name + suffix,
+        dims,
+        type: GGML_TYPE.F32,
+        data: function* () {
+          const values = new Float32Array(dims[0] * dims[1]);
+          new SeededRng(seed, 2 * i + k).fillNormal(values, std);
+          yield new Uint8Array(values.buffer);
+        },
+      });
+    }
+  });
+  const result = await writeGguf(outPath, { metadata, tensors });
+  return { path: result.path, size: result.size, tensorCount: tensors.length };
+}

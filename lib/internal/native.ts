@@ -33,7 +33,12 @@ export interface NativeModel {
   memory(): MemoryRow[];
   /** Frees the model off the JS thread once its contexts and workers let go. */
   dispose(): Promise<void>;
+  /** llama_adapter_lora_init off the JS thread: the adapter's handle (ERR_ADAPTER when it cannot). */
+  loadAdapter(path: string): Promise<NativeAdapter>;
 }
+
+/** @internal A loaded LoRA adapter's handle (a tagged External). */
+export type NativeAdapter = { readonly __nativeAdapter: never };
 
 /** @internal */
 export interface NativeLoadOptions {
@@ -113,6 +118,8 @@ export interface NativeContext {
   stateSeqGet(seq: number): Promise<Buffer>;
   stateSeqSet(seq: number, data: Buffer): Promise<number>;
   clear(): void;
+  /** llama_set_adapters_lora: the adapters later decodes apply. */
+  setAdapters(entries: { adapter: NativeAdapter; scale: number }[]): void;
   memory(): { rows: MemoryRow[]; cellsUsed: number; cells: number };
   /** Aborts work in flight and frees the context off the JS thread. */
   dispose(): Promise<void>;
@@ -175,6 +182,8 @@ export interface NativeBinding {
       cancel(): void;
     };
     estimate(path: string, load: NativeLoadOptions, context: NativeContextOptions): Promise<NativeEstimate>;
+    /** Drops the handle's hold on the adapter (contexts it is set on keep it until they let go). */
+    disposeAdapter(adapter: NativeAdapter): void;
   };
   Context: { create(model: NativeModel, options: NativeContextOptions): Promise<NativeContext> };
   Sampler: new (model: NativeModel, options: NativeSamplerOptions) => NativeSampler;

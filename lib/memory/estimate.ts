@@ -4,6 +4,7 @@
  */
 import { fromNative, invalidArgument } from "../errors.js";
 import { readGguf } from "../gguf/read.js";
+import { readAdapterHeader } from "../adapter.js";
 import { native, type NativeEstimate } from "../internal/native.js";
 import type { MemoryRow } from "../context.js";
 import { contextBaton, defaultContextSize, DEFAULTS, loadBaton, type ContextShapeOptions, type PlacementOptions } from "../options.js";
@@ -18,6 +19,8 @@ export interface EstimateOptions extends Omit<ContextShapeOptions, "threads" | "
   contextSize?: number;
   /** CPU weight repacking (default true). */
   repack?: boolean;
+  /** LoRA adapter files to count (their tensors sit beside the weights they modify). */
+  adapters?: readonly string[];
 }
 
 /** Bytes on one device. */
@@ -40,7 +43,10 @@ export interface MemoryEstimate {
   trainedContextSize: number;
   layers: number;
   devices: DeviceEstimate[];
+  /** Weights, LoRA adapters' tensors included. */
   weights: number;
+  /** Of which LoRA adapters (`adapters`). */
+  adapters: number;
   kv: number;
   compute: number;
   total: number;
@@ -82,6 +88,35 @@ export function groupByDevice(rows: MemoryRow[], devices: NativeEstimate["device
 }
 
 /**
+ * Adds LoRA adapters' tensors to the weights of the device their layer is on (llama.cpp puts an
+ * adapter's tensor beside the weight it modifies: the last `gpuLayers` layers, and the output
+ * layer with all of them, are on the first GPU; with several GPUs the split is not modelled).
+ * Returns their bytes.
+ */
+async function addAdapters(devices: DeviceEstimate[], paths: readonly string[] | undefined, layers: number, gpuLayers: number): Promise<number> {
+  if (paths === undefined) return 0;
+  if (!Array.isArray(paths)) invalidArgument("adapters must be an array of LoRA file paths");
+  const host = devices.find((d) => d.host);
+  const gpu = devices.find((d) => !d.host);
+  const offloaded = gpuLayers === -1 ? layers + 1 : gpuLayers;
+  let total = 0;
+  for (const path of paths) {
+    const file = await readAdapterHeader(path, undefined);
+    for (const t of file.tensors) {
+      const m = /^blk\.(\d+)\./.exec(t.name);
+      const layer = m ? Number(m[1]) : layers;
+      const d = gpu && layer >= layers + 1 - offloaded ? gpu : host;
+      if (d) {
+        d.weights += t.size;
+        d.total += t.size;
+      }
+      total += t.size;
+    }
+  }
+  return total;
+}
+
+/**
  * Estimates the bytes per device (each GPU and the host) for weights, KV cache and compute
  * buffers, reading only the GGUF header. Nothing is allocated.
  */
@@ -110,6 +145,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
     throw fromNative(err);
   }
   const devices = groupByDevice(est.rows, est.devices);
+  const adapters = await addAdapters(devices, options.adapters, est.layers, gpuLayers);
   const sum = (k: "weights" | "kv" | "compute" | "total") => devices.reduce((s, d) => s + d[k], 0);
   return {
     contextSize: est.contextSize,
@@ -117,6 +153,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
     layers: est.layers,
     devices,
     weights: sum("weights"),
+    adapters,
     kv: sum("kv"),
     compute: sum("compute"),
     total: sum("total"),

@@ -127,25 +127,47 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
  * `prompt`, if its cache still holds what the rest of the prompt attends to there.
  */
 async function sharePrefix(seq: Sequence, prompt: Int32Array, self: CachePeer): Promise<void> {
+  const sources: PrefixSource[] = [];
+  for (const peer of peersOn(seq.context)) {
+    const other = peer.sequence();
+    if (peer !== self && other) sources.push({ sequence: other, busy: () => peer.busy() || peer.sequence() !== other });
+  }
+  await copyLongestPrefix(seq, prompt, sources);
+}
+
+/** A sequence whose cells may be copied, and whether its owner is using it now. */
+export interface PrefixSource {
+  readonly sequence: Sequence;
+  busy(): boolean;
+}
+
+/**
+ * Gives `seq` the cells of the idle source sharing the longest prefix of `prompt`, when that is
+ * at least {@link MIN_SHARED_PREFIX} tokens more than `seq` holds already and the source's cache
+ * still holds what the rest of the prompt attends to there: the source's cells are copied and
+ * cut after the shared prefix. Returns whether it copied.
+ */
+export async function copyLongestPrefix(seq: Sequence, prompt: ArrayLike<number>, sources: Iterable<PrefixSource>): Promise<boolean> {
   const max = prompt.length - 1;
   const own = commonPrefix(seq.tokens, prompt, max);
   const floor = Math.max(MIN_SHARED_PREFIX - 1, own > 0 && (await seq.holds(own)) ? own : 0);
-  const candidates: { peer: CachePeer; other: Sequence; n: number }[] = [];
-  for (const peer of peersOn(seq.context)) {
-    const other = peer.sequence();
-    if (peer === self || peer.busy() || !other || other === seq || other.busy) continue;
+  const candidates: { source: PrefixSource; other: Sequence; n: number }[] = [];
+  for (const source of sources) {
+    const other = source.sequence;
+    if (source.busy() || other === seq || other.busy) continue;
     const n = commonPrefix(other.tokens, prompt, max);
-    if (n > floor) candidates.push({ peer, other, n });
+    if (n > floor) candidates.push({ source, other, n });
   }
   candidates.sort((a, b) => b.n - a.n);
-  for (const { peer, other, n } of candidates) {
+  for (const { source, other, n } of candidates) {
     if (!(await other.holds(n))) continue;
-    // The peer may have started a turn while we asked.
-    if (peer.busy() || other.busy || peer.sequence() !== other || commonPrefix(other.tokens, prompt, max) < n) continue;
+    // The source may have started a turn while we asked.
+    if (source.busy() || other.busy || commonPrefix(other.tokens, prompt, max) < n) continue;
     await other.copyTo(seq);
     await seq.removeTokens(n, seq.tokens.length);
-    return;
+    return true;
   }
+  return false;
 }
 
 /** The layout after a turn: the prompt's message spans, and the reply's cells after them. */

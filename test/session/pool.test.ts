@@ -173,4 +173,30 @@ describe("session pool", () => {
     }
     expect(prompted - evaluated).toBeGreaterThanOrEqual(2 * systemTokens);
   });
+
+  it("a lease takes the sequence caching most of its prompt, or copies the prefix an idle session holds; its cells stay as a prompt cache", async () => {
+    await using ctx = await model.createContext({ contextSize: 3 * PER_SEQUENCE, sequences: 3, ...THREADS });
+    await using pool = createPool(ctx);
+    const session = await pool.createSession({ system: SYSTEM, temperature: 0, maxTokens: 4 });
+    await session.prompt(ask(0, 0));
+    const held = session.sequence?.tokens.slice() ?? [];
+    expect(held.length).toBeGreaterThan(24);
+    // A prompt that shares the session's first 24 tokens, then goes elsewhere.
+    const other = await model.tokenize("A different ending altogether, nothing like the session", { addSpecial: false });
+    const prompt = [...held.slice(0, 24), ...other];
+    const a = await pool.lease(prompt);
+    // Not the session's sequence (it is not free), but its cells for the shared prefix were copied.
+    expect(a.sequence).not.toBe(session.sequence);
+    expect(a.sequence.tokens.slice(0, 24)).toEqual(held.slice(0, 24));
+    expect(a.sequence.tokens.length).toBe(24);
+    const g = await a.sequence.complete(prompt, { maxTokens: 2, temperature: 0 });
+    expect(g.evaluatedPromptTokens).toBe(prompt.length - 24);
+    a.release();
+    // The next lease with the same prompt takes that very sequence back, its cache whole.
+    const b = await pool.lease(prompt);
+    expect(b.sequence).toBe(a.sequence);
+    expect((await b.sequence.complete(prompt, { maxTokens: 2, temperature: 0 })).evaluatedPromptTokens).toBe(1);
+    b.release();
+    expect(pool.freeSequences()).toBe(2);
+  });
 });

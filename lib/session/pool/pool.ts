@@ -12,6 +12,7 @@ import { readSession } from "../persist.js";
 import { restoreOrForget, type Footprint } from "../runner.js";
 import { ChatSession, checkFingerprint, withArchive, type LoadSessionOptions, type SessionOptions } from "../session.js";
 import { commonPrefix } from "../render.js";
+import { copyLongestPrefix } from "../cache-sync.js";
 import { PoolSlot } from "./slot.js";
 import { SpillStore } from "./spill.js";
 
@@ -106,17 +107,23 @@ export class SessionPool {
     slot.hint = prompt;
     const sequence = await this.acquire(slot, signal);
     let released = false;
-    return {
-      sequence,
-      release: () => {
-        if (released) return;
-        released = true;
-        slot.inTurn = false;
-        slot.sequence = undefined;
-        this.#owners.delete(sequence);
-        this.#wake();
-      },
+    const release = () => {
+      if (released) return;
+      released = true;
+      slot.inTurn = false;
+      slot.sequence = undefined;
+      this.#owners.delete(sequence);
+      this.#wake();
     };
+    try {
+      // Another idle sequence (a prompt cache, an idle session's) may hold more of the prompt: its cells are copied.
+      const sources = this.context.sequences.map((other) => ({ sequence: other, busy: () => this.#owners.get(other)?.inTurn === true }));
+      await copyLongestPrefix(sequence, prompt, sources);
+    } catch (err) {
+      release();
+      throw err;
+    }
+    return { sequence, release };
   }
 
   /** Sequences no session or lease holds. */

@@ -1021,7 +1021,10 @@ process per repetition.
   --quick             smoke test: ${QUICK_MODELS}, 1 repetition (results named *-quick)
   --out DIR           where the .json, .md and .svg go (default bench/results)
   --render FILE.json  only re-render the .md and .svg of an earlier result
-  --no-recall         skip the recall benchmark that runs after the contenders (<file>-recall.md)
+  --no-depth          skip the chat turn deep in the context (bench-depth.mjs, after the contenders)
+  --no-summary        skip the long chat with the model summarizer (<file>-summary.md)
+  --no-prebuild       skip the prebuild against the native build (bench-prebuild.mjs; only with prebuilds/)
+  --no-recall         skip the recall benchmark (<file>-recall.md)
   -h, --help          this text
 `;
 
@@ -1040,6 +1043,9 @@ async function main() {
       "nlc-probe": { type: "boolean", default: false },
       render: { type: "string" },
       recall: { type: "boolean", default: true },
+      depth: { type: "boolean", default: true },
+      summary: { type: "boolean", default: true },
+      prebuild: { type: "boolean", default: true },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -1187,26 +1193,43 @@ async function main() {
   process.stdout.write(`\n${md}\n`);
   log(`bench: wrote ${relative(root, base)}.{json,md,svg} in ${report.durationS} s`);
   if (samples.some((s) => !s.ok) || skipped.length > 0) process.exitCode = 1;
-  if (values.recall) runRecallBench(`${base}-recall.md`, quick, threads);
+  followUps(base, outDir, quick, threads, values);
 }
 
 /**
- * The recall benchmark (scripts/bench-recall.mjs) after the contenders, in a child of its own:
- * hit rates, store search latency and the RSS of a long chat with recall on. --quick runs a short
- * chat; --no-recall skips it.
+ * The benchmarks that follow the contenders, each in a child of its own, in this order: a chat
+ * turn deep in the context (bench-depth.mjs, against llama-bench -d), a long chat with the model
+ * writing summaries (bench-summary.mjs, with and without a pause between turns), the prebuilt
+ * binary against the native build (bench-prebuild.mjs, when prebuilds/ has one), and recall
+ * (bench-recall.mjs). --quick runs each short; --no-<name> skips one.
  */
-function runRecallBench(file, quick, threads) {
-  log(`bench: recall (scripts/bench-recall.mjs${quick ? ", short" : ", about 8 minutes"})`);
-  const args = [join(root, "scripts", "bench-recall.mjs"), "--threads", String(threads), ...(quick ? ["--facts", "50", "--turns", "300", "--cap", "100"] : [])];
-  const r = spawnSync(process.execPath, args, { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
-  if (r.status !== 0) {
-    log(`bench: the recall benchmark failed (exit ${r.status ?? r.signal})`);
-    process.exitCode = 1;
-    return;
+function followUps(base, outDir, quick, threads, values) {
+  const t = ["--threads", String(threads)];
+  const runs = [
+    { name: "depth", script: "bench-depth.mjs", args: [...t, "--out", outDir, ...(quick ? ["--model", "tiny:q4_0", "--depths", "0,1024", "--reps", "1"] : [])] },
+    { name: "summary", script: "bench-summary.mjs", args: [...t, ...(quick ? ["--turns", "20", "--pause-ms", "500"] : [])], file: `${base}-summary.md` },
+    { name: "prebuild", script: "bench-prebuild.mjs", args: [...t, "--out", outDir, ...(quick ? ["--reps", "1"] : [])], needs: join(root, "prebuilds") },
+    { name: "recall", script: "bench-recall.mjs", args: [...t, ...(quick ? ["--facts", "50", "--turns", "300", "--cap", "100"] : [])], file: `${base}-recall.md` },
+  ];
+  for (const run of runs) {
+    if (!values[run.name]) continue;
+    if (run.needs && !existsSync(run.needs)) {
+      log(`bench: ${run.name}: skipped, no ${relative(root, run.needs)}/ (npm run prebuild writes it)`);
+      continue;
+    }
+    log(`bench: ${run.name} (scripts/${run.script})`);
+    const r = spawnSync(process.execPath, [join(root, "scripts", run.script), ...run.args], { cwd: root, encoding: "utf8", stdio: ["ignore", "pipe", "inherit"], maxBuffer: 1 << 26 });
+    if (r.status !== 0) {
+      log(`bench: the ${run.name} benchmark failed (exit ${r.status ?? r.signal})`);
+      process.exitCode = 1;
+      continue;
+    }
+    if (run.file) {
+      writeFileSync(run.file, r.stdout);
+      log(`bench: wrote ${relative(root, run.file)}`);
+    }
+    process.stdout.write(`\n${r.stdout}\n`);
   }
-  writeFileSync(file, r.stdout);
-  process.stdout.write(`\n${r.stdout}\n`);
-  log(`bench: wrote ${relative(root, file)}`);
 }
 
 main().catch((err) => {

@@ -174,7 +174,7 @@ describe("session pool", () => {
     expect(prompted - evaluated).toBeGreaterThanOrEqual(2 * systemTokens);
   });
 
-  it("a lease takes the sequence caching most of its prompt, or copies the prefix an idle session holds; its cells stay as a prompt cache", async () => {
+  it("a lease copies the longest cached prefix of its prompt into an empty sequence (an idle session's, a prompt cache's), or takes a cached sequence when none is empty", async () => {
     await using ctx = await model.createContext({ contextSize: 3 * PER_SEQUENCE, sequences: 3, ...THREADS });
     await using pool = createPool(ctx);
     const session = await pool.createSession({ system: SYSTEM, temperature: 0, maxTokens: 4 });
@@ -192,11 +192,19 @@ describe("session pool", () => {
     const g = await a.sequence.complete(prompt, { maxTokens: 2, temperature: 0 });
     expect(g.evaluatedPromptTokens).toBe(prompt.length - 24);
     a.release();
-    // The next lease with the same prompt takes that very sequence back, its cache whole.
+    const cached = a.sequence.tokens.slice();
+    // The next lease with the same prompt gets the empty sequence with that cache copied in (all but
+    // the last prompt token reused), and the first sequence keeps its cache whole for later leases.
     const b = await pool.lease(prompt);
-    expect(b.sequence).toBe(a.sequence);
+    expect(b.sequence).not.toBe(a.sequence);
     expect((await b.sequence.complete(prompt, { maxTokens: 2, temperature: 0 })).evaluatedPromptTokens).toBe(1);
+    expect(a.sequence.tokens).toEqual(cached);
     b.release();
+    // With no empty sequence left, a lease takes a cached one itself.
+    const c = await pool.lease(prompt);
+    expect([a.sequence, b.sequence]).toContain(c.sequence);
+    expect((await c.sequence.complete(prompt, { maxTokens: 2, temperature: 0 })).evaluatedPromptTokens).toBe(1);
+    c.release();
     expect(pool.freeSequences()).toBe(2);
   });
 });

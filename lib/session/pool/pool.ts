@@ -270,8 +270,8 @@ export class SessionPool {
   /**
    * The free sequence for a slot: with a prompt, the one sharing the longest prefix of it, if
    * that prefix is worth the cache it cuts (at least {@link MIN_REUSED_PREFIX} tokens, or the
-   * whole cache); otherwise (and for a session, which brings its own cache) the emptiest, so the
-   * prompt caches stay for requests that share them.
+   * whole cache), or an empty one the lease copies that prefix into; otherwise (and for a session,
+   * which brings its own cache) the emptiest, so the prompt caches stay for requests that share them.
    */
   #freeFor(hint: ArrayLike<number> | undefined): Sequence | undefined {
     const free = this.context.sequences.filter((s) => !this.#owners.has(s));
@@ -284,7 +284,11 @@ export class SessionPool {
         bestShared = shared;
       }
     }
-    return best ?? free.reduce<Sequence | undefined>((a, s) => (a === undefined || s.tokens.length < a.tokens.length ? s : a), undefined);
+    const emptiest = free.reduce<Sequence | undefined>((a, s) => (a === undefined || s.tokens.length < a.tokens.length ? s : a), undefined);
+    // An empty sequence gets the prefix copied instead (lease() does it: milliseconds), so the
+    // cache stays whole for the requests after: a burst sharing a system prompt evaluates it once.
+    if (best && emptiest && emptiest !== best && emptiest.tokens.length === 0) return emptiest;
+    return best ?? emptiest;
   }
 
   /** @internal Ends a turn: the slot becomes the most recently used. */

@@ -156,6 +156,9 @@ const pct = (xs, p) => {
 const SYSTEM = "You are a helpful assistant. Answer briefly and precisely, and say when you do not know.";
 const TOPICS = ["the weather", "a recipe", "trains", "the moon", "gardening", "music", "chess", "rivers", "coffee", "bicycles", "stars", "bread"];
 
+/** Request numbers are unique over the whole run, so no level finds its prompts cached by an earlier one. */
+let requestSerial = 0;
+
 /** Level: `clients` concurrent clients until `total` requests are done. */
 async function loadLevel(url, clients, total) {
   let next = 0;
@@ -164,7 +167,8 @@ async function loadLevel(url, clients, total) {
   await Promise.all(
     Array.from({ length: clients }, async () => {
       while (next < total) {
-        const i = next++;
+        next++;
+        const i = requestSerial++;
         const messages = [{ role: "system", content: SYSTEM }, { role: "user", content: `Request ${i}: tell me something about ${TOPICS[i % TOPICS.length]}.` }];
         results.push(await chatStream(url, messages));
       }
@@ -259,6 +263,7 @@ for (const kind of kinds) {
   try {
     // Warm-up: the first decode of a process pays for allocations.
     await chatStream(s.url, [{ role: "user", content: "warm up" }], { tokens: 4 });
+    requestSerial = 0;
     out.load[kind] = [];
     for (const clients of levels) {
       const r = await loadLevel(s.url, clients, Math.max(2 * clients, 16));

@@ -35,7 +35,7 @@ import type {
 } from "@ai-sdk/provider";
 import { prepareChat, runChat, type ChatCompletion, type ChatCompletionEvent, type ChatCompletionOptions } from "./chat/completion.js";
 import type { ChatMessage, ChatTool, ChatToolCall } from "./chat/template.js";
-import type { ToolChoice } from "./chat/tool-calls.js";
+import { parseArguments, type ToolChoice } from "./chat/tool-calls.js";
 import type { Context } from "./context.js";
 import { LlamemError, invalidArgument } from "./errors.js";
 import type { GenerationResult } from "./generation.js";
@@ -127,7 +127,7 @@ function chatMessages(prompt: LanguageModelV4Prompt): ChatMessage[] {
       for (const p of m.content) {
         if (p.type === "text") text += p.text;
         else if (p.type === "reasoning") reasoning = (reasoning ?? "") + p.text;
-        else if (p.type === "tool-call") calls.push({ id: p.toolCallId, name: p.toolName, arguments: typeof p.input === "string" ? parseJson(p.input) : p.input });
+        else if (p.type === "tool-call") calls.push({ id: p.toolCallId, name: p.toolName, arguments: typeof p.input === "string" ? parseArguments(p.input) : p.input });
       }
       out.push({ role: "assistant", content: text, ...(reasoning === undefined ? {} : { reasoning }), ...(calls.length === 0 ? {} : { toolCalls: calls }) });
     } else if (m.role === "tool") {
@@ -140,14 +140,6 @@ function chatMessages(prompt: LanguageModelV4Prompt): ChatMessage[] {
     }
   }
   return out;
-}
-
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
 }
 
 function usageOf(g: GenerationResult, reasoningTokens: number | undefined): LanguageModelV4Usage {

@@ -406,7 +406,7 @@ export class Model {
     this.#lifetime.check();
     checkOptions(options, "embed(texts, options)");
     const { pooling, threads, ...rest } = options;
-    await using ctx = await this.createContext(this.#embeddingShape(Array.isArray(texts) ? texts.length : 1, pooling, threads));
+    await using ctx = await this.createContext(this.embeddingShape(Array.isArray(texts) ? texts.length : 1, pooling, threads));
     return await ctx.embed(texts, rest);
   }
 
@@ -415,12 +415,15 @@ export class Model {
     this.#lifetime.check();
     checkOptions(options, "rerank(query, documents, options)");
     const { threads, ...rest } = options;
-    await using ctx = await this.createContext(this.#embeddingShape(Array.isArray(documents) ? documents.length : 1, "rank", threads));
+    await using ctx = await this.createContext(this.embeddingShape(Array.isArray(documents) ? documents.length : 1, "rank", threads));
     return await ctx.rerank(query, documents, rest);
   }
 
-  /** A context for embedding `n` texts: the trained context (up to the default cap) as one batch, shared by up to 16 sequences. */
-  #embeddingShape(n: number, pooling: PoolingType | undefined, threads: number | undefined): ContextOptions {
+  /**
+   * @internal A context for embedding `n` texts at a time: the trained context (up to the default
+   * cap) as one batch, shared by up to 16 sequences.
+   */
+  embeddingShape(n: number, pooling: PoolingType | undefined, threads: number | undefined): ContextOptions {
     const size = defaultContextSize(this.info.trainedContextSize);
     return {
       embeddings: true,

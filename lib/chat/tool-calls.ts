@@ -40,6 +40,15 @@ export function checkToolChoice(choice: ToolChoice | undefined, has: ((name: str
   if (!has(choice.name)) invalidArgument(`toolChoice names "${choice.name}", which is not one of the tools`);
 }
 
+/** A call's arguments as parsed JSON when they parse, else the raw text (templates and tool messages show it as written). */
+export function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return text;
+  }
+}
+
 /** The tool-call formats llamem knows. */
 export type ToolCallFormatName = "hermes" | "llama3" | "mistral" | "mistral-args";
 

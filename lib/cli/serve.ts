@@ -172,16 +172,8 @@ async function runServe(o: ServeCliOptions): Promise<void> {
     if (o.embeddings !== undefined && o.embeddings !== false) {
       embedModel = typeof o.embeddings === "string" ? await loadModel(o.embeddings, loadOptionsOf(o)) : undefined;
       const e = embedModel ?? model;
-      const size = Math.min(DEFAULTS.contextSizeCap, e.info.trainedContextSize);
       // A decoder has no pooling of its own: its texts are averaged over their tokens.
-      embeddings = await e.createContext({
-        embeddings: true,
-        pooling: e.info.hasDecoder ? "mean" : "model",
-        contextSize: size,
-        batchSize: size,
-        sequences: 4,
-        ...(o.threads === undefined ? {} : { threads: o.threads }),
-      });
+      embeddings = await e.createContext(e.embeddingShape(4, e.info.hasDecoder ? "mean" : undefined, o.threads));
     }
     const memory: MemoryOptions = {};
     if (o.strategy !== undefined) memory.strategy = o.strategy;

@@ -7,7 +7,7 @@
 import { randomBytes } from "node:crypto";
 import type { ChatCompletion, ChatCompletionOptions, ChatFinishReason } from "../chat/completion.js";
 import type { ChatMessage, ChatTool, ChatToolCall } from "../chat/template.js";
-import type { ToolChoice } from "../chat/tool-calls.js";
+import { parseArguments, type ToolChoice } from "../chat/tool-calls.js";
 import type { GenerationResult, TokenLogprob } from "../generation.js";
 import type { LogitBiasEntry, SamplingOptions } from "../options.js";
 
@@ -150,15 +150,6 @@ function contentText(content: unknown, where: string): string {
   return out;
 }
 
-/** Parses a call's arguments as JSON for the template, keeping the text when it does not parse. */
-function parsedArguments(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
-}
-
 function chatMessages(raw: unknown): ChatMessage[] {
   if (!Array.isArray(raw) || raw.length === 0) badRequest("messages", "messages must be a non-empty array");
   const names = new Map<string, string>();
@@ -183,7 +174,7 @@ function chatMessages(raw: unknown): ChatMessage[] {
           }
           const id = typeof c["id"] === "string" ? c["id"] : undefined;
           if (id !== undefined) names.set(id, f["name"] as string);
-          return { ...(id === undefined ? {} : { id }), name: f["name"] as string, arguments: parsedArguments(f["arguments"] as string) };
+          return { ...(id === undefined ? {} : { id }), name: f["name"] as string, arguments: parseArguments(f["arguments"] as string) };
         });
       }
       return out;

@@ -14,7 +14,7 @@ import { ReasoningSplitter, opensThinking, thinkingTags, type ThinkingTags } fro
 import { toolCallFormat, type ToolCallFormat } from "../chat/tool-calls.js";
 import { commonPrefix } from "./render.js";
 import { Toolbox, type SessionTool, type ToolCallRecord } from "./tools.js";
-import { checkToolChoice, type ToolChoice } from "../chat/tool-calls.js";
+import { checkToolChoice, parseArguments, type ToolChoice } from "../chat/tool-calls.js";
 import { RECALL_LABEL, RecallIndex, turnText, type RecalledTurn } from "./recall.js";
 import { DEFAULTS, samplerBaton, samplingOf, type SamplingOptions } from "../options.js";
 import { decodeState } from "../state.js";
@@ -177,15 +177,6 @@ type AheadOutcome =
 /** An id for a call the model gave none: unique within the session's turn. */
 function toolCallId(round: number, index: number): string {
   return `call_${round}_${index}`;
-}
-
-/** The arguments as JSON when they parse, else the raw text (the tool message says what was wrong). */
-function parseArguments(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return text;
-  }
 }
 
 /** ERR_CONTEXT_FULL for a prompt of `tokens` (`what`) in a sequence of `contextSize`. */

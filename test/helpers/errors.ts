@@ -23,3 +23,14 @@ export function errorOf(f: () => unknown): string {
   }
   throw new Error("expected an error");
 }
+
+/** The LlamemError a promise rejects with; a resolved promise or any other error fails the test. */
+export async function failure(p: Promise<unknown>): Promise<LlamemError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(LlamemError);
+    return err as LlamemError;
+  }
+  throw new Error("expected a rejection");
+}

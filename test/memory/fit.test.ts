@@ -4,8 +4,9 @@
  * estimates themselves, so the tests do not depend on llama.cpp's exact buffer sizes.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { estimateMemory, fitModel, LlamemError, loadModel, type Model } from "../../lib/index.js";
+import { estimateMemory, fitModel, loadModel, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
+import { failure } from "../helpers/errors.js";
 
 const THREADS = 1;
 const GiB = 2 ** 30;
@@ -20,16 +21,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await model.dispose();
 });
-
-async function failure(p: Promise<unknown>): Promise<LlamemError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return err as LlamemError;
-  }
-  throw new Error("expected a rejection");
-}
 
 /** The model still runs: a greedy completion of a few tokens. */
 async function stillGenerates(): Promise<void> {

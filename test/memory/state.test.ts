@@ -7,9 +7,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { LlamemError, loadModel, type Context, type ContextOptions, type Model } from "../../lib/index.js";
+import { loadModel, type Context, type ContextOptions, type Model } from "../../lib/index.js";
 import { writeSyntheticModel } from "../../lib/gguf/synthetic.js";
 import { tinyModel } from "../helpers/models.js";
+import { failure } from "../helpers/errors.js";
 
 const THREADS = 1;
 // Sequence states are tied to the context's KV layout: llama.cpp writes one block per KV stream,
@@ -28,16 +29,6 @@ async function continuation(ctx: Context, seq = 0, n = 12): Promise<number[]> {
   const ids: number[] = [];
   await ctx.sequence(seq).complete([...ctx.sequence(seq).tokens], { maxTokens: n, temperature: 0, onToken: (t) => ids.push(t) });
   return ids;
-}
-
-async function failure(p: Promise<unknown>): Promise<LlamemError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return err as LlamemError;
-  }
-  throw new Error("expected a rejection");
 }
 
 beforeAll(async () => {

@@ -8,9 +8,10 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { writeSyntheticLora } from "../../lib/gguf/synthetic.js";
-import { LlamemError, estimateMemory, fitModel, loadModel, type Context, type LoraAdapter, type Model } from "../../lib/index.js";
+import { estimateMemory, fitModel, loadModel, type Context, type LoraAdapter, type Model } from "../../lib/index.js";
 import { archModel, testModelsDir, tinyModel } from "../helpers/models.js";
 import { oneLayerModel } from "../session/helpers.js";
+import { failure } from "../helpers/errors.js";
 
 const PROMPT = "The quick brown fox";
 let model: Model;
@@ -25,17 +26,6 @@ async function lora(base: string, name: string, seed = 1): Promise<string> {
   const path = join(dir, `${name}-seed${seed}.gguf`);
   if (!existsSync(path)) await writeSyntheticLora(path, { base, rank: 8, seed, std: 0.1 });
   return path;
-}
-
-/** The LlamemError `p` rejects with. */
-async function failure(p: Promise<unknown>): Promise<LlamemError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LlamemError);
-    return err as LlamemError;
-  }
-  throw new Error("expected a rejection");
 }
 
 const greedy = async () => (await ctx.complete(PROMPT, { maxTokens: 16, temperature: 0 })).text;

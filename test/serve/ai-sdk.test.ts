@@ -4,23 +4,13 @@
  * provider (providerOptions.llamem.conversation). Random weights: calls are forced and JSON is
  * constrained, so what is tested is the mechanism.
  */
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { Ajv } from "ajv";
 import { embedMany, generateObject, generateText, jsonSchema, streamText, tool } from "ai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLlamem, type LlamemProvider } from "../../lib/ai-sdk.js";
 import { loadModel, type Context, type Model } from "../../lib/index.js";
 import { archModel } from "../helpers/models.js";
-
-const TEMPLATE = readFileSync(join(import.meta.dirname, "..", "..", "vendor", "llama.cpp", "models", "templates", "Qwen-Qwen2.5-7B-Instruct.jinja"), "utf8");
-const WEATHER = {
-  type: "object",
-  properties: { city: { type: "string", enum: ["Paris", "Rome", "Oslo"] }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } },
-  required: ["city", "unit"],
-  additionalProperties: false,
-} as const;
-const ANSWER = { type: "object", properties: { answer: { type: "string", maxLength: 12 }, sure: { type: "boolean" } }, required: ["answer", "sure"], additionalProperties: false } as const;
+import { ANSWER, TEMPLATE, WEATHER } from "./fixtures.js";
 
 let model: Model;
 let embedModel: Model;

@@ -4,9 +4,7 @@
  * Random weights never call a tool or write JSON on their own, so calls are forced (tool_choice)
  * and JSON is constrained (response_format): what is tested is the mechanism end to end.
  */
-import { readFileSync } from "node:fs";
 import { request } from "node:http";
-import { join } from "node:path";
 import { createOpenAICompatible } from "@ai-sdk/openai-compatible";
 import { Ajv } from "ajv";
 import { generateObject, generateText, jsonSchema, streamText, tool } from "ai";
@@ -14,15 +12,7 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, startServer, type Context, type LlamemServer, type Model } from "../../lib/index.js";
 import { archModel } from "../helpers/models.js";
-
-const TEMPLATE = readFileSync(join(import.meta.dirname, "..", "..", "vendor", "llama.cpp", "models", "templates", "Qwen-Qwen2.5-7B-Instruct.jinja"), "utf8");
-const WEATHER = {
-  type: "object",
-  properties: { city: { type: "string", enum: ["Paris", "Rome", "Oslo"] }, unit: { type: "string", enum: ["celsius", "fahrenheit"] } },
-  required: ["city", "unit"],
-  additionalProperties: false,
-} as const;
-const ANSWER = { type: "object", properties: { answer: { type: "string", maxLength: 12 }, sure: { type: "boolean" } }, required: ["answer", "sure"], additionalProperties: false } as const;
+import { ANSWER, TEMPLATE, WEATHER } from "./fixtures.js";
 
 let model: Model;
 let embedModel: Model;

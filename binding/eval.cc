@@ -1,5 +1,7 @@
 // Evaluation: one batched llama_decode over several sequences, then each one's sampling. The
-// batch is filled in one place (FillBatch) and checked to fit before it is filled.
+// batch is filled in one place (FillBatch) and checked to fit before it is filled. An entry can
+// end with draft tokens to verify (speculative decoding): it is sampled at every draft position
+// and keeps the drafts up to the first one its own sample disagrees with.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -33,9 +35,15 @@ struct BatchEntry {
   bool sample = false;  // sample one token after the decode
   llama_pos start = 0;  // filled off-thread: the sequence's next position
   int32_t last = -1;    // the batch index of the entry's last token
+  // The last `draft` tokens are a draft to verify: sampled at each of them and after the last.
+  int32_t draft = 0;
   llama_token token = -1;
   bool eog = false;
   std::string piece;
+  // With a draft: every token sampled (the first `size - 1` equal the accepted drafts) and the
+  // pieces of those that are not end-of-generation.
+  std::vector<llama_token> sampled;
+  std::vector<std::string> pieces;
   // Log-probabilities over the raw logits: -1 off; else the sampled token's and the top n.
   int32_t logprobs = -1;
   float logprob = 0.0f;
@@ -66,7 +74,8 @@ void LogProbs(llama_context* ctx, int32_t n_vocab, BatchEntry& e) {
 }
 
 // The one batch filler: each entry's tokens at the end of its sequence, logits for its last
-// token. The caller checked that the entries fit the batch (sum of tokens <= n_batch).
+// token and its draft tokens. The caller checked that the entries fit the batch (sum of tokens
+// <= n_batch).
 void FillBatch(llama_batch& b, std::vector<BatchEntry>& entries) {
   b.n_tokens = 0;
   for (BatchEntry& entry : entries) {
@@ -76,7 +85,7 @@ void FillBatch(llama_batch& b, std::vector<BatchEntry>& entries) {
       b.pos[i] = entry.start + static_cast<llama_pos>(j);
       b.n_seq_id[i] = 1;
       b.seq_id[i][0] = entry.seq;
-      b.logits[i] = (j + 1 == entry.tokens.size()) ? 1 : 0;
+      b.logits[i] = (j + 1 + static_cast<size_t>(entry.draft) >= entry.tokens.size()) ? 1 : 0;
     }
     entry.last = b.n_tokens - 1;
   }
@@ -130,10 +139,38 @@ class EvalBatchWorker : public PromiseWorker {
         }
       }
       if (!entry.sample) continue;
+      if (entry.draft > 0) {
+        Verify(ctx, mem, entry);
+        continue;
+      }
       entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
       if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
       entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
       if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
+    }
+  }
+
+  // Samples at the position before each draft token and after the last, in order (each sample
+  // is accepted by the chain, so grammar and penalties advance as if decoded one at a time), up
+  // to the first disagreement or end of generation. The cells of the rejected drafts are removed
+  // before the call returns, so the sequence holds exactly the tokens it kept.
+  void Verify(llama_context* ctx, llama_memory_t mem, BatchEntry& entry) {
+    const size_t n = entry.tokens.size();
+    const size_t first_draft = n - static_cast<size_t>(entry.draft);
+    const int32_t first = entry.last - entry.draft;
+    for (int32_t i = 0; i <= entry.draft; i++) {
+      const llama_token t = llama_sampler_sample(entry.sampler->chain, ctx, first + i);
+      entry.sampled.push_back(t);
+      if (llama_vocab_is_eog(h_->model->vocab, t)) {
+        entry.eog = true;
+        break;
+      }
+      entry.pieces.push_back(TokenPiece(h_->model->vocab, t, false));
+      if (i == entry.draft || t != entry.tokens[first_draft + static_cast<size_t>(i)]) break;
+    }
+    const llama_pos kept = entry.start + static_cast<llama_pos>(first_draft + entry.sampled.size() - 1);
+    if (!llama_memory_seq_rm(mem, entry.seq, kept, -1)) {
+      Throw("ERR_DECODE", "could not remove the rejected draft tokens of sequence " + std::to_string(entry.seq));
     }
   }
 
@@ -145,7 +182,17 @@ class EvalBatchWorker : public PromiseWorker {
       r.Set("seq", entry.seq);
       r.Set("evaluated", static_cast<double>(entry.tokens.size()));
       r.Set("decodeUs", static_cast<double>(decode_us_));
-      if (entry.sample) {
+      if (entry.sample && entry.draft > 0) {
+        Napi::Int32Array ids = Napi::Int32Array::New(env, entry.sampled.size());
+        std::copy(entry.sampled.begin(), entry.sampled.end(), ids.Data());
+        Napi::Array pieces = Napi::Array::New(env, entry.pieces.size());
+        for (uint32_t k = 0; k < entry.pieces.size(); k++) {
+          pieces.Set(k, Napi::Buffer<char>::Copy(env, entry.pieces[k].data(), entry.pieces[k].size()));
+        }
+        r.Set("sampled", ids);
+        r.Set("pieces", pieces);
+        r.Set("eog", entry.eog);
+      } else if (entry.sample) {
         r.Set("token", entry.token);
         r.Set("eog", entry.eog);
         r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
@@ -172,8 +219,8 @@ class EvalBatchWorker : public PromiseWorker {
 
 }  // namespace
 
-// evalBatch([{ seq, tokens, sampler, accept, sample }]) -> Promise<[{ seq, evaluated, decodeUs,
-// token?, eog?, piece? }]>: every entry's tokens in one llama_decode, so the entries must fit
+// evalBatch([{ seq, tokens, sampler, accept, sample, logprobs, draft }]) -> Promise<[{ seq,
+// evaluated, decodeUs, token?, eog?, piece?, sampled?, pieces? }]>: every entry's tokens in one llama_decode, so the entries must fit
 // one batch (n_batch tokens in all; lib/ splits longer prompts).
 Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -204,6 +251,14 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     e.logprobs = static_cast<int32_t>(f.Int("logprobs", -1, 1 << 20));
     if (!e.sampler && e.sample) f.Fail("sample", "needs a sampler (sampler is null)");
     if (!e.sampler && e.accept) f.Fail("accept", "needs a sampler (sampler is null)");
+    e.draft = static_cast<int32_t>(f.Int("draft", 0, static_cast<int64_t>(e.tokens.size()) - 1));
+    if (e.draft > 0) {
+      if (!e.sample) f.Fail("draft", "needs sample: true (the drafts are verified by sampling)");
+      if (e.accept) f.Fail("draft", "cannot be given with accept (drafts follow a sampled token)");
+      if (e.logprobs >= 0) f.Fail("draft", "cannot be given with logprobs");
+      // A recurrent state cannot drop the rejected drafts' steps.
+      if (llama_model_is_recurrent(h->model->model) || llama_model_is_hybrid(h->model->model)) f.Fail("draft", "is not supported on recurrent or hybrid models");
+    }
     entries.push_back(std::move(e));
   }
   // A fresh operation starts un-aborted; abort() after this point cancels it.

@@ -14,9 +14,11 @@ import { contextBaton, defaultContextSize, kvTypeName, POOLING_TYPES, type Conte
 import { embedTexts, rerankTexts, type EmbedOptions } from "./embedding.js";
 import { fitContextSize, type FitResult } from "./memory/fit.js";
 import { hasAccelerator } from "./devices.js";
+import { checkDraftOptions, Drafter, type DraftOptions, type DraftStats } from "./speculative.js";
 
 export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
 export type { KvCacheType } from "./options.js";
+export type { DraftOptions, DraftStats } from "./speculative.js";
 
 /** Options of {@link Model.createContext}. */
 export interface ContextOptions extends ContextShapeOptions {
@@ -29,6 +31,12 @@ export interface ContextOptions extends ContextShapeOptions {
   maxRam?: number;
   /** GPU memory budget in bytes for `contextSize: "auto"`. */
   maxVram?: number;
+  /**
+   * Speculative decoding: a smaller model of the same vocabulary drafts tokens that this model
+   * verifies several at a time. Its context has this one's shape and counts in the budgets and
+   * in {@link Context.memory}. Not for recurrent or hybrid models, nor embedding contexts.
+   */
+  draft?: DraftOptions;
 }
 
 /** Bytes one buffer type holds, from llama.cpp's memory breakdown. */
@@ -56,6 +64,11 @@ export interface ContextMemory {
   /** KV cells in use (over all sequences) and the cells the cache has. */
   cellsUsed: number;
   cells: number;
+  /**
+   * With a draft model: its context's breakdown (its `weights` are the draft model's). The
+   * totals above are this context's own; the two together are what the context costs.
+   */
+  draft?: ContextMemory;
 }
 
 /** A context's shape as llama.cpp applied it. */
@@ -88,15 +101,17 @@ export class Context {
   readonly #lifetime = new Lifetime("context");
   readonly #sequences: Sequence[] = [];
   readonly #info: ContextInfo;
+  readonly #drafter: Drafter | undefined;
   #queue: Promise<unknown> = Promise.resolve();
   /** The model this context runs. */
   readonly model: Model;
   /** What `contextSize: "auto"` or a memory budget decided, and why; undefined without either. */
   readonly fit: FitResult | undefined;
 
-  private constructor(model: Model, handle: NativeContext, stateLayout: string, fit: FitResult | undefined) {
+  private constructor(model: Model, handle: NativeContext, stateLayout: string, fit: FitResult | undefined, drafter: Drafter | undefined) {
     this.model = model;
     this.#native = handle;
+    this.#drafter = drafter;
     this.fit = fit;
     const raw = handle.info();
     const pooling = (Object.keys(POOLING_TYPES) as PoolingType[]).find((k) => POOLING_TYPES[k] === raw.pooling && k !== "model") ?? "none";
@@ -104,7 +119,7 @@ export class Context {
     this.#info = Object.freeze(info);
     const check = () => this.#lifetime.check();
     const enqueue = <T>(op: () => T | Promise<T>) => this.#enqueue(op);
-    const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize });
+    const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize, drafter });
     bindContext(this, { native: handle, engine, check, enqueue });
     const inner = { context: this, native: handle, engine, enqueue, check, stateLayout };
     for (let i = 0; i < info.sequences; i++) this.#sequences.push(new Sequence(inner, i));
@@ -113,17 +128,29 @@ export class Context {
   /** @internal Use {@link Model.createContext}. */
   static async create(model: Model, o: ContextOptions): Promise<Context> {
     if (o === null || typeof o !== "object") invalidArgument("createContext(options): options must be an object");
+    const draft = o.draft === undefined ? undefined : checkDraftOptions(model, o.draft);
+    if (draft && o.embeddings === true) invalidArgument("draft: an embedding context does not generate");
     // "auto" is fitted; a fixed size with a budget is checked against it before allocating.
     const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
     const fit = budgeted ? await fitContextSize(model, o) : undefined;
     const contextSize = fit?.contextSize ?? (o.contextSize === undefined || o.contextSize === "auto" ? defaultContextSize(model.info.trainedContextSize) : o.contextSize);
     const baton = contextBaton(o, contextSize, model.gpuLayers !== 0 && hasAccelerator());
     const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
+    let handle: NativeContext;
     try {
-      return new Context(model, await native().Context.create(nativeModel(model), baton), layout, fit);
+      handle = await native().Context.create(nativeModel(model), baton);
     } catch (err) {
       throw fromNative(err);
     }
+    let drafter: Drafter | undefined;
+    try {
+      // The draft's context mirrors this one (sequences, size, cache types); only its offload follows the draft model.
+      if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize, draft.model.gpuLayers !== 0 && hasAccelerator()));
+    } catch (err) {
+      await handle.dispose();
+      throw fromNative(err);
+    }
+    return new Context(model, handle, layout, fit, drafter);
   }
 
   /** @internal */
@@ -224,6 +251,12 @@ export class Context {
     await this.clear();
   }
 
+  /** Tokens drafted and accepted since the context was created (undefined without a draft model). */
+  get draftStats(): DraftStats | undefined {
+    this.#lifetime.check();
+    return this.#drafter ? { ...this.#drafter.stats } : undefined;
+  }
+
   /** Empties the KV cache of every sequence. */
   async clear(): Promise<void> {
     for (const s of this.#sequences) await s.clear();
@@ -233,12 +266,23 @@ export class Context {
   async memory(): Promise<ContextMemory> {
     const m = await this.#enqueue(() => this.#native.memory());
     const sum = (k: "model" | "context" | "compute") => m.rows.reduce((s, r) => s + r[k], 0);
-    return { rows: m.rows, weights: sum("model"), kv: sum("context"), compute: sum("compute"), cellsUsed: m.cellsUsed, cells: m.cells };
+    const draft = this.#drafter ? await this.#enqueue(() => this.#drafter?.memory()) : undefined;
+    return { rows: m.rows, weights: sum("model"), kv: sum("context"), compute: sum("compute"), cellsUsed: m.cellsUsed, cells: m.cells, ...(draft ? { draft } : {}) };
   }
 
   /** Aborts and frees the context; waits for a decode in flight. Calling it again is a no-op. */
   async dispose(): Promise<void> {
-    await this.#lifetime.dispose(() => this.#native.dispose(), () => this.#native.abort());
+    const drafter = this.#drafter;
+    await this.#lifetime.dispose(
+      async () => {
+        await this.#native.dispose();
+        await drafter?.dispose();
+      },
+      () => {
+        this.#native.abort();
+        drafter?.abort();
+      },
+    );
   }
 
   /** `await using ctx = await model.createContext()` disposes it at the end of the scope. */

@@ -10,6 +10,7 @@ import type { NativeBatchEntry, NativeBatchResult, NativeContext } from "./inter
 import { DEFAULTS, type SamplingOptions } from "./options.js";
 import { jsonSchemaToGrammar, type JsonSchema } from "./grammar/json-schema.js";
 import type { Sampler } from "./sampler.js";
+import type { Drafter, DraftStats } from "./speculative.js";
 
 /** Options of {@link Sequence.generate}. */
 export interface GenerateOptions extends SamplingOptions {
@@ -63,6 +64,8 @@ export interface GenerationResult {
   generatedTokensPerSecond: number;
   /** With the `logprobs` option: one entry per generated token. */
   logprobs?: TokenLogprob[];
+  /** On a context with a draft model: the tokens drafted for this generation and those accepted. */
+  draft?: DraftStats;
 }
 
 /** A generated token's log-probability, and the most likely tokens' at its position. */
@@ -227,11 +230,17 @@ class PieceQueue {
   }
 }
 
-/** One step's share of a job: tokens to decode, and whether to sample after them. */
+/**
+ * One step's share of a job: tokens to decode, and whether to sample after them. A generating
+ * job on a context with a draft model also gets room for draft tokens, which the step fills in
+ * (`tokens` then ends with `draft` tokens to verify).
+ */
 interface Part {
   readonly job: GenerationJob;
-  readonly tokens: Int32Array;
+  tokens: Int32Array;
   readonly sample: boolean;
+  readonly draftRoom: number;
+  draft: number;
 }
 
 /** One generation (or, without a sampler, one prompt evaluation) on one sequence. @internal */
@@ -250,6 +259,10 @@ export class GenerationJob {
   #next: number | undefined;
   #generated = 0;
   readonly #logprobs: TokenLogprob[] = [];
+  /** Set by an engine with a draft model: the result reports the drafts. */
+  drafting = false;
+  #drafted = 0;
+  #accepted = 0;
   #promptStart = 0;
   #promptMs = 0;
   #firstMs = 0;
@@ -294,27 +307,54 @@ export class GenerationJob {
     return this.#next !== undefined;
   }
 
-  /** This step's share, within `room` tokens of the batch: the fed-back token, or the next prompt chunk. */
-  part(room: number): Part | undefined {
+  /**
+   * This step's share, within `room` tokens of the batch: the fed-back token (with up to
+   * `draftRoom` draft tokens after it), or the next prompt chunk.
+   */
+  part(room: number, draftRoom = 0): Part | undefined {
     if (room < 1 || this.done) return undefined;
-    if (this.#next !== undefined) return { job: this, tokens: Int32Array.of(this.#next), sample: true };
+    if (this.#next !== undefined) return { job: this, tokens: Int32Array.of(this.#next), sample: true, draftRoom: Math.max(0, Math.min(draftRoom, room - 1)), draft: 0 };
     const left = this.#prompt.length - this.#offset;
     if (left === 0) return undefined;
     if (this.#offset === 0) this.#promptStart = performance.now();
     const n = Math.min(left, room);
-    return { job: this, tokens: this.#prompt.subarray(this.#offset, this.#offset + n), sample: n === left && this.#sampler !== undefined };
+    return { job: this, tokens: this.#prompt.subarray(this.#offset, this.#offset + n), sample: n === left && this.#sampler !== undefined, draftRoom: 0, draft: 0 };
+  }
+
+  /**
+   * Most draft tokens this step can verify: as many as the tokens still to generate allow after
+   * the fed-back one's sample, and room in the sequence for all of them plus the next. None when
+   * log-probabilities are asked for (they are recorded one token at a time).
+   */
+  draftLimit(capacity: number): number {
+    if (this.#next === undefined || !this.#sampler || this.#options.logprobs >= 0) return 0;
+    return Math.max(0, Math.min(this.#options.maxTokens - this.#generated - 1, capacity - this.seq.length - 2));
+  }
+
+  /** Whether the job samples text a draft can speed up (a sampler, and no log-probabilities to record). */
+  get generatesText(): boolean {
+    return this.#sampler !== undefined && this.#options.maxTokens > 0 && this.#options.logprobs < 0;
+  }
+
+  /** The token fed back at the next step (a draft continues from it). */
+  get next(): number | undefined {
+    return this.#next;
   }
 
   /** The native batch entry of a part. Prompt chunks go into the sampler's history, so repetition penalties see the prompt. */
   entry(part: Part): NativeBatchEntry {
     const sampler = this.#sampler?.native ?? null;
-    return { seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined, sample: part.sample, logprobs: part.sample ? this.#options.logprobs : -1 };
+    return {
+      seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined,
+      sample: part.sample, logprobs: part.sample ? this.#options.logprobs : -1, draft: part.draft,
+    };
   }
 
-  /** Books a step's result: the tokens evaluated, then the token sampled. */
+  /** Books a step's result: the tokens evaluated, then the token (or, after a draft, tokens) sampled. */
   take(part: Part, r: NativeBatchResult, capacity: number, decodeUs: number): void {
-    this.seq.append(part.tokens);
     this.decodeUs += decodeUs;
+    if (r.sampled !== undefined) return this.#takeVerified(part, r.sampled, r.pieces ?? [], r.eog === true, capacity);
+    this.seq.append(part.tokens);
     if (this.#next === undefined) {
       this.#offset += part.tokens.length;
       if (this.#offset < this.#prompt.length) return;
@@ -323,23 +363,52 @@ export class GenerationJob {
       if (!this.#sampler || this.#options.maxTokens === 0) return this.finish("maxTokens");
     }
     if (r.eog || r.token === undefined) return this.finish("eog");
-    this.#generated++;
     if (r.logprob !== undefined) {
       const top = Array.from(r.topTokens ?? [], (token, i) => ({ token, logprob: r.topLogprobs?.[i] as number }));
       this.#logprobs.push({ token: r.token, logprob: r.logprob, top });
     }
+    if (this.#book(r.token, r.piece ?? new Uint8Array(0), this.seq.length, capacity)) this.#next = r.token;
+  }
+
+  /**
+   * Books a verified draft: the sequence kept the fed-back token and the accepted drafts (the
+   * native side removed the rest), and each sampled token is booked as if it had come from a
+   * step of its own, at the sequence length it would have had then, so limits end the
+   * generation at the same token as without a draft.
+   */
+  #takeVerified(part: Part, sampled: Int32Array, pieces: readonly Uint8Array[], eog: boolean, capacity: number): void {
+    const accepted = sampled.length - 1;
+    const base = this.seq.length;
+    this.seq.append(part.tokens.subarray(0, part.tokens.length - part.draft + accepted));
+    this.#drafted += part.draft;
+    this.#accepted += accepted;
+    for (let i = 0; i < sampled.length; i++) {
+      if (eog && i === sampled.length - 1) return this.finish("eog");
+      if (!this.#book(sampled[i] as number, pieces[i] ?? new Uint8Array(0), base + 1 + i, capacity)) return;
+    }
+    this.#next = sampled[sampled.length - 1];
+  }
+
+  /**
+   * Books one sampled token, with the sequence `length` it follows: callback, text, stop strings
+   * and limits. False when the generation ended with it.
+   */
+  #book(token: number, piece: Uint8Array, length: number, capacity: number): boolean {
+    this.#generated++;
     try {
-      this.#options.onToken?.(r.token);
+      this.#options.onToken?.(token);
     } catch (err) {
       // The documented rule: a throwing callback ends the generation with its own error.
-      return this.finish("aborted", err);
+      this.finish("aborted", err);
+      return false;
     }
-    const { out, stopped } = this.#text.push(r.piece ?? new Uint8Array(0));
+    const { out, stopped } = this.#text.push(piece);
     this.#emit(out);
     if (stopped) this.finish("stop");
     else if (this.#generated >= this.#options.maxTokens) this.finish("maxTokens");
-    else if (this.seq.length + 1 >= capacity) this.finish("contextFull");
-    else this.#next = r.token;
+    else if (length + 1 >= capacity) this.finish("contextFull");
+    else return true;
+    return false;
   }
 
   #emit(out: string): void {
@@ -366,6 +435,7 @@ export class GenerationJob {
       // The first token came with the prompt step, so the rate counts the ones after it.
       generatedTokensPerSecond: genMs > 0 && this.#generated > 1 ? ((this.#generated - 1) / genMs) * 1000 : 0,
       ...(this.#options.logprobs >= 0 ? { logprobs: this.#logprobs } : {}),
+      ...(this.drafting ? { draft: { drafted: this.#drafted, accepted: this.#accepted } } : {}),
     };
     this.queue.end(error === undefined ? undefined : { error });
     this.#settle();
@@ -381,6 +451,8 @@ export interface EngineContext {
   readonly batchSize: number;
   /** Tokens one sequence can hold. */
   readonly sequenceContextSize: number;
+  /** The draft model's proposer, on a context with speculative decoding. */
+  readonly drafter?: Drafter | undefined;
 }
 
 /** Decodes and figures of an engine since its context was created. @internal */
@@ -415,6 +487,7 @@ export class Engine {
       if (this.#inFlight.length > 0 && this.#inFlight.every((j) => j === job)) this.#ctx.native.abort();
     };
     signal?.addEventListener("abort", onAbort, { once: true });
+    job.drafting = this.#ctx.drafter !== undefined && job.generatesText;
     this.#jobs.push(job);
     this.#kick();
     try {
@@ -455,6 +528,7 @@ export class Engine {
     this.#jobs = this.#jobs.filter((j) => !j.done);
     const parts = this.#plan();
     if (parts.length === 0) return;
+    await this.#draft(parts);
     const entries = parts.map((p) => p.job.entry(p));
     const bases = parts.map((p) => p.job.seq.length);
     let results: NativeBatchResult[];
@@ -472,21 +546,47 @@ export class Engine {
     this.stats.steps++;
     this.stats.batchedTokens += parts.reduce((n, p) => n + p.tokens.length, 0);
     const capacity = this.#ctx.sequenceContextSize;
-    parts.forEach((p, i) => p.job.take(p, results[i] as NativeBatchResult, capacity, decodeUs));
+    parts.forEach((p, i) => {
+      const r = results[i] as NativeBatchResult;
+      if (r.sampled !== undefined) this.#ctx.drafter?.verified(p.draft, r.sampled.length - 1);
+      p.job.take(p, r, capacity, decodeUs);
+    });
   }
 
-  /** This step's tokens: one for each generating job first, then prompt chunks in the room left. */
+  /**
+   * This step's tokens: one for each generating job first (with room for its drafts on a context
+   * with a draft model), then prompt chunks in the room left.
+   */
   #plan(): Part[] {
     let room = this.#ctx.batchSize;
     const parts: Part[] = [];
     const order = [...this.#jobs.filter((j) => j.generating), ...this.#jobs.filter((j) => !j.generating)];
+    const drafter = this.#ctx.drafter;
     for (const job of order) {
-      const part = job.part(room);
+      const draftRoom = drafter ? Math.min(drafter.maxDraftTokens, job.draftLimit(this.#ctx.sequenceContextSize)) : 0;
+      const part = job.part(room, draftRoom);
       if (!part) continue;
       parts.push(part);
-      room -= part.tokens.length;
+      room -= part.tokens.length + part.draftRoom;
     }
     return parts;
+  }
+
+  /** Fills the parts that have room for drafts with the draft model's proposals (the draft runs before the target's decode). */
+  async #draft(parts: Part[]): Promise<void> {
+    const drafter = this.#ctx.drafter;
+    const asking = parts.filter((p) => p.draftRoom > 0);
+    if (!drafter || asking.length === 0) return;
+    const drafts = await drafter.propose(asking.map((p) => ({ seq: p.job.seq.id, history: p.job.seq.list, next: p.tokens[0] as number, max: p.draftRoom })));
+    asking.forEach((p, i) => {
+      const d = drafts[i];
+      if (!d || d.length === 0) return;
+      const tokens = new Int32Array(1 + d.length);
+      tokens[0] = p.tokens[0] as number;
+      tokens.set(d, 1);
+      p.tokens = tokens;
+      p.draft = d.length;
+    });
   }
 
   /** A failed decode fails the jobs in it; each sequence keeps what the cache actually holds. */

@@ -7,7 +7,7 @@ export { jsonSchemaToGrammar } from "./grammar/json-schema.js";
 export type { JsonSchema } from "./grammar/json-schema.js";
 export { Context } from "./context.js";
 export { LoraAdapter } from "./adapter.js";
-export type { ContextOptions, ContextMemory, ContextInfo, MemoryRow } from "./context.js";
+export type { ContextOptions, ContextMemory, ContextInfo, MemoryRow, DraftOptions, DraftStats } from "./context.js";
 export { defaultThreads, availableRam } from "./system.js";
 export { DEFAULTS, KV_CACHE_TYPE_NAMES } from "./options.js";
 export type { KvCacheType, SamplingOptions, PlacementOptions, ContextShapeOptions, PoolingType } from "./options.js";

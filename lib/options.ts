@@ -110,6 +110,15 @@ export const DEFAULTS = {
     maxEmbeddingInputs: 256,
     retryAfterSeconds: 1,
   },
+  /**
+   * Speculative decoding (`createContext({ draft })`): tokens the draft model proposes per step,
+   * and the draft's own probability below which it stops proposing (an unlikely draft token is
+   * likely rejected, and each one costs a draft decode).
+   */
+  draft: {
+    maxDraftTokens: 8,
+    minProbability: 0.5,
+  },
   sampling: {
     temperature: 0.8,
     topK: 40,

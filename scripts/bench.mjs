@@ -1025,6 +1025,7 @@ process per repetition.
   --no-summary        skip the long chat with the model summarizer (<file>-summary.md)
   --no-prebuild       skip the prebuild against the native build (bench-prebuild.mjs; only with prebuilds/)
   --no-recall         skip the recall benchmark (<file>-recall.md)
+  --no-draft          skip speculative decoding against plain decoding (bench-draft.mjs)
   -h, --help          this text
 `;
 
@@ -1043,6 +1044,7 @@ async function main() {
       "nlc-probe": { type: "boolean", default: false },
       render: { type: "string" },
       recall: { type: "boolean", default: true },
+      draft: { type: "boolean", default: true },
       depth: { type: "boolean", default: true },
       summary: { type: "boolean", default: true },
       prebuild: { type: "boolean", default: true },
@@ -1200,8 +1202,8 @@ async function main() {
  * The benchmarks that follow the contenders, each in a child of its own, in this order: a chat
  * turn deep in the context (bench-depth.mjs, against llama-bench -d), a long chat with the model
  * writing summaries (bench-summary.mjs, with and without a pause between turns), the prebuilt
- * binary against the native build (bench-prebuild.mjs, when prebuilds/ has one), and recall
- * (bench-recall.mjs). --quick runs each short; --no-<name> skips one.
+ * binary against the native build (bench-prebuild.mjs, when prebuilds/ has one), recall
+ * (bench-recall.mjs), and speculative decoding against plain decoding (bench-draft.mjs). --quick runs each short; --no-<name> skips one.
  */
 function followUps(base, outDir, quick, threads, values) {
   const t = ["--threads", String(threads)];
@@ -1210,6 +1212,7 @@ function followUps(base, outDir, quick, threads, values) {
     { name: "summary", script: "bench-summary.mjs", args: [...t, ...(quick ? ["--turns", "20", "--pause-ms", "500"] : [])], file: `${base}-summary.md` },
     { name: "prebuild", script: "bench-prebuild.mjs", args: [...t, "--out", outDir, ...(quick ? ["--reps", "1"] : [])], needs: join(root, "prebuilds") },
     { name: "recall", script: "bench-recall.mjs", args: [...t, ...(quick ? ["--facts", "50", "--turns", "300", "--cap", "100"] : [])], file: `${base}-recall.md` },
+    { name: "draft", script: "bench-draft.mjs", args: [...t, "--out", outDir, ...(quick ? ["--model", "tiny:q4_0", "--gen", "32", "--reps", "1"] : [])] },
   ];
   for (const run of runs) {
     if (!values[run.name]) continue;

@@ -35,8 +35,10 @@ import {
   DEMO_MODEL_NOTE,
   addContextOptions,
   addLoadOptions,
+  addDraftOptions,
   addLoraOption,
   applyLoras,
+  draftOptionsOf,
   addModelOption,
   addSamplingOptions,
   addVerbosityOptions,
@@ -103,6 +105,7 @@ export function registerChat(program: Command): Command {
   addContextOptions(cmd);
   addLoadOptions(cmd);
   addLoraOption(cmd);
+  addDraftOptions(cmd);
   addVerbosityOptions(cmd, "show memory events, per-reply timings and llama.cpp's log on stderr");
   return cmd
     .addHelpText(
@@ -176,6 +179,7 @@ async function runChat(o: ChatOptions): Promise<void> {
   let context: Context | undefined;
   let session: ChatSession | undefined;
   let embedder: Model | undefined;
+  let draft: Model | undefined;
   let store: ArchiveStore | undefined;
   try {
     current = new AbortController();
@@ -183,7 +187,8 @@ async function runChat(o: ChatOptions): Promise<void> {
     bar.update(1);
     // The CLI owns the context (rather than the session) so that /load can put another session
     // on the same context and /stats can report its memory.
-    context = await model.createContext(contextOptionsOf(o));
+    if (o.draft !== undefined) draft = await loadModel(o.draft, { ...loadOptionsOf(o), signal: current.signal });
+    context = await model.createContext({ ...contextOptionsOf(o), ...draftOptionsOf(draft, o) });
     await applyLoras(model, context, o.lora);
     bar.done();
     current = undefined;
@@ -273,6 +278,7 @@ async function runChat(o: ChatOptions): Promise<void> {
     rl?.close();
     await session?.dispose();
     await context?.dispose();
+    await draft?.dispose();
     await embedder?.dispose();
     await store?.close();
     await model?.dispose();

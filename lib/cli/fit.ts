@@ -57,6 +57,7 @@ interface FitCliOptions {
   sequences: number;
   batchSize: number;
   lora?: string[];
+  draft?: string;
   json?: boolean;
 }
 
@@ -79,6 +80,9 @@ export interface FitJsonResult {
   kv?: number;
   compute?: number;
   total?: number;
+  /** Of the totals, LoRA adapters (--lora) and the draft model with its context (--draft). */
+  adapters?: number;
+  draft?: number;
   error?: { code: string; message: string };
 }
 
@@ -106,6 +110,7 @@ export function registerFit(program: Command): Command {
     .option("--sequences <n>", "parallel sequences", intArg(1), DEFAULTS.sequences)
     .option("--batch-size <n>", "most tokens per decode (sizes the compute buffers)", intArg(1), DEFAULTS.batchSize)
     .option("--lora <file>", "count this LoRA adapter's tensors with the weights; repeatable", collect)
+    .option("--draft <file>", "count a draft model for speculative decoding: its weights (on the CPU) and its context, shaped as the model's")
     .option("--json", "print one JSON object instead of the report")
     .addHelpText(
       "after",
@@ -132,6 +137,7 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
     sequences: o.sequences,
     batchSize: o.batchSize,
     ...(o.lora === undefined ? {} : { adapters: o.lora }),
+    ...(o.draft === undefined ? {} : { draft: { path: o.draft } }),
   };
   const budget = { maxRam: o.maxRam ?? null, maxVram: o.maxVram ?? null };
   let fit: FitResult;
@@ -168,6 +174,8 @@ async function runFit(path: string, o: FitCliOptions): Promise<void> {
       kv: e.kv,
       compute: e.compute,
       total: e.total,
+      adapters: e.adapters,
+      draft: e.draft,
     };
     process.stdout.write(JSON.stringify(json) + "\n");
     return;
@@ -194,6 +202,7 @@ export function fitReport(path: string, fit: FitResult, reasons: readonly string
     `         ${e.layers} layers, trained context ${e.trainedContextSize} tokens\n` +
     `${style.bold("choice")}   context ${fit.contextSize} tokens, ${Math.min(fit.gpuLayers, allLayers)} of ${allLayers} layers on the GPU\n` +
     (e.adapters > 0 ? `         LoRA adapters ${formatBytes(e.adapters)} (in the weights column)\n` : "") +
+    (e.draft > 0 ? `         draft model and its context ${formatBytes(e.draft)} (in the columns)\n` : "") +
     reasons.map((r) => `         - ${r}\n`).join("") +
     "\n" +
     formatTable(rows) +

@@ -160,6 +160,28 @@ export async function applyLoras(model: Model, context: Context, specs: readonly
   await context.setAdapters(adapters);
 }
 
+/** What {@link addDraftOptions} parses. */
+export interface DraftCliOptions {
+  draft?: string;
+  draftMax?: number;
+  draftMinP?: number;
+}
+
+/** Adds speculative decoding's `--draft <file>`, `--draft-max <n>` and `--draft-min-p <p>`. */
+export function addDraftOptions(cmd: Command): Command {
+  const d = DEFAULTS.draft;
+  return cmd
+    .option("--draft <file>", "speculative decoding: a smaller GGUF with the same vocabulary drafts tokens the model verifies several at a time")
+    .option("--draft-max <n>", `most tokens drafted per step (default ${d.maxDraftTokens})`, intArg(1, 64))
+    .option("--draft-min-p <p>", `stop drafting below this draft probability (default ${d.minProbability})`, numberArg(0, 1));
+}
+
+/** The context's `draft` option for a loaded `--draft` model. */
+export function draftOptionsOf(model: Model | undefined, o: DraftCliOptions): Pick<ContextOptions, "draft"> {
+  if (!model) return {};
+  return { draft: { model, ...(o.draftMax === undefined ? {} : { maxDraftTokens: o.draftMax }), ...(o.draftMinP === undefined ? {} : { minProbability: o.draftMinP }) } };
+}
+
 /** Adds `--kv-type <type>`, choices {@link KV_CACHE_TYPE_NAMES}. */
 export function addKvTypeOption(cmd: Command): Command {
   return cmd.addOption(new Option("--kv-type <type>", `KV cache element type (default ${DEFAULTS.kvType})`).choices(KV_CACHE_TYPE_NAMES));
@@ -231,7 +253,7 @@ export function addVerbosityOptions(cmd: Command, verbose: string): Command {
 }
 
 /** The model, context, load and sampling options `prompt` and `chat` share. */
-export interface ModelCliOptions extends SamplingCliOptions, ContextCliOptions, LoadCliOptions, VerbosityCliOptions {
+export interface ModelCliOptions extends SamplingCliOptions, ContextCliOptions, LoadCliOptions, VerbosityCliOptions, DraftCliOptions {
   model?: string;
   lora?: LoraSpec[];
   system?: string;

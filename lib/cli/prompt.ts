@@ -17,8 +17,10 @@ import {
   DEMO_MODEL_NOTE,
   addContextOptions,
   addLoadOptions,
+  addDraftOptions,
   addLoraOption,
   applyLoras,
+  draftOptionsOf,
   addModelOption,
   addSamplingOptions,
   addVerbosityOptions,
@@ -60,6 +62,8 @@ export interface PromptJsonResult {
   memory: ContextMemory;
   /** With --logprobs N: each generated token, its text, its log-probability and the top N alternatives. */
   logprobs?: { token: number; text: string; logprob: number; top: { token: number; text: string; logprob: number }[] }[];
+  /** With --draft: the tokens the draft model proposed and those the model accepted. */
+  draft?: { drafted: number; accepted: number };
 }
 
 async function readStdin(): Promise<string> {
@@ -124,6 +128,7 @@ export function registerPrompt(program: Command): Command {
   addContextOptions(cmd);
   addLoadOptions(cmd);
   addLoraOption(cmd);
+  addDraftOptions(cmd);
   cmd.option("--json", "print one JSON object with the text, timings and memory at the end (no streaming)");
   addVerbosityOptions(cmd, "show llama.cpp's log and the timings on stderr");
   return cmd
@@ -166,11 +171,13 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
   const bar = new ProgressBar("loading", { enabled: !o.quiet && !o.json });
   let model: Model | undefined;
   let context: Context | undefined;
+  let draft: Model | undefined;
   try {
     const t0 = performance.now();
     model = await loadModel(path, { ...loadOptionsOf(o), onProgress: (p) => bar.update(p), signal });
     bar.update(1);
-    context = await model.createContext(contextOptionsOf(o));
+    if (o.draft !== undefined) draft = await loadModel(o.draft, { ...loadOptionsOf(o), signal });
+    context = await model.createContext({ ...contextOptionsOf(o), ...draftOptionsOf(draft, o) });
     await applyLoras(model, context, o.lora);
     const loadMs = performance.now() - t0;
     bar.done();
@@ -226,6 +233,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
           loadMs,
         },
         memory: await context.memory(),
+        ...(result.draft ? { draft: result.draft } : {}),
       };
       if (result.logprobs) {
         const text = (token: number) => model?.tokenToPiece(token, { special: true }).toString("utf8") ?? "";
@@ -244,6 +252,7 @@ async function runPrompt(arg: string | undefined, o: PromptOptions): Promise<voi
   } finally {
     bar.done();
     await context?.dispose();
+    await draft?.dispose();
     await model?.dispose();
     trap.release();
   }

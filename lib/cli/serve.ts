@@ -21,9 +21,11 @@ import {
   addFlashAttentionOption,
   addKvTypeOption,
   addLoadOptions,
+  addDraftOptions,
   addLoraOption,
   addModelOption,
   applyLoras,
+  draftOptionsOf,
   addThreadsOption,
   intArg,
   loadOptionsOf,
@@ -31,12 +33,13 @@ import {
   resolveModel,
   type FlashAttentionMode,
   type LoadCliOptions,
+  type DraftCliOptions,
   type LoraSpec,
 } from "./options.js";
 
 const STRATEGIES: readonly MemoryStrategy[] = ["tokenBudget", "slidingWindow", "summarize"];
 
-interface ServeCliOptions extends LoadCliOptions {
+interface ServeCliOptions extends LoadCliOptions, DraftCliOptions {
   model?: string;
   lora?: LoraSpec[];
   host: string;
@@ -102,6 +105,7 @@ export function registerServe(program: Command): Command {
   addFlashAttentionOption(cmd);
   addLoadOptions(cmd);
   addLoraOption(cmd);
+  addDraftOptions(cmd);
   return cmd
     .option("--queue <n>", "requests waiting beyond --parallel before 429", intArg(0), d.maxQueue)
     .option("--max-body <bytes>", "largest request body", parseBytes, d.maxBodyBytes)
@@ -143,6 +147,7 @@ async function runServe(o: ServeCliOptions): Promise<void> {
   const trap = trapSignals();
   let model: Model | undefined;
   let embedModel: Model | undefined;
+  let draft: Model | undefined;
   let context: Context | undefined;
   let embeddings: Context | undefined;
   try {
@@ -153,6 +158,7 @@ async function runServe(o: ServeCliOptions): Promise<void> {
       sequences: o.parallel,
       ...(o.kvUnified ? { kvUnified: true } : {}),
       ...(o.lora === undefined ? {} : { adapters: o.lora.map((l) => l.path) }),
+      ...(o.draft === undefined ? {} : { draft: { path: o.draft, gpuLayers: o.gpuLayers ?? DEFAULTS.gpuLayers } }),
       ...(o.maxRam === undefined ? {} : { maxRam: o.maxRam }),
       ...(o.maxVram === undefined ? {} : { maxVram: o.maxVram }),
       ...(o.kvType === undefined ? {} : { kvType: o.kvType }),
@@ -160,7 +166,9 @@ async function runServe(o: ServeCliOptions): Promise<void> {
     });
     if (!o.quiet) err.write(fitReport(path, fit, [...fit.reasons, o.kvUnified ? `${o.parallel} sequences sharing ${fit.contextSize} cells` : `${o.parallel} sequences of ${Math.floor(fit.contextSize / o.parallel)} tokens`], o, style));
     model = await loadModel(path, { ...loadOptionsOf(o), gpuLayers: fit.gpuLayers, signal: trap.signal });
+    if (o.draft !== undefined) draft = await loadModel(o.draft, { ...loadOptionsOf(o), signal: trap.signal });
     context = await model.createContext({
+      ...draftOptionsOf(draft, o),
       contextSize: fit.contextSize,
       sequences: o.parallel,
       ...(o.kvUnified ? { kvUnified: true } : {}),
@@ -205,6 +213,7 @@ async function runServe(o: ServeCliOptions): Promise<void> {
   } finally {
     await embeddings?.dispose();
     await context?.dispose();
+    await draft?.dispose();
     await embedModel?.dispose();
     await model?.dispose();
     trap.release();

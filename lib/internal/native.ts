@@ -89,6 +89,11 @@ export interface NativeBatchEntry {
   sample: boolean;
   /** With `sample`: -1, or the log-probability of the sampled token and of the top n tokens. */
   logprobs: number;
+  /**
+   * The last `draft` tokens are a draft to verify (0: none): sampled at each, kept up to the
+   * first disagreement, the rejected ones' cells removed. Needs `sample`, no `accept` or logprobs.
+   */
+  draft: number;
 }
 
 /** @internal */
@@ -102,6 +107,10 @@ export interface NativeBatchResult {
   logprob?: number;
   topTokens?: Int32Array;
   topLogprobs?: Float32Array;
+  /** With a draft: every token sampled (all but the last equal the accepted drafts). */
+  sampled?: Int32Array;
+  /** With a draft: the pieces of the sampled tokens that are not end-of-generation. */
+  pieces?: Buffer[];
 }
 
 /** @internal */

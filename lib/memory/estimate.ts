@@ -5,7 +5,7 @@
 import { fromNative, invalidArgument } from "../errors.js";
 import { readGguf } from "../gguf/read.js";
 import { readAdapterHeader } from "../adapter.js";
-import { native, type NativeEstimate } from "../internal/native.js";
+import { native, type NativeContextOptions, type NativeEstimate } from "../internal/native.js";
 import type { MemoryRow } from "../context.js";
 import { contextBaton, defaultContextSize, DEFAULTS, loadBaton, type ContextShapeOptions, type PlacementOptions } from "../options.js";
 import { availableRam } from "../system.js";
@@ -21,6 +21,11 @@ export interface EstimateOptions extends Omit<ContextShapeOptions, "threads" | "
   repack?: boolean;
   /** LoRA adapter files to count (their tensors sit beside the weights they modify). */
   adapters?: readonly string[];
+  /**
+   * A draft model for speculative decoding: its weights (with `gpuLayers` of its own, default
+   * 0) and its context, which has this context's shape, count too.
+   */
+  draft?: { path: string; gpuLayers?: number };
 }
 
 /** Bytes on one device. */
@@ -47,6 +52,8 @@ export interface MemoryEstimate {
   weights: number;
   /** Of which LoRA adapters (`adapters`). */
   adapters: number;
+  /** Bytes of the draft model and its context (`draft`), included in the totals. */
+  draft: number;
   kv: number;
   compute: number;
   total: number;
@@ -116,6 +123,38 @@ async function addAdapters(devices: DeviceEstimate[], paths: readonly string[] |
   return total;
 }
 
+/** Adds a draft model's weights and context (shaped as `ctx`) to the devices; returns their bytes. */
+async function addDraft(devices: DeviceEstimate[], o: EstimateOptions, ctx: NativeContextOptions): Promise<number> {
+  const d = o.draft;
+  if (d === undefined) return 0;
+  if (d === null || typeof d !== "object" || typeof d.path !== "string") invalidArgument("draft must be { path, gpuLayers }");
+  const gpuLayers = d.gpuLayers ?? 0;
+  if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("draft.gpuLayers must be an integer >= -1");
+  await readGguf(d.path);
+  const load = loadBaton(o, { gpuLayers, loadMode: "mmap", repack: o.repack ?? DEFAULTS.repack, vocabOnly: false });
+  const draftCtx = contextBaton(o, ctx.contextSize, gpuLayers !== 0 && hasAccelerator());
+  let est: NativeEstimate;
+  try {
+    est = await native().Model.estimate(d.path, load, { ...draftCtx, embeddings: false });
+  } catch (err) {
+    throw fromNative(err);
+  }
+  let total = 0;
+  for (const add of groupByDevice(est.rows, est.devices)) {
+    const into = devices.find((x) => x.device === add.device);
+    if (into) {
+      into.weights += add.weights;
+      into.kv += add.kv;
+      into.compute += add.compute;
+      into.total += add.total;
+    } else {
+      devices.push(add);
+    }
+    total += add.total;
+  }
+  return total;
+}
+
 /**
  * Estimates the bytes per device (each GPU and the host) for weights, KV cache and compute
  * buffers, reading only the GGUF header. Nothing is allocated.
@@ -146,6 +185,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
   }
   const devices = groupByDevice(est.rows, est.devices);
   const adapters = await addAdapters(devices, options.adapters, est.layers, gpuLayers);
+  const draft = await addDraft(devices, options, ctx);
   const sum = (k: "weights" | "kv" | "compute" | "total") => devices.reduce((s, d) => s + d[k], 0);
   return {
     contextSize: est.contextSize,
@@ -154,6 +194,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
     devices,
     weights: sum("weights"),
     adapters,
+    draft,
     kv: sum("kv"),
     compute: sum("compute"),
     total: sum("total"),

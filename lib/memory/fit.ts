@@ -175,7 +175,10 @@ export async function fitFile(path: string, trainedContextSize: number, o: FitOp
 export async function fitContextSize(model: Model, o: ContextOptions): Promise<FitResult> {
   const trained = model.info.trainedContextSize;
   const contextSize = o.contextSize ?? defaultContextSize(trained);
-  return fitFile(model.path, trained, { ...o, gpuLayers: model.gpuLayers, contextSize, repack: model.repack }, false);
+  const { draft, ...rest } = o;
+  // The draft model and its context count as this model and context do (weights only under a given budget).
+  const withDraft = draft?.model ? { draft: { path: draft.model.path, gpuLayers: draft.model.gpuLayers } } : {};
+  return fitFile(model.path, trained, { ...rest, ...withDraft, gpuLayers: model.gpuLayers, contextSize, repack: model.repack }, false);
 }
 
 function budgetText(b: Budget): string {

@@ -36,7 +36,7 @@ export type { SessionTool, ToolCallRecord } from "./session/tools.js";
 export type { ToolChoice } from "./chat/tool-calls.js";
 export { chatCompletion, completeChat } from "./chat/completion.js";
 export type { ChatCompletionOptions, ChatCompletion, ChatCompletionEvent, ChatCompletionToolCall, ChatFinishReason } from "./chat/completion.js";
-export { MemoryRecallStore } from "./session/recall.js";
+export { MemoryRecallStore, recallEntryBytes } from "./session/recall.js";
 export { openArchiveStore, ArchiveStore } from "./session/archive-store.js";
 export type { ArchiveStoreOptions } from "./session/archive-store.js";
 export type { RecallOptions, RecallEmbedder, RecalledTurn, RecallStore, RecallEntry } from "./session/recall.js";

@@ -85,7 +85,8 @@ export const DEFAULTS = {
    * Recall of archived turns (`memory.recall`): turns recalled per prompt, the least cosine
    * similarity, the block's share of the prompt budget, the tokens of the embedding context recall
    * creates on a Model (a decoder model computes its logits for every token too: 512 tokens of a
-   * 150k vocabulary take 300 MiB of compute buffer), and the turns the default store keeps.
+   * 150k vocabulary take 300 MiB of compute buffer), and the archived turns kept in memory (by the
+   * default store, an archive store's namespace, and the session's in-memory archive).
    */
   recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 512, maxTurns: 10_000 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */

@@ -194,8 +194,22 @@ async function runChat(o: ChatOptions): Promise<void> {
     current = undefined;
 
     if (typeof o.recall === "string") embedder = await loadModel(o.recall, loadOptionsOf(o));
-    if (o.recallStore !== undefined) store = await openArchiveStore(o.recallStore);
-    const sessionOptions = chatSessionOptions(o, err, errStyle, o.recall === undefined || o.recall === false ? undefined : (embedder ?? model), await store?.namespace("chat"));
+    let recallModel = o.recall === undefined || o.recall === false ? undefined : (embedder ?? model);
+    let recallStore: RecallStore | undefined;
+    if (o.recallStore !== undefined) {
+      // A damaged, locked or unreadable store costs the chat its recall, not the chat itself.
+      try {
+        store = await openArchiveStore(o.recallStore);
+        recallStore = await store.namespace("chat");
+      } catch (e) {
+        if (!(e instanceof LlamemError)) throw e;
+        await store?.close();
+        store = undefined;
+        recallModel = undefined;
+        err.write(errStyle.yellow(`llamem: warning: --recall-store: ${e.message} (${e.code}); chatting on without recall`) + "\n");
+      }
+    }
+    const sessionOptions = chatSessionOptions(o, err, errStyle, recallModel, recallStore);
     if (o.load !== undefined) {
       if (o.system !== undefined && !o.quiet) err.write(errStyle.dim("llamem: --system is ignored with --load: the saved session keeps its own") + "\n");
       const path = o.load;

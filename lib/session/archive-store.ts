@@ -3,8 +3,8 @@
  * (SQLite through better-sqlite3), one namespace per session, several sessions in one file. A
  * write is one transaction in SQLite's write-ahead log: a process killed mid-write loses at most
  * that write and never damages what was committed. Each namespace keeps at most `maxTurns` turns
- * (the oldest go first) for at most `maxAge` ms. Searches are exact, over the namespace's vectors
- * held in memory.
+ * and `maxBytes` bytes (the oldest go first) for at most `maxAge` ms. Searches are exact, over the
+ * namespace's vectors held in memory.
  *
  * Why SQLite (measured on this project's machines, 2026-11, against LMDB through the `lmdb`
  * package): LMDB installs without a compiler (prebuilt per-platform packages, 21 MB against
@@ -14,9 +14,10 @@
  * only when a store is opened, so the rest of llamem works without it.
  */
 import { LlamemError, invalidArgument } from "../errors.js";
+import { DEFAULTS } from "../options.js";
 import type { Turn } from "./memory.js";
 import { copyMessage, isSessionMessage } from "./memory.js";
-import { MemoryRecallStore, RecallIndex, resolveRecall, type RecallEmbedder, type RecallEntry, type RecallStore, type RecalledTurn } from "./recall.js";
+import { MemoryRecallStore, RecallIndex, resolveRecall, recallEntryBytes, type RecallEmbedder, type RecallEntry, type RecallStore, type RecalledTurn } from "./recall.js";
 import { Archive } from "./archive.js";
 import type { Database } from "better-sqlite3";
 
@@ -24,6 +25,12 @@ import type { Database } from "better-sqlite3";
 export interface ArchiveStoreOptions {
   /** Most turns a namespace keeps; the oldest are deleted first (default 10,000). */
   maxTurns?: number;
+  /**
+   * Most bytes of turns a namespace keeps, counted as {@link recallEntryBytes} counts them (each
+   * turn's text in UTF-8 plus its vector, not SQLite's own overhead or the messages' JSON, so the
+   * file is larger); the oldest are deleted first (default: no byte limit).
+   */
+  maxBytes?: number;
   /** ms after which a turn is deleted (default: never). */
   maxAge?: number;
 }
@@ -47,8 +54,9 @@ function storeError(path: string, what: string, err: unknown): LlamemError {
  */
 export async function openArchiveStore(path: string, options: ArchiveStoreOptions = {}): Promise<ArchiveStore> {
   if (typeof path !== "string" || path.length === 0) invalidArgument("openArchiveStore(path): path must be a file path");
-  const maxTurns = options.maxTurns ?? 10_000;
+  const maxTurns = options.maxTurns ?? DEFAULTS.recall.maxTurns;
   if (!Number.isInteger(maxTurns) || maxTurns < 1) invalidArgument("maxTurns must be a positive integer");
+  if (options.maxBytes !== undefined && !(Number.isInteger(options.maxBytes) && options.maxBytes >= 1)) invalidArgument("maxBytes must be a positive integer");
   if (options.maxAge !== undefined && !(Number.isFinite(options.maxAge) && options.maxAge > 0)) invalidArgument("maxAge must be a positive number of ms");
   // Loaded on first use: apps that never persist recall do not need the database's binary.
   let Sqlite: typeof import("better-sqlite3");
@@ -81,7 +89,7 @@ export async function openArchiveStore(path: string, options: ArchiveStoreOption
     if (err instanceof LlamemError) throw err;
     throw storeError(path, "cannot open the archive store", err);
   }
-  return new ArchiveStore(path, db, maxTurns, options.maxAge);
+  return new ArchiveStore(path, db, maxTurns, options.maxAge, options.maxBytes);
 }
 
 /** An open archive store; {@link ArchiveStore.namespace} gives one session's {@link RecallStore}. */
@@ -95,6 +103,7 @@ export class ArchiveStore {
     readonly db: Database,
     readonly maxTurns: number,
     readonly maxAge: number | undefined,
+    readonly maxBytes: number | undefined,
   ) {}
 
   /** The namespaces with turns in the store. */
@@ -119,7 +128,7 @@ export class ArchiveStore {
   }
 
   #load(name: string): RecallStore {
-    const memory = new MemoryRecallStore(this.maxTurns, this.maxAge);
+    const memory = new MemoryRecallStore(this.maxTurns, this.maxAge, this.maxBytes);
     const ids = new Map<object, number>();
     const rows: RecallEntry[] = [];
     let selected: { id: number; archived_at: number; messages: string; text: string; vector: Buffer }[];
@@ -183,7 +192,7 @@ export class ArchiveStore {
     };
   }
 
-  /** Deletes the rows of turns the in-memory store forgot (cap or age), in one transaction. */
+  /** Deletes the rows of turns the in-memory store forgot (caps or age), in one transaction. */
   #deleteForgotten(ids: Map<object, number>, memory: MemoryRecallStore): void {
     const kept = new Set<object>(memory.turns());
     const gone = [...ids].filter(([turn]) => !kept.has(turn));

@@ -1,10 +1,12 @@
 /**
- * Where a session's evicted turns go: an in-memory list, or a JSONL file (one
- * {@link ArchivedTurn} a line) that the session appends to and reads back.
+ * Where a session's evicted turns go: an in-memory list of at most `maxTurns` (the oldest
+ * forgotten first, so a long chat's heap stays bounded), or a JSONL file (one
+ * {@link ArchivedTurn} a line) that the session appends to and reads back, every turn kept.
  * @internal
  */
 import { appendFile, readFile } from "node:fs/promises";
 import { LlamemError } from "../errors.js";
+import { DEFAULTS } from "../options.js";
 import { MEMORY_EVENT_KINDS, copyMessage, isSessionMessage, type ArchivedTurn, type MemoryEventKind, type Turn } from "./memory.js";
 
 /** Why `x` is not an {@link ArchivedTurn}, or undefined when it is one. */
@@ -27,16 +29,20 @@ function copyArchived(a: ArchivedTurn): ArchivedTurn {
   return { messages: a.messages.map(copyMessage), archivedAt: a.archivedAt, reason: a.reason };
 }
 
-/** Where evicted turns are kept: in memory, or appended to a JSONL file. */
+/** Where evicted turns are kept: in memory (at most `maxTurns`), or appended to a JSONL file. */
 export class Archive {
   readonly #memory: ArchivedTurn[] = [];
 
-  constructor(readonly path: string | undefined) {}
+  constructor(
+    readonly path: string | undefined,
+    readonly maxTurns: number = DEFAULTS.recall.maxTurns,
+  ) {}
 
-  async add(turns: readonly Turn[], reason: MemoryEventKind, at: number): Promise<void> {
+  /** Archives `turns`; returns how many older in-memory entries were forgotten to stay within `maxTurns` (0 for a file). */
+  async add(turns: readonly Turn[], reason: MemoryEventKind, at: number): Promise<number> {
     if (this.path === undefined) {
       for (const messages of turns) this.#memory.push({ messages, archivedAt: at, reason });
-      return;
+      return this.#trim();
     }
     let text = "";
     for (const messages of turns) text += `${JSON.stringify({ messages, archivedAt: at, reason })}\n`;
@@ -45,6 +51,15 @@ export class Archive {
     } catch (err) {
       throw new LlamemError("ERR_IO", `cannot append to the archive ${this.path}: ${(err as Error).message}`, { cause: err });
     }
+    return 0;
+  }
+
+  /** Forgets the oldest in-memory entries past `maxTurns`; returns how many. */
+  #trim(): number {
+    const over = this.#memory.length - this.maxTurns;
+    if (over <= 0) return 0;
+    this.#memory.splice(0, over);
+    return over;
   }
 
   /** The in-memory entries (empty when archiving to a file). */
@@ -52,9 +67,10 @@ export class Archive {
     return this.#memory;
   }
 
-  /** Restores in-memory entries from a saved session (already checked). */
+  /** Restores in-memory entries from a saved session (already checked), the newest `maxTurns` of them. */
   restore(entries: readonly ArchivedTurn[]): void {
-    for (const e of entries) this.#memory.push(copyArchived(e));
+    for (const e of entries.slice(-this.maxTurns)) this.#memory.push(copyArchived(e));
+    this.#trim();
   }
 
   /**

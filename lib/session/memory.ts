@@ -63,6 +63,12 @@ export interface ArchiveOptions {
   path?: string;
   /** Turns whose newest message is older than this many ms are archived at the next prompt. */
   maxAge?: number;
+  /**
+   * Most turns the in-memory archive (`chat.archive`) keeps; past it the oldest are forgotten,
+   * reported as `forgotten` on the event that archived the new ones. Default: `recall.maxTurns`
+   * when given, else 10,000. An archive file keeps every turn.
+   */
+  maxTurns?: number;
 }
 
 /** How a session keeps its prompt within bounds. */
@@ -176,6 +182,13 @@ export interface MemoryEvent {
   readonly recalled?: readonly RecalledTurn[];
   /** For "recall" events: why recall could not run this time (the turn went on without it). */
   readonly error?: Error;
+  /**
+   * Archived turns forgotten, oldest first, to stay within a cap: for "recall" events, by the
+   * recall store (its `maxTurns`, `maxBytes` or `maxAge`) since the last recall event; for
+   * "prune", "summarize" and "archive" events, by the in-memory archive (`archive.maxTurns`) to
+   * make room for this event's turns. Absent when none was.
+   */
+  readonly forgotten?: number;
 }
 
 /** The options with defaults applied. @internal */
@@ -187,6 +200,8 @@ export interface ResolvedMemory {
   readonly pinned: ((message: SessionMessage) => boolean) | undefined;
   readonly summarize: Summarizer | ModelSummaryOptions;
   readonly archivePath: string | undefined;
+  /** Most turns the in-memory archive keeps. */
+  readonly archiveMaxTurns: number;
   readonly maxAge: number | undefined;
   readonly kvReuse: "shift" | "prefix";
   readonly summarizeAhead: number | false;
@@ -215,6 +230,10 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
   if (archivePath !== undefined && (typeof archivePath !== "string" || archivePath.length === 0)) invalidArgument("memory.archive.path must be a file path");
   const maxAge = o.archive?.maxAge;
   if (maxAge !== undefined && !(Number.isFinite(maxAge) && maxAge >= 0)) invalidArgument("memory.archive.maxAge must be a non-negative number of ms");
+  const recall = resolveRecall(o.recall);
+  // The in-memory archive follows recall's cap, so a chat with a bounded recall store has a bounded heap.
+  const archiveMaxTurns = o.archive?.maxTurns ?? o.recall?.maxTurns ?? DEFAULTS.recall.maxTurns;
+  if (!Number.isInteger(archiveMaxTurns) || archiveMaxTurns < 1) invalidArgument("memory.archive.maxTurns must be a positive integer");
   const kvReuse = o.kvReuse ?? "shift";
   if (kvReuse !== "shift" && kvReuse !== "prefix") invalidArgument('memory.kvReuse must be "shift" or "prefix"');
   const ahead = o.summarizeAhead ?? DEFAULTS.summarizeAhead;
@@ -233,10 +252,11 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
     pinned: o.pinned,
     summarize: s,
     archivePath,
+    archiveMaxTurns,
     maxAge,
     kvReuse,
     summarizeAhead: ahead,
-    recall: resolveRecall(o.recall),
+    recall,
   };
 }
 

@@ -29,11 +29,21 @@ export interface RecallOptions {
   maxTokens?: number;
   /**
    * Where the vectors are kept and searched. Default: in memory, with exact search, at most
-   * `maxTurns` turns (the oldest are forgotten first) for at most `maxAge` ms.
+   * `maxTurns` turns and `maxBytes` bytes (the oldest are forgotten first) for at most `maxAge` ms.
    */
   store?: RecallStore;
-  /** For the default store: most archived turns kept for recall (default 10,000). */
+  /**
+   * For the default store: most archived turns kept for recall (default 10,000). Without
+   * `memory.archive.maxTurns`, the in-memory archive keeps this many too.
+   */
   maxTurns?: number;
+  /**
+   * For the default store: most bytes of archived turns kept for recall, counted as each turn's
+   * text in UTF-8 plus its vector (4 bytes a dimension; see {@link recallEntryBytes}); the oldest
+   * are forgotten first, and a turn larger than this on its own is not kept (default: no byte
+   * limit).
+   */
+  maxBytes?: number;
   /** For the default store: ms after which an archived turn is forgotten (default: never). */
   maxAge?: number;
 }
@@ -97,7 +107,17 @@ export function resolveRecall(o: RecallOptions | undefined): ResolvedRecall | un
   const maxTurns = o.maxTurns ?? d.maxTurns;
   if (!Number.isInteger(maxTurns) || maxTurns < 1) invalidArgument("memory.recall.maxTurns must be a positive integer");
   if (o.maxAge !== undefined && !(Number.isFinite(o.maxAge) && o.maxAge > 0)) invalidArgument("memory.recall.maxAge must be a positive number of ms");
-  return { embed: o.embed, k, minScore, maxTokens, store: o.store ?? new MemoryRecallStore(maxTurns, o.maxAge) };
+  if (o.maxBytes !== undefined && !(Number.isInteger(o.maxBytes) && o.maxBytes >= 1)) invalidArgument("memory.recall.maxBytes must be a positive integer");
+  return { embed: o.embed, k, minScore, maxTokens, store: o.store ?? new MemoryRecallStore(maxTurns, o.maxAge, o.maxBytes) };
+}
+
+/**
+ * The bytes an entry counts for against a store's `maxBytes`: its text in UTF-8 plus its vector
+ * (4 bytes a dimension). Object overhead and, in the archive store, the messages' JSON are not
+ * counted: the figure is the same in every store and does not depend on the JavaScript engine.
+ */
+export function recallEntryBytes(entry: RecallEntry): number {
+  return Buffer.byteLength(entry.text, "utf8") + entry.vector.byteLength;
 }
 
 /** The text a turn is recalled by, and placed in the prompt as. */
@@ -113,24 +133,53 @@ export const RECALL_LABEL = "Earlier in this conversation (recalled from the arc
 
 /**
  * The default store: entries in memory, searched exactly (a dot product each), at most `maxTurns`
- * of them (the oldest forgotten first), none older than `maxAge` ms. A store per session.
+ * of them and `maxBytes` bytes ({@link recallEntryBytes}; the oldest forgotten first), none older
+ * than `maxAge` ms. A store per session.
  */
 export class MemoryRecallStore implements RecallStore {
   #entries: RecallEntry[] = [];
+  #bytes = 0;
 
+  /**
+   * @param maxTurns most entries kept
+   * @param maxAge ms after which an entry is forgotten (undefined: never)
+   * @param maxBytes most bytes of entries kept, as {@link recallEntryBytes} counts them (default: no limit)
+   * @param now the clock `maxAge` is measured on
+   */
   constructor(
     readonly maxTurns: number,
     readonly maxAge: number | undefined,
+    readonly maxBytes: number = Infinity,
     readonly now: () => number = Date.now,
   ) {}
 
   add(entries: readonly RecallEntry[]): number {
-    this.#entries.push(...entries);
+    let refused = 0;
+    for (const e of entries) {
+      const bytes = recallEntryBytes(e);
+      // A turn over maxBytes on its own can never be kept: leave it out rather than empty the store for it.
+      if (bytes > this.maxBytes) {
+        refused++;
+        continue;
+      }
+      this.#entries.push(e);
+      this.#bytes += bytes;
+    }
     const before = this.#entries.length;
-    const oldest = this.maxAge === undefined ? -Infinity : this.now() - this.maxAge;
-    this.#entries = this.#entries.filter((e) => e.archivedAt >= oldest);
-    if (this.#entries.length > this.maxTurns) this.#entries.splice(0, this.#entries.length - this.maxTurns);
-    return before - this.#entries.length;
+    if (this.maxAge !== undefined) {
+      const oldest = this.now() - this.maxAge;
+      const kept = this.#entries.filter((e) => e.archivedAt >= oldest);
+      if (kept.length < this.#entries.length) {
+        this.#entries = kept;
+        this.#bytes = kept.reduce((sum, e) => sum + recallEntryBytes(e), 0);
+      }
+    }
+    // Oldest first until both caps hold.
+    let drop = 0;
+    for (const over = this.#entries.length - this.maxTurns; drop < over; drop++) this.#bytes -= recallEntryBytes(this.#entries[drop] as RecallEntry);
+    for (; this.#bytes > this.maxBytes && drop < this.#entries.length; drop++) this.#bytes -= recallEntryBytes(this.#entries[drop] as RecallEntry);
+    this.#entries.splice(0, drop);
+    return refused + before - this.#entries.length;
   }
 
   search(vector: Float32Array, k: number, minScore: number, skip: (turn: Turn, text: string) => boolean): RecalledTurn[] {
@@ -147,6 +196,11 @@ export class MemoryRecallStore implements RecallStore {
 
   size(): number {
     return this.#entries.length;
+  }
+
+  /** Bytes of the entries kept, as `maxBytes` counts them ({@link recallEntryBytes}). */
+  bytes(): number {
+    return this.#bytes;
   }
 
   /** The turns kept, oldest first. */

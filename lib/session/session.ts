@@ -252,7 +252,7 @@ export class ChatSession {
     this.#runner = runner;
     this.#memory = resolveMemory(options.memory);
     this.#recall = this.#memory.recall ? new RecallIndex(this.#memory.recall) : undefined;
-    this.#archive = new Archive(this.#memory.archivePath);
+    this.#archive = new Archive(this.#memory.archivePath, this.#memory.archiveMaxTurns);
     const model = runner.context.model;
     const source = options.template ?? model.info.chatTemplate;
     if (options.thinking !== undefined && typeof options.thinking !== "boolean") invalidArgument("thinking must be true or false");
@@ -307,7 +307,7 @@ export class ChatSession {
     return this.#last;
   }
 
-  /** The in-memory archive (empty when the archive is a file; see {@link readArchive}). */
+  /** The in-memory archive, its newest `memory.archive.maxTurns` turns (empty when the archive is a file; see {@link readArchive}). */
   get archive(): readonly ArchivedTurn[] {
     return this.#archive.entries;
   }
@@ -515,6 +515,7 @@ export class ChatSession {
     await this.#primeRecall();
     const failed = this.#recallError;
     this.#recallError = undefined;
+    let forgotten = 0;
     const event = (recalled: readonly RecalledTurn[], reason: string, error?: Error): PendingEvent => ({
       kind: "recall",
       reason,
@@ -524,9 +525,10 @@ export class ChatSession {
       ms: performance.now() - t0,
       recalled,
       ...(error === undefined ? {} : { error }),
+      ...(forgotten > 0 ? { forgotten } : {}),
     });
     if (failed) return event([], `archived turns could not be embedded, so recall may miss them: ${failed.message}`, failed);
-    const forgotten = this.#recallForgotten;
+    forgotten = this.#recallForgotten;
     this.#recallForgotten = 0;
     const forgot = forgotten > 0 ? `; the store forgot ${forgotten} older archived turn(s) to stay within its limits` : "";
     try {
@@ -782,19 +784,23 @@ export class ChatSession {
     return items;
   }
 
-  /** Takes `turns` out of the history and archives them. */
-  async #evict(turns: readonly Turn[], kind: MemoryEventKind): Promise<void> {
+  /**
+   * Takes `turns` out of the history and archives them. Returns `forgotten` (for the event) when
+   * the in-memory archive forgot older turns to make room.
+   */
+  async #evict(turns: readonly Turn[], kind: MemoryEventKind): Promise<Partial<PendingEvent>> {
     const gone = new Set<SessionMessage>();
     for (const t of turns) for (const m of t) gone.add(m);
     this.#history = this.#history.filter((m) => !gone.has(m));
     this.#counters.turnsEvicted += turns.length;
-    await this.#archive.add(turns, kind, Date.now());
+    const archiveForgot = await this.#archive.add(turns, kind, Date.now());
     // Recall is a help, never a reason to fail the turn: a failure is reported by the next recall event.
     const forgotten = await this.#recall?.add(turns).catch((err: unknown) => {
       this.#recallError = err instanceof Error ? err : new Error(String(err));
       return 0;
     });
     this.#recallForgotten += forgotten ?? 0;
+    return archiveForgot > 0 ? { forgotten: archiveForgot } : {};
   }
 
   /** Tokens of the system prompt in `r` (0 without one), undefined when its span is unknown. */
@@ -833,12 +839,14 @@ export class ChatSession {
     const floor = droppable === undefined ? undefined : promptFloor(r.tokens.length, facts, droppable);
     if (floor !== undefined && floor >= contextSize) throw contextFull("the new message and the turns that cannot be evicted take", floor, contextSize);
 
+    const archiveNote = (forgotten: number | undefined) =>
+      forgotten === undefined ? "" : `; the in-memory archive forgot ${forgotten} older turn(s) to stay within ${mem.archiveMaxTurns}`;
     const record = async (kind: MemoryEventKind, reason: string, dropped: readonly Turn[], act: () => Promise<Partial<PendingEvent> | void>) => {
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
-      const extra = await act();
+      const extra = (await act()) ?? {};
       await update();
-      events.push({ kind, reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...extra });
+      events.push({ kind, reason: reason + archiveNote(extra.forgotten), dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...extra });
     };
 
     if (mem.maxAge !== undefined) {
@@ -862,8 +870,7 @@ export class ChatSession {
         await record("summarize", `summarized ahead of need (the last prompt passed ${mem.summarizeAhead} of the budget of ${budget})`, fold, async () => {
           this.#summary = { key: {}, text };
           this.#counters.summaries++;
-          await this.#evict(fold, "summarize");
-          return { summary: "ahead", summaryTokens: tokens };
+          return { ...(await this.#evict(fold, "summarize")), summary: "ahead", summaryTokens: tokens };
         });
       }
     }
@@ -877,8 +884,7 @@ export class ChatSession {
           const { text, tokens } = await this.#write(seq, fold, budget, signal);
           this.#summary = { key: {}, text };
           this.#counters.summaries++;
-          await this.#evict(fold, "summarize");
-          return { summary: "inline", summaryTokens: tokens };
+          return { ...(await this.#evict(fold, "summarize")), summary: "inline", summaryTokens: tokens };
         });
       }
     }
@@ -886,14 +892,16 @@ export class ChatSession {
       const dropped: Turn[] = [];
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
+      let forgotten: number | undefined;
       for (let drop = pick(toShed(facts, r.tokens.length - budget)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - budget))) {
-        await this.#evict(drop, "prune");
+        const f = (await this.#evict(drop, "prune")).forgotten;
+        if (f !== undefined) forgotten = (forgotten ?? 0) + f;
         for (const t of drop) dropped.push(t);
         await update();
       }
       if (dropped.length > 0) {
-        const reason = `prompt of ${tokensBefore} tokens over the budget of ${budget}`;
-        events.push({ kind: "prune", reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0 });
+        const reason = `prompt of ${tokensBefore} tokens over the budget of ${budget}${archiveNote(forgotten)}`;
+        events.push({ kind: "prune", reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...(forgotten === undefined ? {} : { forgotten }) });
       }
     }
     if (r.tokens.length > budget && !mem.keepSystem && this.#system !== undefined) {

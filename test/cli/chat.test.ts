@@ -228,6 +228,22 @@ describe("llamem chat", () => {
     expect(without.stderr).toMatch(/recall\(\) needs a session with memory.recall/);
   }, 60_000);
 
+  it("--recall-store on a damaged or unopenable file warns and chats on without recall", async () => {
+    const damaged = join(tmp.dir, "damaged.sqlite");
+    writeFileSync(damaged, Buffer.alloc(64 * 1024, 0x5a));
+    const r = await chat(["Hello", "/stats"], ["--recall", "--recall-store", damaged]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(replyLines(r.stdout)).toHaveLength(1);
+    expect(r.stderr).toMatch(/^llamem: warning: --recall-store: .*damaged\.sqlite is not an archive store, or is damaged .*\(ERR_ARCHIVE_INVALID\); chatting on without recall$/m);
+    // No recall in this chat: /stats has no recall row.
+    expect(r.stderr).toMatch(/^messages\s/m);
+    expect(r.stderr).not.toMatch(/^recall\s/m);
+    const missing = await chat(["Hello"], ["--recall", "--recall-store", join(tmp.dir, "no-such-dir", "store.sqlite")]);
+    expect(missing.code, missing.stderr).toBe(0);
+    expect(replyLines(missing.stdout)).toHaveLength(1);
+    expect(missing.stderr).toMatch(/^llamem: warning: --recall-store: .*\(ERR_IO\); chatting on without recall$/m);
+  }, 60_000);
+
   it("ends at /exit with 0 and prints a help line for an unknown command", async () => {
     const r = await chat(["/frobnicate", "Hello", "//usr is a directory", "/history", "/exit", "never sent"]);
     expect(r.code, r.stderr).toBe(0);

@@ -1,15 +1,16 @@
 /**
  * The persistent archive store (SQLite): turns and vectors survive a reopen, namespaces stay apart,
- * the cap and the age limit delete rows on disk, a store from another embedding model and a
- * damaged file are typed errors, a process killed mid-write loses nothing committed, and a
- * session recalls turns archived by an earlier session through it.
+ * the caps (turns, bytes) and the age limit delete rows on disk, a store from another embedding
+ * model and a damaged file are typed errors (and, under a session, go into the recall event while
+ * the turns go on), a process killed mid-write loses nothing committed, and a session recalls
+ * turns archived by an earlier session through it.
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
-import { createSession, loadModel, openArchiveStore, type MemoryEvent } from "../../lib/index.js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createSession, loadModel, openArchiveStore, recallEntryBytes, type MemoryEvent, type Model, type RecallStore } from "../../lib/index.js";
 import type { RecallEntry } from "../../lib/session/recall.js";
 import { archModel } from "../helpers/models.js";
 import { THREADS } from "./helpers.js";
@@ -59,6 +60,31 @@ describe("archive store", () => {
     const ns = await store.namespace("s");
     const all = await ns.search(Float32Array.of(Math.SQRT1_2, Math.SQRT1_2), 10, -1, () => false);
     expect(all.map((r) => r.turn[0]?.content).sort()).toEqual(["three", "two"]);
+  });
+
+  it("maxBytes deletes rows on disk, oldest first; a turn over it on its own is not kept", async () => {
+    const path = fresh();
+    // "user: one" is 9 bytes of text and 8 of vector: 17 bytes; "user: three" 19.
+    expect(recallEntryBytes(entry("one", [1, 0]))).toBe(17);
+    {
+      await using store = await openArchiveStore(path, { maxBytes: 40 });
+      const ns = await store.namespace("s");
+      expect(await ns.add([entry("one", [1, 0]), entry("two", [0, 1]), entry("three", [1, 1])])).toBe(1);
+      expect(await ns.add([entry("x".repeat(30), [1, 0])])).toBe(1);
+      expect(ns.size()).toBe(2);
+      expect(store.db.prepare("SELECT count(*) AS n FROM turns").get()).toEqual({ n: 2 });
+    }
+    {
+      await using store = await openArchiveStore(path, { maxBytes: 40 });
+      const all = await (await store.namespace("s")).search(Float32Array.of(Math.SQRT1_2, Math.SQRT1_2), 10, -1, () => false);
+      expect(all.map((r) => r.turn[0]?.content).sort()).toEqual(["three", "two"]);
+    }
+    // Opened with a smaller cap, the namespace's oldest rows over it are deleted at once.
+    await using store = await openArchiveStore(path, { maxBytes: 20 });
+    const ns = await store.namespace("s");
+    expect((await ns.search(Float32Array.of(1, 0), 10, -1, () => false)).map((r) => r.turn[0]?.content)).toEqual(["three"]);
+    expect(store.db.prepare("SELECT count(*) AS n FROM turns").get()).toEqual({ n: 1 });
+    await expect(openArchiveStore(fresh(), { maxBytes: 0 })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 
   it("vectors of another width (another embedding model) and a damaged file are typed errors", async () => {
@@ -130,6 +156,97 @@ describe("archive store", () => {
     } finally {
       await model.dispose();
     }
+  });
+
+  describe("under a session, a store that fails costs recall, not the turn", () => {
+    let model: Model;
+    beforeAll(async () => {
+      model = await loadModel(await archModel("qwen2", "f16"));
+    });
+    afterAll(async () => {
+      await model.dispose();
+    });
+    const embed = async (texts: readonly string[]) => texts.map((t) => [t.length % 7, 1]);
+    const long = (i: number) => `${"long words ".repeat(20)}${i}`;
+    async function sessionOn(store: RecallStore, events: MemoryEvent[]) {
+      return createSession(model, {
+        context: { contextSize: 1024, ...THREADS },
+        maxTokens: 4,
+        temperature: 0,
+        memory: { budget: 120, recall: { embed, store } },
+        onMemoryEvent: (e) => events.push(e),
+      });
+    }
+    const recallErrors = (events: readonly MemoryEvent[]) => events.filter((e) => e.kind === "recall" && e.error !== undefined).map((e) => e.error);
+
+    it("a namespace written with another embedding model: ERR_STATE_MISMATCH in the recall event, every turn answered", async () => {
+      await using store = await openArchiveStore(fresh());
+      const ns = await store.namespace("dims");
+      await ns.add([entry("three dimensions", [1, 0, 0])]);
+      const events: MemoryEvent[] = [];
+      await using session = await sessionOn(ns, events);
+      for (let i = 0; i < 4; i++) expect(typeof (await session.prompt(long(i)))).toBe("string");
+      expect(session.history.length).toBeGreaterThan(0);
+      expect((await session.stats()).turnsEvicted).toBeGreaterThan(0);
+      const errors = recallErrors(events);
+      expect(errors.length).toBeGreaterThan(0);
+      for (const e of errors) expect(e).toMatchObject({ code: "ERR_STATE_MISMATCH" });
+      // Nothing of the other width was written.
+      expect(await ns.size()).toBe(1);
+    });
+
+    it("a store locked by another writer past the busy timeout: ERR_IO in the recall event, and recall works once the lock goes", async () => {
+      const path = fresh();
+      await using store = await openArchiveStore(path);
+      const ns = await store.namespace("locked");
+      const events: MemoryEvent[] = [];
+      await using session = await sessionOn(ns, events);
+      for (let i = 0; i < 3; i++) await session.prompt(long(i));
+      const stored = await ns.size();
+      expect(stored).toBeGreaterThan(0);
+      const { default: Sqlite } = await import("better-sqlite3");
+      const other = new Sqlite(path);
+      other.exec("BEGIN EXCLUSIVE");
+      try {
+        // This turn's evicted turn cannot be written (SQLite waits out its busy timeout first).
+        expect(typeof (await session.prompt(long(3)))).toBe("string");
+      } finally {
+        other.exec("ROLLBACK");
+        other.close();
+      }
+      expect(await ns.size()).toBe(stored);
+      expect(recallErrors(events)).toEqual([]);
+      expect(typeof (await session.prompt(long(4)))).toBe("string");
+      expect(recallErrors(events)).toEqual([expect.objectContaining({ code: "ERR_IO", message: expect.stringMatching(/locked|busy/i) })]);
+      // The lock is gone: this turn's eviction was written.
+      expect(await ns.size()).toBeGreaterThan(stored);
+    }, 60_000);
+
+    it("a store file damaged on disk during the session: ERR_ARCHIVE_INVALID in the recall event, every turn answered", async () => {
+      const path = fresh();
+      await using store = await openArchiveStore(path);
+      const ns = await store.namespace("damaged");
+      const events: MemoryEvent[] = [];
+      await using session = await sessionOn(ns, events);
+      for (let i = 0; i < 3; i++) await session.prompt(long(i));
+      expect(await ns.size()).toBeGreaterThan(0);
+      // Everything committed into the main file, then every page after the header overwritten.
+      store.db.pragma("wal_checkpoint(TRUNCATE)");
+      const size = statSync(path).size;
+      const fd = openSync(path, "r+");
+      writeSync(fd, Buffer.alloc(size - 4096, 0x5a), 0, size - 4096, 4096);
+      closeSync(fd);
+      // Another connection's write makes the session's connection read the pages from disk again.
+      const { default: Sqlite } = await import("better-sqlite3");
+      const other = new Sqlite(path);
+      other.pragma("user_version = 1");
+      other.close();
+      for (let i = 3; i < 6; i++) expect(typeof (await session.prompt(long(i)))).toBe("string");
+      const errors = recallErrors(events);
+      expect(errors.length).toBeGreaterThan(0);
+      for (const e of errors) expect(e).toMatchObject({ code: "ERR_ARCHIVE_INVALID" });
+      expect(session.history.length).toBeGreaterThan(0);
+    });
   });
 
   it("a process killed mid-write loses nothing it had committed, and the store opens", async () => {

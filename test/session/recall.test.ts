@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSession, loadModel, type MemoryEvent, type Model } from "../../lib/index.js";
-import { MemoryRecallStore, RECALL_LABEL, type RecallEntry, type RecallStore } from "../../lib/session/recall.js";
+import { MemoryRecallStore, RECALL_LABEL, recallEntryBytes, type RecallEntry, type RecallStore } from "../../lib/session/recall.js";
 import { archModel } from "../helpers/models.js";
 import { THREADS } from "./helpers.js";
 
@@ -60,7 +60,8 @@ describe("recall", () => {
     expect(at).toBeGreaterThan(0);
     expect(prompt.indexOf("river stone garden", at)).toBeGreaterThan(at);
     expect(prompt.indexOf("What was the code for the blue vault?")).toBeGreaterThan(prompt.indexOf("river stone garden", at));
-    expect(reply.generation.promptTokens).toBeLessThanOrEqual(200 + 80);
+    // The block counts toward the budget (turns are evicted to make room for it): the allowance is inside it.
+    expect(reply.generation.promptTokens).toBeLessThanOrEqual(200);
     // The block is not kept in the history: the next prompt recalls for its own message.
     expect(session.history.some((m) => m.content.includes(RECALL_LABEL.trim()))).toBe(false);
     events.length = 0;
@@ -158,13 +159,164 @@ describe("recall", () => {
     expect(recall?.reason).toMatch(/forgot \d+ older archived turn/);
 
     let now = 1000;
-    const store = new MemoryRecallStore(10, 500, () => now);
+    const store = new MemoryRecallStore(10, 500, undefined, () => now);
     const entry = (text: string, archivedAt: number): RecallEntry => ({ turn: [{ role: "user", content: text, timestamp: 0 }], text, vector: Float32Array.of(1, 0), archivedAt });
     expect(store.add([entry("too old already", 400), entry("old", 600), entry("new", 900)])).toBe(1);
     now = 1200;
     expect(store.search(Float32Array.of(1, 0), 5, 0, () => false).map((r) => r.turn[0]?.content)).toEqual(["new"]);
     expect(store.add([])).toBe(1);
     expect(store.size()).toBe(1);
+  });
+
+  it("the default store keeps at most maxBytes (text in UTF-8 plus vector), oldest forgotten first, reported", async () => {
+    const entry = (text: string): RecallEntry => ({ turn: [{ role: "user", content: text, timestamp: 0 }], text, vector: Float32Array.of(1, 0), archivedAt: 0 });
+    // 4 bytes of text (two 2-byte characters here) and 8 of vector.
+    expect(recallEntryBytes(entry("éé"))).toBe(12);
+    const store = new MemoryRecallStore(10, undefined, 30);
+    expect(store.add([entry("abcd"), entry("efgh")])).toBe(0);
+    expect(store.bytes()).toBe(24);
+    expect(store.add([entry("éé")])).toBe(1);
+    expect(store.turns().map((t) => t[0]?.content)).toEqual(["efgh", "éé"]);
+    expect(store.bytes()).toBe(24);
+    // A turn larger than the cap on its own is not kept, and forgets nothing for it.
+    expect(store.add([entry("x".repeat(30))])).toBe(1);
+    expect(store.turns().map((t) => t[0]?.content)).toEqual(["efgh", "éé"]);
+    // maxTurns and maxBytes together: whichever binds.
+    const both = new MemoryRecallStore(2, undefined, 1000);
+    expect(both.add([entry("a"), entry("b"), entry("c")])).toBe(1);
+    expect(both.size()).toBe(2);
+
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      maxTokens: 4,
+      temperature: 0,
+      memory: { budget: 150, recall: { embed: bagOfWords, maxBytes: 400, minScore: 0.3 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    await session.prompt("The code for the blue vault is river stone garden.");
+    for (let i = 0; i < 6; i++) await session.prompt(FILLER(i));
+    // Every filler turn takes over 146 bytes (90 of its user text, 56 of its 14-float vector): at most two fit.
+    const before = await session.stats();
+    const kept = before.recall?.turns ?? 0;
+    expect(kept).toBeGreaterThanOrEqual(1);
+    expect(kept).toBeLessThanOrEqual(2);
+    expect(before.turnsEvicted).toBeGreaterThan(kept);
+    // The next prompt's recall event reports what the store forgot until then; all of it is reported once.
+    await session.prompt("The blue vault code?");
+    const recalls = events.filter((e) => e.kind === "recall");
+    const forgotten = recalls.reduce((n, e) => n + (e.forgotten ?? 0), 0);
+    expect(forgotten).toBe(before.turnsEvicted - kept);
+    expect(recalls.find((e) => (e.forgotten ?? 0) > 0)?.reason).toMatch(/forgot \d+ older archived turn/);
+    // The vault turn was archived first and forgotten.
+    expect(recalls.at(-1)?.recalled ?? []).toEqual([]);
+  });
+
+  it("never recalls a turn that is still in the history", async () => {
+    const fact = "The code for the blue vault is river stone garden.";
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      maxTokens: 4,
+      temperature: 0,
+      memory: { budget: 150, recall: { embed: bagOfWords, minScore: 0.3 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    await session.prompt(fact);
+    for (let i = 0; i < 5; i++) await session.prompt(FILLER(i));
+    const archived = session.archive.find((a) => a.messages[0]?.content === fact);
+    expect(archived).toBeDefined();
+    // Archived and out of the history, it matches.
+    expect((await session.recall("What was the blue vault code?")).map((r) => r.turn[0]?.content)).toContain(fact);
+    // Back in the history (the same messages), it is not recalled again: the model already sees it.
+    session.setHistory(archived?.messages ?? []);
+    expect((await session.recall("What was the blue vault code?")).map((r) => r.turn[0]?.content)).not.toContain(fact);
+    events.length = 0;
+    const reply = await session.respond("What was the blue vault code?");
+    const recall = events.find((e) => e.kind === "recall");
+    expect(recall?.recalled?.some((r) => r.turn[0]?.content === fact) ?? false).toBe(false);
+    const prompt = await model.detokenize((session.sequence?.tokens ?? []).slice(0, reply.generation.promptTokens), { special: true });
+    expect(prompt.split("river stone garden").length - 1).toBe(1);
+    expect(prompt).not.toContain(RECALL_LABEL.trim());
+  });
+
+  it("with summarize, the block goes after the summary and the kept turns, just before the new message", async () => {
+    const fact = "The code for the blue vault is river stone garden.";
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      system: "You are a terse assistant.",
+      maxTokens: 4,
+      temperature: 0,
+      memory: {
+        budget: 200,
+        strategy: "summarize",
+        keepLastTurns: 1,
+        summarize: async (turns, previous) => `SUMMARY-MARK ${turns.length} more turn(s)${previous ? ` after ${previous.length} chars` : ""}`,
+        recall: { embed: bagOfWords, k: 1, minScore: 0.3, maxTokens: 60 },
+      },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    await session.prompt(fact);
+    for (let i = 0; i < 6; i++) await session.prompt(FILLER(i));
+    expect(session.summary).toMatch(/^SUMMARY-MARK/);
+    expect(session.archive.some((a) => a.reason === "summarize" && a.messages[0]?.content === fact)).toBe(true);
+    events.length = 0;
+    const question = "What was the code for the blue vault?";
+    const reply = await session.respond(question);
+    expect(events.find((e) => e.kind === "recall")?.recalled?.[0]?.turn[0]?.content).toBe(fact);
+    const prompt = await model.detokenize((session.sequence?.tokens ?? []).slice(0, reply.generation.promptTokens), { special: true });
+    const lastKept = session.history.filter((m) => m.role === "user").at(-2)?.content ?? "";
+    expect(lastKept).toMatch(/^Tell me something about number/);
+    const at = {
+      system: prompt.indexOf("You are a terse assistant."),
+      summary: prompt.indexOf("SUMMARY-MARK"),
+      kept: prompt.indexOf(lastKept),
+      block: prompt.indexOf(RECALL_LABEL.trim()),
+      fact: prompt.indexOf("river stone garden"),
+      question: prompt.lastIndexOf(question),
+    };
+    expect(at.system).toBeGreaterThanOrEqual(0);
+    expect(at.summary).toBeGreaterThan(at.system);
+    expect(at.kept).toBeGreaterThan(at.summary);
+    expect(at.block).toBeGreaterThan(at.kept);
+    expect(at.fact).toBeGreaterThan(at.block);
+    expect(at.question).toBeGreaterThan(at.fact);
+    expect(reply.generation.promptTokens).toBeLessThanOrEqual(200);
+  });
+
+  it("the recall block counts toward the budget: every prompt with one stays within it", async () => {
+    const budget = 160;
+    const events: MemoryEvent[] = [];
+    await using session = await createSession(model, {
+      context: { contextSize: 1024, ...THREADS },
+      maxTokens: 4,
+      temperature: 0,
+      // A generous allowance (half the budget), so the block really competes with the history for room.
+      memory: { budget, recall: { embed: bagOfWords, k: 3, minScore: 0.2, maxTokens: 0.5 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    const facts = [
+      "The code for the blue vault is river stone garden.",
+      "My cat's name is Luna and she likes bread.",
+      "The recipe for bread needs flour, water and a stone oven.",
+      "In Paris the weather was blue and the river was calm.",
+    ];
+    let withBlock = 0;
+    for (let round = 0; round < 3; round++) {
+      for (const [i, fact] of facts.entries()) {
+        events.length = 0;
+        const reply = await session.respond(round === 0 ? fact : `Remind me: ${fact.split(" ").slice(1, 6).join(" ")}? (${round}.${i})`);
+        expect(reply.generation.promptTokens, `round ${round}, message ${i}`).toBeLessThanOrEqual(budget);
+        if ((events.find((e) => e.kind === "recall")?.recalled?.length ?? 0) > 0) {
+          withBlock++;
+          const prompt = await model.detokenize((session.sequence?.tokens ?? []).slice(0, reply.generation.promptTokens), { special: true });
+          expect(prompt).toContain(RECALL_LABEL.trim());
+        }
+      }
+    }
+    // The bound was checked on prompts that carried a block, not only on ones without.
+    expect(withBlock).toBeGreaterThanOrEqual(3);
   });
 
   it("an app's own store receives unit vectors and answers the searches", async () => {

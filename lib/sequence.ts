@@ -131,6 +131,40 @@ export class Sequence {
   }
 
   /**
+   * @internal Inserts `tokens` at position `at`, moving the cells from `at` on forward, without
+   * evaluating those again. llama.cpp evaluates a sequence's tokens only after its last position,
+   * so the new tokens are evaluated at the end (attending to the whole sequence, the cells after
+   * `at` included) and then moved into place with the rest shifted after them: the same kind of
+   * approximation as {@link removeTokens}' shift, for `kvReuse: "shift"`. Returns false, changing
+   * nothing, where the cache cannot shift positions or the tokens do not fit.
+   */
+  async insertTokens(at: number, tokens: ArrayLike<number>): Promise<boolean> {
+    this.#ensureGenerative();
+    const ids = toTokenIds(tokens);
+    const n = this.#tokens.length;
+    if (!Number.isInteger(at) || at < 0 || at > n) invalidArgument(`insertTokens(at, tokens): need 0 <= at <= ${n}`);
+    const s = ids.length;
+    const { info } = this.#inner.context;
+    if (s === 0) return true;
+    if (!info.canShift || n + s >= info.sequenceContextSize) return false;
+    return this.#exclusive(async () => {
+      await this.#evaluate(ids);
+      await this.#inner.enqueue(() => {
+        const { native } = this.#inner;
+        // Three moves, so no two ranges ever share a position: the new cells out of the way,
+        // the tail forward, the new cells into the gap.
+        native.seqShift(this.id, n, n + s, s);
+        native.seqShift(this.id, at, n, s);
+        native.seqShift(this.id, n + s, n + 2 * s, at - n - s);
+        const list = this.#tokens.list;
+        const tail = list.splice(at, n - at);
+        for (const t of tail) list.push(t);
+      });
+      return true;
+    });
+  }
+
+  /**
    * Makes `target` hold the same cache as this sequence (prefix sharing: the cells are shared,
    * not evaluated again). Whatever `target` held is dropped. Both sequences must belong to
    * the same context.

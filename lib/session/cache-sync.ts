@@ -71,8 +71,9 @@ export function sameTokens(a: readonly number[], b: readonly number[]): boolean 
 /**
  * Brings `seq`'s cache in line with the prompt `r` before generating. With `shift`, the cells
  * of messages that were in the layout `before` and are gone from `r` are cut out and the later
- * cells shifted back (when that keeps more than the plain common prefix). Then, if an idle peer
- * on the same context holds a longer prefix of the prompt, its cells are copied. What still
+ * cells shifted back, and new messages placed before kept ones (a new summary) are inserted
+ * into the cache in place (when that keeps more than the plain common prefix). Then, if an idle
+ * peer on the same context holds a longer prefix of the prompt, its cells are copied. What still
  * differs is evaluated by generation. Returns how many tokens of kept messages need evaluating
  * again.
  */
@@ -82,27 +83,41 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
   const cached = seq.tokens;
   const keys = new Set(r.items.map((it) => it.key));
   const valid = before !== undefined && sameTokens(before.tokens, cached);
-  const dropped = valid ? before.items.filter((it) => !keys.has(it.key)) : [];
-  if (dropped.length > 0 && o.shift) {
+  const gone = valid ? before.items.filter((it) => !keys.has(it.key)) : [];
+  const run = valid && o.shift && seq.context.info.canShift ? insertedRun(r, before) : undefined;
+  // A new message with the very tokens of a dropped one in its place (a summary rewritten the
+  // same) keeps that one's cells instead.
+  const same = run && gone.find((d) => d.start === run.start && d.end === run.end && sameTokens(cached.slice(d.start, d.end), Array.from(prompt.subarray(d.start, d.end))));
+  const dropped = same ? gone.filter((d) => d !== same) : gone;
+  const inserted = same ? undefined : run;
+  if ((dropped.length > 0 || inserted) && o.shift) {
     const removed = new Uint8Array(cached.length);
     for (const d of dropped) removed.fill(1, d.start, d.end);
-    // Walk the cache without the dropped cells: how far would it then match the prompt?
+    // Walk the cache without the dropped cells: how far would it then match the prompt (with the
+    // inserted run skipped over in the prompt)?
     let matched = 0;
     let cut = cached.length;
     for (let c = 0; c < cached.length; c++) {
       if (removed[c]) continue;
+      if (inserted && matched === inserted.start) matched = inserted.end;
       if (matched >= max || cached[c] !== prompt[matched]) {
         cut = c;
         break;
       }
       matched++;
     }
-    if (matched > commonPrefix(cached, prompt, max)) {
+    // Inserting pays only if cells after the run are kept; else the run is just evaluated.
+    const insert = inserted !== undefined && matched > inserted.end;
+    const kept = insert ? matched - (inserted.end - inserted.start) : Math.min(matched, inserted?.start ?? matched);
+    if (kept > commonPrefix(cached, prompt, max)) {
       if (cut < cached.length) await seq.removeTokens(cut, cached.length);
       // From the last range back, so earlier positions stay put while later ones shift.
       dropped.sort((a, b) => b.start - a.start);
       for (const d of dropped) {
         if (d.start < cut) await seq.removeTokens(d.start, d.end);
+      }
+      if (insert && !(await seq.insertTokens(inserted.start, prompt.subarray(inserted.start, inserted.end)))) {
+        await seq.removeTokens(inserted.start, seq.tokens.length);
       }
     }
   }
@@ -120,6 +135,29 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
   });
   const reevaluatedTokens = Math.max(0, keptEnd - reused);
   return { kvReused: reevaluatedTokens === 0, reevaluatedTokens };
+}
+
+/**
+ * The prompt tokens [start, end) of the messages that are new in `r` and come before messages
+ * the cache holds from `before` (a summary written before the kept turns): one contiguous run,
+ * or undefined.
+ */
+function insertedRun(r: Rendered, before: Layout): { start: number; end: number } | undefined {
+  const had = new Set(before.items.filter((it) => it.prompt).map((it) => it.key));
+  let run: { start: number; end: number } | undefined;
+  let keptAfter = false;
+  for (const [i, it] of r.items.entries()) {
+    const span = r.spans[i];
+    if (!span) return undefined;
+    if (had.has(it.key)) {
+      if (run) keptAfter = true;
+      continue;
+    }
+    if (keptAfter) break;
+    if (run && span.start !== run.end) return undefined;
+    run = run ? { start: run.start, end: span.end } : { start: span.start, end: span.end };
+  }
+  return run && keptAfter && run.end > run.start ? run : undefined;
 }
 
 /**

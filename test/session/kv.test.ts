@@ -96,6 +96,62 @@ describe("KV cache reuse when turns are evicted", () => {
   });
 });
 
+describe("a new summary in the cache", () => {
+  // On a one-layer model a cell's K and V depend only on its token and position, so cells moved
+  // or inserted in place are what a fresh evaluation computes (up to the double rotation of K).
+  it("shift: the summary is inserted before the kept turns, which are not evaluated again; the next greedy tokens equal a fresh context's (one-layer model)", async () => {
+    await using ctx = await oneLayer.createContext({ contextSize: 512, ...THREADS });
+    await using fresh = await oneLayer.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    let folds = 0;
+    const session = await createSession(ctx, {
+      system: SYSTEM, maxTokens: 8, temperature: 0,
+      memory: { strategy: "summarize", budget: 200, keepLastTurns: 2, kvReuse: "shift", summarize: async (turns) => `Fold ${++folds}: ${turns.length} turns about topics.` },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    let checked = 0;
+    let exact = 0;
+    for (let i = 0; i < 20; i++) {
+      const before = events.length;
+      const ids: number[] = [];
+      await session.prompt(userText(i), { onToken: (t) => ids.push(t) });
+      const e = events.slice(before).find((x) => x.kind === "summarize");
+      if (!e) continue;
+      checked++;
+      expect([e.kvReused, e.reevaluatedTokens]).toEqual([true, 0]);
+      const g = session.lastGeneration;
+      const prompt = [...(session.sequence?.tokens ?? [])].slice(0, g?.promptTokens);
+      const summary = { role: "system", content: `Summary of the earlier conversation:\n${session.summary}` };
+      expect(prompt).toEqual(await formatted(oneLayer, [{ role: "system", content: SYSTEM }, summary, ...session.history.slice(0, -1)], true));
+      // Evaluated by the generation: the last reply's closing and the new message (the summary went in before them).
+      const keptTokens = (await formatted(oneLayer, [{ role: "system", content: SYSTEM }, summary, ...session.history.slice(0, -3)], false)).length;
+      expect(g?.evaluatedPromptTokens).toBeLessThanOrEqual((g?.promptTokens ?? 0) - keptTokens);
+      const expected: number[] = [];
+      await fresh.clear();
+      await fresh.complete(prompt, { maxTokens: 8, temperature: 0, onToken: (t) => expected.push(t) });
+      const d = ids.findIndex((t, j) => t !== expected[j]);
+      if (d < 0) exact++;
+      else await expectNearTie(fresh, [...prompt, ...expected.slice(0, d)], [expected[d] as number, ids[d] as number]);
+    }
+    expect(checked).toBeGreaterThan(2);
+    expect(exact).toBeGreaterThanOrEqual(checked - 1);
+  });
+
+  it("prefix: the kept turns after a new summary are evaluated again, and say so", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM, maxTokens: 4, temperature: 0,
+      memory: { strategy: "summarize", budget: 200, keepLastTurns: 2, kvReuse: "prefix", summarize: async (turns) => `${turns.length} turns.` },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 16; i++) await session.prompt(userText(i));
+    const summaries = events.filter((e) => e.kind === "summarize");
+    expect(summaries.length).toBeGreaterThan(1);
+    expect(summaries.every((e) => !e.kvReused && e.reevaluatedTokens > 0)).toBe(true);
+  });
+});
+
 describe("shared prefixes", () => {
   it.each([false, true])("sessions with the same system prompt on one context evaluate it once (kvUnified %s)", async (kvUnified) => {
     await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified, ...THREADS });

@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { createSession, loadModel, type MemoryEvent, type MemoryStrategy, type Model, type Turn } from "../../lib/index.js";
+import { createSession, loadModel, loadSession, type MemoryEvent, type MemoryStrategy, type Model, type Turn } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 import { THREADS, codeOf, expectWholeTurns, formatted } from "./helpers.js";
 
@@ -170,8 +170,8 @@ describe("memory strategies", () => {
     const summaries = events.filter((e) => e.kind === "summarize");
     expect(summaries.length).toBeGreaterThan(0);
     expect(session.summary?.length).toBeGreaterThan(0);
-    // The summary sits before the kept turns, so they are evaluated again after it: reported.
-    expect(summaries.every((e) => !e.kvReused && e.reevaluatedTokens > 0)).toBe(true);
+    // The summary is inserted before the kept turns (kvReuse "shift"): they are not evaluated again.
+    expect(summaries.every((e) => e.kvReused && e.reevaluatedTokens === 0)).toBe(true);
     const cached = await model.detokenize(session.sequence?.tokens ?? [], { special: true });
     expect(cached).toContain(`Summary of the earlier conversation:\n${session.summary}`);
     expect((await session.stats()).summaries).toBe(summaries.length);
@@ -222,6 +222,53 @@ describe("memory strategies", () => {
     expect(events[0]?.dropped.map((t) => t.map((m) => m.content))).toEqual([["an old question", "an old answer"]]);
     expect(session.archive.map((a) => [a.reason, a.messages[0]?.timestamp])).toEqual([["archive", old]]);
     expect(session.history.map((m) => m.content).slice(0, 5)).toEqual(["an old pinned note", "noted", "a recent question", "a recent answer", "and now?"]);
+  });
+
+  it("the in-memory archive keeps at most archive.maxTurns, the oldest forgotten first and reported; by default recall's cap", async () => {
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { budget: 140, archive: { maxTurns: 3 } },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    for (let i = 0; i < 16; i++) {
+      await session.prompt(userText(i));
+      expect(session.archive.length).toBeLessThanOrEqual(3);
+    }
+    const { turnsEvicted } = await session.stats();
+    expect(turnsEvicted).toBeGreaterThan(6);
+    // The newest evicted turns, in the order they went.
+    const evicted = events.flatMap((e) => e.dropped);
+    expect(evicted).toHaveLength(turnsEvicted);
+    expect(session.archive.map((a) => a.messages)).toEqual(evicted.slice(-3));
+    // Every forgotten turn was reported by the event that pushed it out.
+    expect(events.reduce((n, e) => n + (e.forgotten ?? 0), 0)).toBe(turnsEvicted - 3);
+    expect(events.find((e) => e.forgotten !== undefined)?.reason).toMatch(/the in-memory archive forgot \d+ older turn\(s\) to stay within 3$/);
+
+    // A saved session's archive comes back within the loading session's cap (its newest turns).
+    const file = join(dir, "capped-archive.llamem");
+    await session.save(file);
+    await session.dispose();
+    const loaded = await loadSession(ctx, file, { memory: { budget: 140, archive: { maxTurns: 2 } } });
+    expect(loaded.archive.map((a) => a.messages)).toEqual(evicted.slice(-2));
+    await loaded.dispose();
+
+    // Without its own cap, the in-memory archive follows recall's.
+    const withRecall = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 3,
+      temperature: 0,
+      memory: { budget: 140, recall: { embed: async (texts) => texts.map(() => [1, 0]), maxTurns: 2 } },
+    });
+    for (let i = 0; i < 10; i++) await withRecall.prompt(userText(i));
+    expect((await withRecall.stats()).turnsEvicted).toBeGreaterThan(2);
+    expect(withRecall.archive).toHaveLength(2);
+    await withRecall.dispose();
+    await expect(createSession(ctx, { memory: { archive: { maxTurns: 0 } } })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
+    await expect(createSession(ctx, { memory: { recall: { embed: async () => [], maxBytes: 1.5 } } })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 
   it("keeps the system prompt over the budget unless keepSystem is false", async () => {

@@ -89,6 +89,11 @@ export const DEFAULTS = {
    * default store, an archive store's namespace, and the session's in-memory archive).
    */
   recall: { k: 3, minScore: 0.5, maxTokens: 0.25, contextSize: 512, maxTurns: 10_000 },
+  /**
+   * Tokens kept out of a session's budget, beside the summary's own, for a summary written on
+   * `memory.summarySequence`: the instruction after the conversation and its template's markers.
+   */
+  summaryInstructionTokens: 128,
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */

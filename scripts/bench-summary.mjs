@@ -3,12 +3,16 @@
 // where the MODEL writes the summaries, on a small context, turn by turn.
 //
 //   node scripts/bench-summary.mjs [--model PATH] [--turns 60] [--context 1024] [--reply-tokens 16]
-//                                  [--runs inline,ahead-pause,ahead-nopause] [--pause-ms 3000] [--threads N]
+//                                  [--runs inline,ahead-pause,ahead-nopause,beside-pause,beside-nopause]
+//                                  [--pause-ms 3000] [--threads N]
 //
 // Runs, each on a fresh context, the same user messages (about 60 tokens each), temperature 0:
 //   inline          summarizeAhead: false, no pause (every summary is written in the turn that needs it)
 //   ahead-pause     summarizeAhead: 0.5, with --pause-ms between turns (a person reading and typing)
 //   ahead-nopause   summarizeAhead: 0.5, the next prompt right after the reply
+//   beside-pause    as ahead-pause, the summary written on a second sequence of a unified-KV
+//                   context (memory.summarySequence), beside the turns instead of between them
+//   beside-nopause  as ahead-nopause, on the second sequence
 // Reports per run: the median of turns 5-15, the slowest turn after the first fold (the context
 // filled), the mean of the turns after it, their ratios, and the memory events' summary kinds.
 // Prints JSON and a table; progress to stderr. Run on a quiet machine.
@@ -25,7 +29,7 @@ const { values } = parseArgs({
     turns: { type: "string", default: "60" },
     context: { type: "string", default: "1024" },
     "reply-tokens": { type: "string", default: "16" },
-    runs: { type: "string", default: "inline,ahead-pause,ahead-nopause" },
+    runs: { type: "string", default: "inline,ahead-pause,ahead-nopause,beside-pause,beside-nopause" },
     "pause-ms": { type: "string", default: "3000" },
     threads: { type: "string" },
   },
@@ -49,6 +53,8 @@ const RUNS = {
   inline: { ahead: false, pause: false },
   "ahead-pause": { ahead: 0.5, pause: true },
   "ahead-nopause": { ahead: 0.5, pause: false },
+  "beside-pause": { ahead: 0.5, pause: true, beside: true },
+  "beside-nopause": { ahead: 0.5, pause: false, beside: true },
 };
 
 const median = (xs) => {
@@ -64,14 +70,14 @@ const results = [];
 for (const id of values.runs.split(",")) {
   const run = RUNS[id];
   if (!run) throw new Error(`unknown run ${id}`);
-  const ctx = await model.createContext({ contextSize, ...(threads ? { threads } : {}) });
+  const ctx = await model.createContext({ contextSize, ...(run.beside ? { sequences: 2, kvUnified: true } : {}), ...(threads ? { threads } : {}) });
   const events = [];
   let turn = 0;
   const session = await createSession(ctx, {
     system: SYSTEM,
     maxTokens: replyTokens,
     temperature: 0,
-    memory: { strategy: "summarize", summarizeAhead: run.ahead },
+    memory: { strategy: "summarize", summarizeAhead: run.ahead, ...(run.beside ? { summarySequence: ctx.sequence(1) } : {}) },
     onMemoryEvent: (e) => (process.env.DEBUG_EVENTS && process.stderr.write(JSON.stringify({ turn, summary: e.summary, summaryTokens: e.summaryTokens, ms: Math.round(e.ms), dropped: e.dropped.length }) + "\n"), events.push({ turn, kind: e.kind, summary: e.summary, summaryTokens: e.summaryTokens, ms: e.ms, reevaluatedTokens: e.reevaluatedTokens })),
   });
   const ms = [];

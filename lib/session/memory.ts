@@ -6,6 +6,7 @@
 import { invalidArgument } from "../errors.js";
 import { DEFAULTS } from "../options.js";
 import type { ChatMessage, ChatToolCall } from "../model.js";
+import type { Sequence } from "../sequence.js";
 import { resolveRecall, type RecallOptions, type RecalledTurn, type ResolvedRecall } from "./recall.js";
 
 /** One message of a session's history. */
@@ -116,6 +117,16 @@ export interface MemoryOptions {
    */
   summarizeAhead?: number | false;
   /**
+   * For summaries the model writes ahead of need: a free sequence of the session's context to
+   * write them on. They then run beside the turns (the context's engine batches the two) instead
+   * of in the pauses between them, and a prompt never cancels one; a prompt that needs the summary
+   * before it is done waits for the rest. The conversation is copied to it (with `kvUnified`, its
+   * cells are shared, not copied), and the session keeps room for the summary's tokens out of its
+   * budget. A session created on a Model with `summarizeAhead` gets one (its context has a second
+   * sequence and a unified KV cache) unless `context.sequences` is given.
+   */
+  summarySequence?: Sequence;
+  /**
    * Recall archived turns by meaning: each evicted turn is embedded as it is archived, and before
    * a prompt the archived turns most similar to the new message are placed, in a marked block,
    * just before it (so the cached history stays valid), within `maxTokens`. Off by default.
@@ -205,6 +216,7 @@ export interface ResolvedMemory {
   readonly maxAge: number | undefined;
   readonly kvReuse: "shift" | "prefix";
   readonly summarizeAhead: number | false;
+  readonly summarySequence: Sequence | undefined;
   readonly recall: ResolvedRecall | undefined;
 }
 
@@ -256,6 +268,7 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
     maxAge,
     kvReuse,
     summarizeAhead: ahead,
+    summarySequence: o.summarySequence,
     recall,
   };
 }

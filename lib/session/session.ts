@@ -27,6 +27,7 @@ import {
   type MemoryEvent,
   type MemoryEventKind,
   type MemoryOptions,
+  type ModelSummaryOptions,
   type ResolvedMemory,
   type SessionMessage,
   type SessionMessageInput,
@@ -36,7 +37,7 @@ import { readSession, writeSession, type SavedHeader, type SavedRef } from "./pe
 import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
 import { Renderer, messageOf, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
-import { SUMMARY_LABEL, summarizeTurns } from "./summarizer.js";
+import { SUMMARY_LABEL, summarizeTurns, summaryMaxTokens, untilAborted } from "./summarizer.js";
 
 /** Options of {@link createSession}. */
 export interface SessionOptions extends SamplingOptions {
@@ -167,12 +168,15 @@ interface Ahead {
    * still in the history and the summary it extends is still the current one.
    */
   partial: number[];
+  /** Written on `memory.summarySequence`, beside the turns: a prompt does not cancel it. */
+  readonly beside: boolean;
 }
 
 /** What became of the background summary when a turn began. */
 type AheadOutcome =
   | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number } }
-  | { readonly cancelled: { readonly tokens: number; readonly ms: number } };
+  | { readonly cancelled: { readonly tokens: number; readonly ms: number } }
+  | { readonly running: Ahead };
 
 /** An id for a call the model gave none: unique within the session's turn. */
 function toolCallId(round: number, index: number): string {
@@ -279,7 +283,36 @@ export class ChatSession {
     this.#onEvent = options.onMemoryEvent;
     this.#ownedContext = ownedContext;
     this.#system = options.system;
+    this.#checkSummarySequence(runner);
     joinPeers(runner.context, this.#peer);
+  }
+
+  /** ERR_INVALID_ARGUMENT unless `memory.summarySequence` is a free sequence of the session's context where the model writes summaries ahead of need. */
+  #checkSummarySequence(runner: SessionRunner): void {
+    const mem = this.#memory;
+    const beside = mem.summarySequence;
+    if (beside === undefined) return;
+    if (!(beside instanceof Sequence) || beside.context !== runner.context) invalidArgument("memory.summarySequence must be a sequence of the session's context");
+    if (!(runner instanceof SequenceRunner) || beside === runner.sequence) invalidArgument("memory.summarySequence must be another sequence than the session's own (and not in a pool)");
+    if (mem.strategy !== "summarize" || mem.summarizeAhead === false || typeof mem.summarize === "function") {
+      invalidArgument('memory.summarySequence is for summaries the model writes ahead of need: strategy "summarize", summarizeAhead, and no summarize function');
+    }
+    for (const peer of peersOn(runner.context)) {
+      if (peer.sequence() === beside) invalidArgument(`memory.summarySequence: sequence ${beside.id} has a session`);
+    }
+  }
+
+  /**
+   * The prompt budget for replies of `maxTokens`: the memory's, less room for a summary written
+   * beside the turns (its instruction and tokens take cells of their own while the conversation
+   * goes on).
+   */
+  #budget(maxTokens: number): number {
+    const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
+    if (this.#memory.summarySequence === undefined) return budget;
+    const reserve = summaryMaxTokens(this.#memory.summarize as ModelSummaryOptions, budget) + DEFAULTS.summaryInstructionTokens;
+    if (budget - reserve < 1) invalidArgument(`memory.summarySequence: the budget of ${budget} tokens leaves no room beside ${reserve} for the summary; use a larger context`);
+    return budget - reserve;
   }
 
   /** The conversation (evicted turns excluded), oldest first. */
@@ -535,7 +568,7 @@ export class ChatSession {
       const found = await index.search(user.content, this.#inHistory(), signal);
       if (found.length === 0) return forgotten > 0 ? event([], `nothing recalled${forgot}`) : undefined;
       const { recall } = this.#memory;
-      const budget = budgetTokens(this.#memory, this.#runner.context.info.sequenceContextSize, maxTokens);
+      const budget = this.#budget(maxTokens);
       const allowance = (recall?.maxTokens ?? 0) < 1 ? Math.floor((recall?.maxTokens ?? 0) * budget) : (recall?.maxTokens ?? 0);
       const model = this.#runner.context.model;
       const kept: RecalledTurn[] = [];
@@ -818,7 +851,7 @@ export class ChatSession {
   async #plan(seq: Sequence, maxTokens: number, signal: AbortSignal | undefined, ahead: AheadOutcome | undefined): Promise<{ rendered: Rendered; events: PendingEvent[] }> {
     const mem = this.#memory;
     const contextSize = this.#runner.context.info.sequenceContextSize;
-    const budget = budgetTokens(mem, contextSize, maxTokens);
+    const budget = this.#budget(maxTokens);
     const events: PendingEvent[] = [];
     let withSystem = true;
     let r = await this.#renderer.render(this.#items(withSystem));
@@ -856,6 +889,13 @@ export class ChatSession {
     if (mem.strategy === "slidingWindow") {
       const over = pick(outsideWindow(facts, mem.keepLastTurns));
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
+    }
+    if (mem.strategy === "summarize" && ahead && "running" in ahead && r.tokens.length > budget) {
+      // This prompt needs the summary being written beside the turns: wait for the rest of it.
+      const a = ahead.running;
+      if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
+      const outcome = await this.#takeAhead(true);
+      if (outcome) ahead = outcome;
     }
     if (mem.strategy === "summarize" && ahead && "cancelled" in ahead) {
       const { tokens, ms } = ahead.cancelled;
@@ -1028,7 +1068,7 @@ export class ChatSession {
     if (!(this.#runner instanceof SequenceRunner)) return;
     const seq = this.#runner.sequence;
     if (!seq) return;
-    const budget = budgetTokens(mem, this.#runner.context.info.sequenceContextSize, this.#maxTokens);
+    const budget = this.#budget(this.#maxTokens);
     const paused = this.#paused;
     this.#paused = undefined;
     if (paused && this.#stillFits(paused)) {
@@ -1051,10 +1091,33 @@ export class ChatSession {
     return a.previous === this.#summary?.text && a.fold.every((t) => t.every((m) => inHistory.has(m)));
   }
 
-  /** Starts writing the summary of `fold` in the background, going on from `partial` (the model's tokens so far). */
+  /**
+   * Starts writing the summary of `fold` in the background, going on from `partial` (the model's
+   * tokens so far): on `memory.summarySequence` when there is one (a copy of the conversation,
+   * beside the turns), else on the session's sequence between turns.
+   */
   #runAhead(fold: readonly Turn[], previous: string | undefined, budget: number, partial: number[], tokens: number): void {
-    const ahead: Ahead = { abort: new AbortController(), fold, previous, done: Promise.resolve(), tokens, ms: 0, partial };
+    const beside = this.#memory.summarySequence;
+    const ahead: Ahead = { abort: new AbortController(), fold, previous, done: Promise.resolve(), tokens, ms: 0, partial, beside: beside !== undefined };
     const t0 = performance.now();
+    if (beside) {
+      ahead.done = (async () => {
+        // Copied now, while the session's sequence is idle (the caller's next prompt may follow at once).
+        await (this.#runner.sequence as Sequence).copyTo(beside);
+        try {
+          const { text } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
+          if (!ahead.abort.signal.aborted) ahead.text = text;
+        } finally {
+          if (!beside.busy) await beside.clear();
+        }
+      })()
+        .catch(() => undefined)
+        .finally(() => {
+          ahead.ms = performance.now() - t0;
+        });
+      this.#ahead = ahead;
+      return;
+    }
     ahead.done = (async () => {
       // Let the caller take the reply first.
       await new Promise<void>((resolve) => setImmediate(resolve));
@@ -1074,10 +1137,14 @@ export class ChatSession {
     this.#ahead = ahead;
   }
 
-  /** Ends the background summary, if any: what it wrote if it had finished, else it is cancelled (and awaited). */
-  async #takeAhead(): Promise<AheadOutcome | undefined> {
+  /**
+   * Ends the background summary, if any: what it wrote if it had finished, else it is cancelled
+   * (and awaited). One written beside the turns goes on unless `end`: it is returned as running.
+   */
+  async #takeAhead(end = false): Promise<AheadOutcome | undefined> {
     const a = this.#ahead;
     if (!a) return undefined;
+    if (a.beside && a.text === undefined && !end) return { running: a };
     if (a.text === undefined) a.abort.abort();
     await a.done;
     this.#ahead = undefined;
@@ -1106,15 +1173,22 @@ function checkSessionOptions(options: unknown): void {
 }
 
 /** Which sequence a new session runs on, and the context it creates when given a Model. */
-async function sequenceFor(target: Model | Context | Sequence, options: SessionOptions): Promise<{ seq: Sequence; owned?: Context }> {
+async function sequenceFor(target: Model | Context | Sequence, options: SessionOptions): Promise<{ seq: Sequence; owned?: Context; options: SessionOptions }> {
   checkSessionOptions(options);
   if (target instanceof Model) {
-    const owned = await target.createContext(options.context);
-    return { seq: owned.sequence(0), owned };
+    const m = options.memory;
+    // Summaries the model writes ahead of need get a sequence of their own beside the session's,
+    // sharing its cells (unified KV), unless the app shaped the context itself.
+    const beside =
+      m !== undefined && m !== null && typeof m === "object" && m.strategy === "summarize" && typeof m.summarizeAhead === "number" &&
+      typeof m.summarize !== "function" && m.summarySequence === undefined && options.context?.sequences === undefined && options.context?.kvUnified !== false;
+    const owned = await target.createContext(beside ? { ...options.context, sequences: 2, kvUnified: true } : options.context);
+    if (!beside) return { seq: owned.sequence(0), owned, options };
+    return { seq: owned.sequence(0), owned, options: { ...options, memory: { ...m, summarySequence: owned.sequence(1) } } };
   }
   if (options.context !== undefined) invalidArgument("options.context applies only when the session is created from a Model");
-  if (target instanceof Context) return { seq: target.sequence(0) };
-  if (target instanceof Sequence) return { seq: target };
+  if (target instanceof Context) return { seq: target.sequence(0), options };
+  if (target instanceof Sequence) return { seq: target, options };
   return invalidArgument("createSession(target): target must be a Model, Context or Sequence");
 }
 
@@ -1130,9 +1204,9 @@ function sessionOn(seq: Sequence, options: SessionOptions, owned: Context | unde
  * Context it uses sequence 0; on a Sequence, that sequence. One session per sequence.
  */
 export async function createSession(target: Model | Context | Sequence, options: SessionOptions = {}): Promise<ChatSession> {
-  const { seq, owned } = await sequenceFor(target, options);
+  const { seq, owned, options: o } = await sequenceFor(target, options);
   try {
-    return sessionOn(seq, options, owned);
+    return sessionOn(seq, o, owned);
   } catch (err) {
     await owned?.dispose();
     throw err;
@@ -1165,10 +1239,10 @@ export async function loadSession(target: Model | Context | Sequence, path: stri
   const { header, state } = await readSession(path);
   await checkFingerprint(model, header, path);
   const sessionOptions = withArchive(options, header);
-  const { seq, owned } = await sequenceFor(target, sessionOptions);
+  const { seq, owned, options: o } = await sequenceFor(target, sessionOptions);
   let session: ChatSession | undefined;
   try {
-    session = sessionOn(seq, sessionOptions, owned);
+    session = sessionOn(seq, o, owned);
     await session.restore(header, state);
     return session;
   } catch (err) {

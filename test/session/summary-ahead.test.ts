@@ -188,7 +188,7 @@ describe("summarizing ahead of need", () => {
       await session.prompt(userText(i));
       const after = seq.tokens.slice();
       // Idle time: the background summary runs and ends with the cache as the turn left it.
-      for (let w = 0; w < 100 && requests.some((r) => r.after === undefined); w++) await sleep(10);
+      for (let w = 0; w < 1000 && requests.some((r) => r.after === undefined); w++) await sleep(10);
       await sleep(20);
       expect(seq.tokens).toEqual(after);
     }
@@ -283,5 +283,59 @@ describe("summarizing ahead of need", () => {
       // Whatever the request had evaluated is gone again.
       expect(seq.tokens).toEqual(requests[0]?.before);
     }
+  });
+});
+
+describe("summaries written beside the turns (memory.summarySequence)", () => {
+  const memory = { strategy: "summarize", budget: 600, keepLastTurns: 2, summarizeAhead: 0.5, summarize: { maxTokens: 12 } } as const;
+  // The budget less the summary's room: its 12 tokens and DEFAULTS.summaryInstructionTokens.
+  const reduced = 600 - 12 - 128;
+
+  it("the model writes the next fold on a sequence of its own while the turns go on: no prompt cancels it, none waits for one written inline, and the prompts keep room for it", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified: true, ...THREADS });
+    const beside = ctx.sequence(1);
+    const events: MemoryEvent[] = [];
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 4, temperature: 0, memory: { ...memory, summarySequence: beside }, onMemoryEvent: (e) => events.push(e) });
+    let sawBusy = false;
+    for (let i = 0; i < 30; i++) {
+      // No pause: the next prompt comes as soon as the reply is in.
+      await session.prompt(userText(i));
+      sawBusy ||= beside.busy;
+      expect(session.lastGeneration?.promptTokens).toBeLessThanOrEqual(reduced);
+    }
+    const summaries = events.filter((e) => e.kind === "summarize");
+    expect(summaries.filter((e) => e.summary === "ahead").length).toBeGreaterThan(2);
+    expect(summaries.filter((e) => e.summary === "cancelled" || e.summary === "inline")).toEqual([]);
+    // The summary ran beside a turn at least once (its sequence was generating when the turn ended).
+    expect(sawBusy).toBe(true);
+    // Inserted before the kept turns, which were not evaluated again.
+    expect(summaries.every((e) => e.kvReused && e.reevaluatedTokens === 0)).toBe(true);
+    await session.dispose();
+    expect(beside.busy).toBe(false);
+    expect(beside.tokens).toEqual([]);
+  });
+
+  it("a session on a Model gets a second sequence sharing the cells; a context the app shaped does not", async () => {
+    const s = await createSession(model, { system: SYSTEM, maxTokens: 4, temperature: 0, memory, context: { contextSize: 1024, ...THREADS } });
+    expect(s.sequence?.context.info.sequences).toBe(2);
+    for (let i = 0; i < 12; i++) await s.prompt(userText(i));
+    expect(s.lastGeneration?.promptTokens).toBeLessThanOrEqual(reduced);
+    await s.dispose();
+    const plain = await createSession(model, { system: SYSTEM, maxTokens: 4, memory, context: { contextSize: 1024, sequences: 1, ...THREADS } });
+    expect(plain.sequence?.context.info.sequences).toBe(1);
+    await plain.dispose();
+  });
+
+  it("refuses a summary sequence it cannot use", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified: true, ...THREADS });
+    await using other = await model.createContext({ contextSize: 512, ...THREADS });
+    const bad = [
+      { ...memory, summarySequence: ctx.sequence(0) },
+      { ...memory, summarySequence: other.sequence(0) },
+      { ...memory, summarize: async () => "s", summarySequence: ctx.sequence(1) },
+      { ...memory, summarizeAhead: false as const, summarySequence: ctx.sequence(1) },
+      { ...memory, summarySequence: {} as Sequence },
+    ];
+    for (const m of bad) await expect(createSession(ctx, { memory: m })).rejects.toMatchObject({ code: "ERR_INVALID_ARGUMENT" });
   });
 });

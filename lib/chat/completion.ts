@@ -75,6 +75,8 @@ export interface PreparedChat {
   readonly tokens: Int32Array;
   readonly generate: Omit<GenerateOptions, "parseSpecial" | "addSpecial">;
   readonly format: ToolCallFormat | undefined;
+  /** The tools offered: their schemas tell the parser which arguments are text. */
+  readonly tools: readonly ChatTool[] | undefined;
   readonly splitter: ReasoningSplitter | undefined;
 }
 
@@ -88,7 +90,7 @@ export async function prepareChat(model: Model, messages: readonly ChatMessage[]
   checkToolChoice(toolChoice, offered && ((name) => offered.some((t) => t.name === name)));
   const format = offered && toolChoice !== "none" ? toolCallFormat(source ?? "") : undefined;
   if (offered && toolChoice !== "none" && !format) {
-    invalidArgument("tools: this chat template writes tool calls in a format llamem does not know (it knows Hermes/Qwen, Llama 3.x and Mistral)");
+    invalidArgument("tools: this chat template writes tool calls in a format llamem does not know (it knows Hermes/Qwen, Qwen3-Coder/Qwen3.5/Nemotron 3 Nano, Llama 3.x and Mistral)");
   }
   const forced = format !== undefined && (toolChoice === "required" || typeof toolChoice === "object");
   if (forced && (generate.grammar !== undefined || generate.jsonSchema !== undefined)) {
@@ -105,7 +107,7 @@ export async function prepareChat(model: Model, messages: readonly ChatMessage[]
   const tags = thinkingTags(source);
   const splitter = tags && !forced ? new ReasoningSplitter(tags, opensThinking(text, tags)) : undefined;
   const grammar = forced ? format.grammar(offered ?? [], typeof toolChoice === "object" ? toolChoice.name : undefined) : undefined;
-  return { tokens, generate: grammar === undefined ? generate : { ...generate, grammar }, format, splitter };
+  return { tokens, generate: grammar === undefined ? generate : { ...generate, grammar }, format, tools: offered, splitter };
 }
 
 /** @internal Generates the reply of a prepared chat on `sequence`. */
@@ -122,7 +124,7 @@ export async function* runChat(sequence: Sequence, chat: PreparedChat): AsyncGen
   if (tail?.content && !holdText) yield { type: "text", text: tail.content };
   const generation = sequence.lastGeneration as GenerationResult;
   const answer = splitter ? splitter.content : generation.text;
-  const parsed = format ? format.parse(answer) : { content: answer, calls: [] };
+  const parsed = format ? format.parse(answer, chat.tools) : { content: answer, calls: [] };
   const toolCalls = parsed.calls.map((c) => ({ id: c.id ?? newCallId(), name: c.name, arguments: c.arguments }));
   if (holdText && parsed.content.length > 0) yield { type: "text", text: parsed.content };
   const reasoning = splitter && splitter.reasoning.length > 0 ? splitter.reasoning : undefined;

@@ -266,7 +266,7 @@ export class ChatSession {
     this.#tools = options.tools === undefined ? undefined : new Toolbox(options.tools);
     if (this.#tools && this.#tools.definitions.length > 0) {
       this.#toolFormat = source === undefined ? undefined : toolCallFormat(source);
-      if (!this.#toolFormat) invalidArgument("tools: this chat template writes tool calls in a format llamem does not know (it knows Hermes/Qwen, Llama 3.x and Mistral); pass a template that does");
+      if (!this.#toolFormat) invalidArgument("tools: this chat template writes tool calls in a format llamem does not know (it knows Hermes/Qwen, Qwen3-Coder/Qwen3.5/Nemotron 3 Nano, Llama 3.x and Mistral); pass a template that does");
     }
     this.#thinking = thinkingTags(source);
     this.#keepReasoning = options.keepReasoning ?? false;
@@ -481,7 +481,7 @@ export class ChatSession {
           this.#last = result;
           const reasoning = splitter && splitter.reasoning.length > 0 ? splitter.reasoning : undefined;
           const answer = splitter ? splitter.content : result.text;
-          const parsed = useTools ? tools.parse(answer) : { content: answer, calls: [] };
+          const parsed = useTools ? tools.parse(answer, this.#tools?.definitions) : { content: answer, calls: [] };
           const calls = round < DEFAULTS.maxToolRounds ? parsed.calls : [];
           const reply: SessionMessage = {
             role: "assistant",

@@ -9,6 +9,7 @@ import { LlamemError, fromNative, invalidArgument } from "./errors.js";
 import type { NativeBatchEntry, NativeBatchResult, NativeContext } from "./internal/native.js";
 import { DEFAULTS, type SamplingOptions } from "./options.js";
 import { jsonSchemaToGrammar, type JsonSchema } from "./grammar/json-schema.js";
+import { checkGbnf } from "./grammar/gbnf.js";
 import type { Sampler } from "./sampler.js";
 import type { Drafter, DraftStats } from "./speculative.js";
 
@@ -110,6 +111,9 @@ export function grammarOf(o: Pick<GenerateOptions, "grammar" | "jsonSchema"> | u
   if (o?.grammar !== undefined && o.jsonSchema !== undefined) invalidArgument("grammar and jsonSchema cannot both be given");
   if (o?.grammar !== undefined) {
     if (typeof o.grammar !== "string" || o.grammar.trim().length === 0) invalidArgument("grammar must be a non-empty GBNF string");
+    // Checked here so a bad grammar says where (llama.cpp tells only its log), and so the shapes
+    // llama.cpp's parser mishandles (a repetition {m,n} with n < m) never reach it.
+    checkGbnf(o.grammar, "root", "grammar");
     return o.grammar;
   }
   return o?.jsonSchema === undefined ? undefined : jsonSchemaToGrammar(o.jsonSchema, { where: "jsonSchema" });

@@ -183,7 +183,7 @@ export class ArchiveStore {
         if (forgotten > 0) this.#deleteForgotten(ids, memory);
         return forgotten;
       },
-      search: (vector, k, minScore, skip): RecalledTurn[] => {
+      search: (vector, k, minScore, skip): Promise<RecalledTurn[]> => {
         this.#check();
         checkDims(vector);
         return memory.search(vector, k, minScore, skip);

@@ -163,7 +163,7 @@ describe("recall", () => {
     const entry = (text: string, archivedAt: number): RecallEntry => ({ turn: [{ role: "user", content: text, timestamp: 0 }], text, vector: Float32Array.of(1, 0), archivedAt });
     expect(store.add([entry("too old already", 400), entry("old", 600), entry("new", 900)])).toBe(1);
     now = 1200;
-    expect(store.search(Float32Array.of(1, 0), 5, 0, () => false).map((r) => r.turn[0]?.content)).toEqual(["new"]);
+    expect((await store.search(Float32Array.of(1, 0), 5, 0, () => false)).map((r) => r.turn[0]?.content)).toEqual(["new"]);
     expect(store.add([])).toBe(1);
     expect(store.size()).toBe(1);
   });
@@ -210,6 +210,32 @@ describe("recall", () => {
     expect(recalls.find((e) => (e.forgotten ?? 0) > 0)?.reason).toMatch(/forgot \d+ older archived turn/);
     // The vault turn was archived first and forgotten.
     expect(recalls.at(-1)?.recalled ?? []).toEqual([]);
+  });
+
+  it("the default store's search equals a full sort, keeps the older of equal scores, and lets the event loop run while it scans", async () => {
+    const store = new MemoryRecallStore(50_000, undefined);
+    const entries: RecallEntry[] = [];
+    for (let i = 0; i < 20_000; i++) {
+      // Angles on a circle, some repeated, so scores tie.
+      const a = ((i * 7919) % 1000) / 1000 * 2 * Math.PI;
+      entries.push({ turn: [{ role: "user", content: String(i), timestamp: 0 }], text: String(i), vector: Float32Array.of(Math.cos(a), Math.sin(a)), archivedAt: 0 });
+    }
+    store.add(entries);
+    const query = Float32Array.of(1, 0);
+    const skip = (turn: readonly { content: string }[]) => Number(turn[0]?.content) % 3 === 0;
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 0);
+    const found = await store.search(query, 7, 0.2, skip);
+    clearInterval(timer);
+    const want = entries
+      .map((e, i) => ({ i, score: (e.vector[0] as number) * 1 + (e.vector[1] as number) * 0 }))
+      .filter((x) => x.score >= 0.2 && x.i % 3 !== 0)
+      .sort((a, b) => b.score - a.score || a.i - b.i)
+      .slice(0, 7);
+    expect(found.map((r) => Number(r.turn[0]?.content))).toEqual(want.map((x) => x.i));
+    expect(found.map((r) => r.score)).toEqual(want.map((x) => Math.fround(x.score)));
+    // 20,000 entries are scanned in slices, with the event loop running between them.
+    expect(ticks).toBeGreaterThan(0);
   });
 
   it("never recalls a turn that is still in the history", async () => {

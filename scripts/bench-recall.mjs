@@ -155,3 +155,53 @@ console.log(`\n${turns} turns in ${((performance.now() - t0) / 1000).toFixed(1)}
 await session.dispose();
 await chatModel.dispose();
 }
+
+// ---------------------------------------------------------------------------------------------
+// 4. The SQLite archive store at 100,000 turns: write time, file bytes per turn, opening a
+//    namespace (every row read into memory), search.
+if (part(4)) {
+const { mkdtempSync, rmSync, statSync } = await import("node:fs");
+const dir = mkdtempSync(join(tmpdir(), "llamem-bench-store-"));
+const path = join(dir, "archive.db");
+const n = 100_000;
+const dims = 384;
+console.log(`\n## The SQLite archive store: ${n} turns of ${dims}-float vectors\n`);
+const text = facts[0].text;
+let store = await lib.openArchiveStore(path, { maxTurns: n });
+let ns = await store.namespace("bench");
+const t0 = performance.now();
+for (let b = 0; b < n; b += 1000) {
+  const batch = [];
+  for (let i = b; i < b + 1000; i++) {
+    const v = new Float32Array(dims);
+    for (let k = 0; k < dims; k++) v[k] = Math.sin(i * 12.9898 + k * 78.233) * 43758.5453 % 1;
+    const norm = Math.hypot(...v);
+    for (let k = 0; k < dims; k++) v[k] /= norm;
+    batch.push({ turn: [{ role: "user", content: text, timestamp: 0 }], text, vector: v, archivedAt: Date.now() });
+  }
+  await ns.add(batch);
+}
+const writeMs = performance.now() - t0;
+await store.close();
+const fileBytes = ["", "-wal", "-shm"].reduce((sum, ext) => { try { return sum + statSync(path + ext).size; } catch { return sum; } }, 0);
+const rss0 = process.memoryUsage().rss;
+const t1 = performance.now();
+const openDelay = monitorEventLoopDelay({ resolution: 1 });
+openDelay.enable();
+store = await lib.openArchiveStore(path, { maxTurns: n });
+ns = await store.namespace("bench");
+openDelay.disable();
+const openMs = performance.now() - t1;
+const rssLoaded = process.memoryUsage().rss - rss0;
+const q = new Float32Array(dims).fill(1 / Math.sqrt(dims));
+const times = [];
+for (let i = 0; i < 20; i++) {
+  const t = performance.now();
+  await ns.search(q, 5, 0, () => false);
+  times.push(performance.now() - t);
+}
+console.log("| turns | write (batches of 1,000) | file bytes per turn | open namespace | its longest event-loop block | RSS after opening | search p50 | search p99 |\n|---|---|---|---|---|---|---|---|");
+console.log(`| ${n} | ${(writeMs / 1000).toFixed(1)} s | ${(fileBytes / n).toFixed(0)} | ${fmt(openMs)} | ${fmt(openDelay.max / 1e6)} | +${(rssLoaded / 2 ** 20).toFixed(0)} MiB | ${fmt(pct(times, 50))} | ${fmt(pct(times, 99))} |`);
+await store.close();
+rmSync(dir, { recursive: true, force: true });
+}

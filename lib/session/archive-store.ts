@@ -92,10 +92,13 @@ export async function openArchiveStore(path: string, options: ArchiveStoreOption
   return new ArchiveStore(path, db, maxTurns, options.maxAge, options.maxBytes);
 }
 
+/** Rows read per page when a namespace is opened. */
+const LOAD_PAGE = 512;
+
 /** An open archive store; {@link ArchiveStore.namespace} gives one session's {@link RecallStore}. */
 export class ArchiveStore {
   #closed = false;
-  readonly #open = new Map<string, RecallStore>();
+  readonly #open = new Map<string, Promise<RecallStore>>();
 
   /** @internal Use {@link openArchiveStore}. */
   constructor(
@@ -123,39 +126,63 @@ export class ArchiveStore {
     if (!store) {
       store = this.#load(name);
       this.#open.set(name, store);
+      // A failed load is not kept: the next call tries again.
+      store.catch(() => this.#open.delete(name));
     }
     return store;
   }
 
-  #load(name: string): RecallStore {
+  /**
+   * Reads a namespace's rows a page at a time (by id, so a write between pages neither skips nor
+   * repeats one), yielding to the event loop between pages: 100,000 turns take about a second to
+   * read and parse, never in one piece.
+   */
+  async #load(name: string): Promise<RecallStore> {
     const memory = new MemoryRecallStore(this.maxTurns, this.maxAge, this.maxBytes);
     const ids = new Map<object, number>();
-    const rows: RecallEntry[] = [];
-    let selected: { id: number; archived_at: number; messages: string; text: string; vector: Buffer }[];
-    try {
-      selected = this.db.prepare("SELECT id, archived_at, messages, text, vector FROM turns WHERE ns = ? ORDER BY id").all(name) as typeof selected;
-    } catch (err) {
-      throw storeError(this.path, "cannot read the archive store", err);
-    }
-    for (const r of selected) {
-      let messages: unknown;
+    let forgotten = 0;
+    type Row = { id: number; archived_at: number; messages: string; text: string; vector: Buffer };
+    const page = this.db.prepare("SELECT id, archived_at, messages, text, vector FROM turns WHERE ns = ? AND id > ? ORDER BY id LIMIT ?");
+    for (let after = -1; ; ) {
+      let got: Row[];
       try {
-        messages = JSON.parse(r.messages);
-      } catch {
-        messages = undefined;
+        this.#check();
+        got = page.all(name, after, LOAD_PAGE) as Row[];
+      } catch (err) {
+        if (err instanceof LlamemError) throw err;
+        throw storeError(this.path, "cannot read the archive store", err);
       }
-      if (!Array.isArray(messages) || !messages.every(isSessionMessage) || !Buffer.isBuffer(r.vector) || r.vector.byteLength % 4 !== 0) {
-        throw new LlamemError("ERR_ARCHIVE_INVALID", `${this.path}: namespace ${name} holds a damaged turn (row ${r.id})`);
-      }
-      const turn: Turn = messages.map(copyMessage);
-      const vector = new Float32Array(r.vector.buffer.slice(r.vector.byteOffset, r.vector.byteOffset + r.vector.byteLength));
-      ids.set(turn, r.id);
-      rows.push({ turn, text: r.text, vector, archivedAt: r.archived_at });
+      // Added page by page, so the caps apply as rows come and no step takes long.
+      forgotten += memory.add(got.map((r) => this.#entryOf(name, r, ids)));
+      if (got.length < LOAD_PAGE) break;
+      after = (got[got.length - 1] as Row).id;
+      await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    memory.add(rows);
     // Rows over the limits (a store opened with smaller ones, or aged out) are deleted now.
-    this.#deleteForgotten(ids, memory);
-    let dims = rows[0]?.vector.length;
+    if (forgotten > 0) this.#deleteForgotten(ids, memory);
+    return this.#storeOf(name, memory, ids);
+  }
+
+  /** A row as a recall entry (its turn's id kept in `ids`); ERR_ARCHIVE_INVALID for a damaged one. */
+  #entryOf(name: string, r: { id: number; archived_at: number; messages: string; text: string; vector: Buffer }, ids: Map<object, number>): RecallEntry {
+    let messages: unknown;
+    try {
+      messages = JSON.parse(r.messages);
+    } catch {
+      messages = undefined;
+    }
+    if (!Array.isArray(messages) || !messages.every(isSessionMessage) || !Buffer.isBuffer(r.vector) || r.vector.byteLength % 4 !== 0) {
+      throw new LlamemError("ERR_ARCHIVE_INVALID", `${this.path}: namespace ${name} holds a damaged turn (row ${r.id})`);
+    }
+    const turn: Turn = messages.map(copyMessage);
+    const vector = new Float32Array(r.vector.buffer.slice(r.vector.byteOffset, r.vector.byteOffset + r.vector.byteLength));
+    ids.set(turn, r.id);
+    return { turn, text: r.text, vector, archivedAt: r.archived_at };
+  }
+
+  /** The namespace's recall store over the rows read: searched in memory, every add written through. */
+  #storeOf(name: string, memory: MemoryRecallStore, ids: Map<object, number>): RecallStore {
+    let dims = memory.dims();
     const checkDims = (v: Float32Array) => {
       dims ??= v.length;
       if (v.length !== dims) {

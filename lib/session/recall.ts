@@ -213,6 +213,11 @@ export class MemoryRecallStore implements RecallStore {
     return this.#entries.length;
   }
 
+  /** Floats of the entries' vectors (undefined while it holds none). */
+  dims(): number | undefined {
+    return this.#entries[0]?.vector.length;
+  }
+
   /** Bytes of the entries kept, as `maxBytes` counts them ({@link recallEntryBytes}). */
   bytes(): number {
     return this.#bytes;

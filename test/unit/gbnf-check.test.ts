@@ -72,11 +72,23 @@ const goodEdges: string[] = [
   'root ::= "two\nlines"',
 ];
 
+/** Recursion that is not left recursion: something that cannot be empty comes first. */
+const goodRecursion: string[] = [
+  'root ::= "(" root ")" | ""',
+  'root ::= list\nlist ::= item list | item\nitem ::= [a-z]',
+  'root ::= ws "a" root | ""\nws ::= [ ]*',
+  'root ::= (ws "a")* ws\nws ::= [ ]*', // what is repeated cannot be empty
+  'root ::= ws ("," ws root)?\nws ::= [ ]?',
+  'root ::= x{0} "a" root | "b"\nx ::= "x"', // x{0} is dropped, and "a" cannot be empty
+];
+
 /**
  * Bad grammars and the message the check gives (exactly). `llama`: why llama.cpp is not asked:
- * it never ends (counts 2^64 rules, until memory runs out) or it reads a C string (up to the NUL).
+ * it never ends (counts 2^64 rules, until memory runs out), it reads a C string (up to the NUL),
+ * or it misses the left recursion (it sees a rule can be empty only when an alternative is empty as
+ * written) and recurses until it aborts the whole process (std::bad_alloc).
  */
-const bad: { grammar: string; message: string; llama?: "hangs" | "truncates" }[] = [
+const bad: { grammar: string; message: string; llama?: "hangs" | "truncates" | "crashes" }[] = [
   { grammar: 'root ::= value\n\nvalue "x"', message: 'line 3, column 7: expecting "::=" after rule name "value", found "\\""' },
   { grammar: 'root ::= value\nvalue : "x"', message: 'line 2, column 7: expecting "::=" after rule name "value", found ":"' },
   { grammar: 'root ::= "abc\n', message: 'line 1, column 10: literal is not closed by "\\""' },
@@ -115,6 +127,26 @@ const bad: { grammar: string; message: string; llama?: "hangs" | "truncates" }[]
   { grammar: 'root ::= "a"\n\u0000x ::= ', message: "line 2, column 1: a NUL character (llama.cpp would ignore the rest of the grammar)", llama: "truncates" },
   // llama.cpp would see "" and apply no grammar at all.
   { grammar: '\u0000root ::= "a"', message: "line 1, column 1: a NUL character (llama.cpp would ignore the rest of the grammar)", llama: "truncates" },
+  // Left recursion that llama.cpp detects (refused here with the same rule), then the kind it misses.
+  { grammar: 'root ::= root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 10); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= a\na ::= b "x" | "y"\nb ::= a "z"', message: 'rule "a" is left-recursive: it can reach itself before matching anything (a → b → a at line 3, column 7); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= "("? root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 15); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= "("{0,3} root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 19); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= "" root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= (| "(") root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 18); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= ( ws | "" ) root "x" | "y"\nws ::= [ ]*', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 22); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= a\na ::= b "x"\nb ::= c? a | "y"\nc ::= "c"', message: 'rule "a" is left-recursive: it can reach itself before matching anything (a → b → a at line 3, column 10); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= ("")* "x"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (the repetition at line 1, column 14 repeats what can be empty); llama.cpp cannot use such a grammar' },
+  { grammar: 'root ::= ws root "x" | "y"\nws ::= [ ]*', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ws root "x" | "y"\nws ::= [ ]?', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ws root "x" | "y"\nws ::= [ ]{0,3}', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ws root "x" | "y"\nws ::= e\ne ::= ""', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ws root "x" | "y"\nws ::= e\ne ::= " " |', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 13); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ([ ]?) root "x" | "y"', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 17); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= a b root "x" | "y"\na ::= [ ]*\nb ::= a "b"?', message: 'rule "root" is left-recursive: it can reach itself before matching anything (root → root at line 1, column 14); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= a\na ::= b "x" | "y"\nb ::= ws a\nws ::= [ ]*', message: 'rule "a" is left-recursive: it can reach itself before matching anything (a → b → a at line 3, column 10); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= ws* "x"\nws ::= [ ]*', message: 'rule "root" is left-recursive: it can reach itself before matching anything (the repetition at line 1, column 12 repeats what can be empty); llama.cpp cannot use such a grammar', llama: "crashes" },
+  { grammar: 'root ::= "x" (ws)+\nws ::= [ ]?', message: 'rule "root" is left-recursive: it can reach itself before matching anything (the repetition at line 1, column 18 repeats what can be empty); llama.cpp cannot use such a grammar', llama: "crashes" },
 ];
 
 const check = (grammar: string, root = "root", where = "grammar") => checkGbnf(grammar, root, where);
@@ -133,6 +165,10 @@ describe("checkGbnf accepts", () => {
     for (const g of goodEdges) expect(() => check(g), JSON.stringify(g)).not.toThrow();
   });
 
+  it("recursion that is not left recursion", () => {
+    for (const g of goodRecursion) expect(() => check(g), JSON.stringify(g)).not.toThrow();
+  });
+
   it.skipIf(parserTests.length === 0)("what llama.cpp's parser tests parse, and refuses what they refuse", () => {
     for (const t of parserTests) {
       if (t.ok) expect(() => check(t.grammar), t.grammar).not.toThrow();
@@ -149,6 +185,11 @@ describe("checkGbnf accepts", () => {
 describe("checkGbnf refuses", () => {
   it.each(bad)("$grammar", ({ grammar, message }) => {
     expect(errorOf(() => check(grammar))).toBe(`grammar: ${message}`);
+  });
+
+  it("left recursion in a long chain of rules, without overflowing the stack", () => {
+    const chain = Array.from({ length: 20000 }, (_, i) => `a${i} ::= a${i + 1}`).join("\n");
+    expect(errorOf(() => check(`root ::= a0\n${chain}\na20000 ::= [ ]* root "x" | "y"`))).toBe(`grammar: rule "root" is left-recursive: it can reach itself before matching anything (root → a0 → a1 → a2 → … → a19998 → a19999 → a20000 → root at line 20002, column 17); llama.cpp cannot use such a grammar`);
   });
 
   it("with the given prefix", () => {
@@ -177,7 +218,7 @@ describe("llama.cpp agrees", () => {
   }
 
   it("on every grammar the check accepts", () => {
-    const good = [...vendorFiles.map(([, t]) => t), ...schemaGrammars.map(([, t]) => t), ...goodEdges, ...parserTests.filter((t) => t.ok).map((t) => t.grammar)];
+    const good = [...vendorFiles.map(([, t]) => t), ...schemaGrammars.map(([, t]) => t), ...goodEdges, ...goodRecursion, ...parserTests.filter((t) => t.ok).map((t) => t.grammar)];
     for (const g of good) expect(accepts(g), g).toBe(true);
     expect(accepts('foobar ::= "x"', "foobar")).toBe(true);
   });

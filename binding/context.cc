@@ -59,8 +59,8 @@ bool CanShift(llama_context* ctx, const llama_model* model, const llama_context_
 
 class CreateWorker : public PromiseWorker {
  public:
-  CreateWorker(Napi::Env env, std::shared_ptr<ModelHandle> model, llama_context_params params)
-      : PromiseWorker(env), model_(std::move(model)), params_(params) {}
+  CreateWorker(Napi::Env env, std::shared_ptr<ModelHandle> model, llama_context_params params, std::shared_ptr<ThreadPools> pools)
+      : PromiseWorker(env), model_(std::move(model)), params_(params), pools_(std::move(pools)) {}
 
  protected:
   void Run() override {
@@ -84,15 +84,20 @@ class CreateWorker : public PromiseWorker {
     handle_->embeddings = params_.embeddings;
     handle_->batch = llama_batch_init(handle_->n_batch, 0, 1);
     handle_->can_shift = CanShift(ctx, model_->model, params_);
-    ggml_threadpool_params tp = ggml_threadpool_params_default(params_.n_threads);
-    handle_->threadpool = ggml_threadpool_new(&tp);
-    if (params_.n_threads_batch != params_.n_threads) {
-      ggml_threadpool_params tpb = ggml_threadpool_params_default(params_.n_threads_batch);
-      handle_->threadpool_batch = ggml_threadpool_new(&tpb);
+    if (pools_) {
+      handle_->pools = pools_;
+    } else {
+      handle_->pools = std::make_shared<ThreadPools>();
+      ggml_threadpool_params tp = ggml_threadpool_params_default(params_.n_threads);
+      handle_->pools->threadpool = ggml_threadpool_new(&tp);
+      if (params_.n_threads_batch != params_.n_threads) {
+        ggml_threadpool_params tpb = ggml_threadpool_params_default(params_.n_threads_batch);
+        handle_->pools->threadpool_batch = ggml_threadpool_new(&tpb);
+      }
+      if (handle_->pools->threadpool == nullptr) Throw("ERR_CONTEXT_CREATE", "failed to start the CPU thread pool");
     }
-    if (handle_->threadpool == nullptr) Throw("ERR_CONTEXT_CREATE", "failed to start the CPU thread pool");
-    llama_attach_threadpool(ctx, handle_->threadpool,
-                            handle_->threadpool_batch != nullptr ? handle_->threadpool_batch : handle_->threadpool);
+    const ThreadPools& tp = *handle_->pools;
+    llama_attach_threadpool(ctx, tp.threadpool, tp.threadpool_batch != nullptr ? tp.threadpool_batch : tp.threadpool);
     llama_set_abort_callback(ctx, AbortCallback, &handle_->abort);
   }
 
@@ -105,6 +110,7 @@ class CreateWorker : public PromiseWorker {
  private:
   std::shared_ptr<ModelHandle> model_;
   llama_context_params params_;
+  std::shared_ptr<ThreadPools> pools_;
   std::shared_ptr<ContextHandle> handle_;
 };
 
@@ -166,6 +172,11 @@ class StateSetWorker : public PromiseWorker {
 
 }  // namespace
 
+ThreadPools::~ThreadPools() {
+  if (threadpool != nullptr) ggml_threadpool_free(threadpool);
+  if (threadpool_batch != nullptr) ggml_threadpool_free(threadpool_batch);
+}
+
 void ContextHandle::Close() {
   abort.store(true);
   std::lock_guard<std::mutex> lock(mu);
@@ -184,9 +195,8 @@ void ContextHandle::Close() {
     llama_batch_free(batch);
     batch = llama_batch{};
   }
-  if (threadpool != nullptr) ggml_threadpool_free(threadpool);
-  if (threadpool_batch != nullptr) ggml_threadpool_free(threadpool_batch);
-  threadpool = threadpool_batch = nullptr;
+  // After llama_free: the pools go with their last context.
+  pools.reset();
   model.reset();
 }
 
@@ -228,6 +238,13 @@ Context::Context(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Context>(inf
 Context::~Context() {
   if (external_bytes_ != 0) Napi::MemoryManagement::AdjustExternalMemory(Env(), -external_bytes_);
   // handle_ drops here: if no worker holds it, ContextHandle's destructor closes the context.
+}
+
+std::shared_ptr<ContextHandle> Context::HandleOf(Napi::Env env, Napi::Value value) {
+  CheckTag(env, value, kTag, "Context");
+  auto h = Context::Unwrap(value.As<Napi::Object>())->handle_;
+  if (!h || h->ctx == nullptr) throw MakeError(env, "ERR_DISPOSED", "the context was disposed");
+  return h;
 }
 
 std::shared_ptr<ContextHandle> Context::Live(Napi::Env env, const Napi::CallbackInfo& info) const {
@@ -348,10 +365,21 @@ Napi::Array BreakdownToJs(Napi::Env env, const std::vector<MemoryRow>& rows) {
 
 Napi::Value Context::Create(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  Args args(info, "Context.create(model, options)");
+  Args args(info, "Context.create(model, options, threadsOf)");
   auto model = Model::HandleOf(env, args.At(0, "model"));
   llama_context_params p = ParseContextParams(args.Object(1, "options"), "options");
-  return (new CreateWorker(env, std::move(model), p))->Start();
+  // threadsOf: null, or a Context whose thread pools the new one runs on (lib/ never computes
+  // on both at once); their thread counts must match.
+  Napi::Value of = args.At(2, "threadsOf");
+  std::shared_ptr<ThreadPools> pools;
+  if (!of.IsNull()) {
+    auto owner = Context::HandleOf(env, of);
+    if (llama_n_threads(owner->ctx) != p.n_threads || llama_n_threads_batch(owner->ctx) != p.n_threads_batch) {
+      args.Fail("threadsOf", "has other thread counts than the options");
+    }
+    pools = owner->pools;
+  }
+  return (new CreateWorker(env, std::move(model), p, std::move(pools)))->Start();
 }
 
 Napi::Value Context::Info(const Napi::CallbackInfo& info) {

@@ -17,15 +17,22 @@
 
 namespace llamem {
 
+// Persistent ggml thread pools: without them ggml starts threads for every graph, which costs
+// milliseconds per generated token. Shared by a context and a speculative draft beside it (lib/
+// drives the draft in its target's work queue, so the two never compute at once: two pools of
+// spinning threads on the same cores slow both several times over). Freed with the last holder.
+struct ThreadPools {
+  ggml_threadpool* threadpool = nullptr;
+  ggml_threadpool* threadpool_batch = nullptr;
+  ~ThreadPools();
+};
+
 // Owns a llama_context and its batch. Every operation that touches the context holds `mu`,
 // so work on one context is serialized and Close() waits for the worker in flight.
 struct ContextHandle : public Closable {
   std::shared_ptr<ModelHandle> model;
   llama_context* ctx = nullptr;
-  // Persistent thread pools: without them ggml starts threads for every graph, which costs
-  // milliseconds per generated token.
-  ggml_threadpool* threadpool = nullptr;
-  ggml_threadpool* threadpool_batch = nullptr;
+  std::shared_ptr<ThreadPools> pools;
   llama_batch batch{};
   int32_t n_batch = 0;
   int32_t n_ctx = 0;
@@ -105,6 +112,8 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value Dispose(const Napi::CallbackInfo& info);
 
   std::shared_ptr<ContextHandle> Live(Napi::Env env, const Napi::CallbackInfo& info) const;
+  // The live handle of a Context object passed as an argument (type-tag checked).
+  static std::shared_ptr<ContextHandle> HandleOf(Napi::Env env, Napi::Value value);
 
   std::shared_ptr<ContextHandle> handle_;
   int64_t external_bytes_ = 0;

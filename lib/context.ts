@@ -119,6 +119,8 @@ export class Context {
     this.#info = Object.freeze(info);
     const check = () => this.#lifetime.check();
     const enqueue = <T>(op: () => T | Promise<T>) => this.#enqueue(op);
+    // The draft runs on this context's thread pools, so its work goes through this context's queue too.
+    drafter?.runIn(enqueue);
     const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize, drafter });
     bindContext(this, { native: handle, engine, check, enqueue });
     const inner = { context: this, native: handle, engine, enqueue, check, stateLayout };
@@ -138,14 +140,14 @@ export class Context {
     const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
     let handle: NativeContext;
     try {
-      handle = await native().Context.create(nativeModel(model), baton);
+      handle = await native().Context.create(nativeModel(model), baton, null);
     } catch (err) {
       throw fromNative(err);
     }
     let drafter: Drafter | undefined;
     try {
       // The draft's context mirrors this one (sequences, size, cache types); only its offload follows the draft model.
-      if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize, draft.model.gpuLayers !== 0 && hasAccelerator()));
+      if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize, draft.model.gpuLayers !== 0 && hasAccelerator()), handle);
     } catch (err) {
       await handle.dispose();
       throw fromNative(err);
@@ -266,7 +268,7 @@ export class Context {
   async memory(): Promise<ContextMemory> {
     const m = await this.#enqueue(() => this.#native.memory());
     const sum = (k: "model" | "context" | "compute") => m.rows.reduce((s, r) => s + r[k], 0);
-    const draft = this.#drafter ? await this.#enqueue(() => this.#drafter?.memory()) : undefined;
+    const draft = this.#drafter ? await this.#drafter.memory() : undefined;
     return { rows: m.rows, weights: sum("model"), kv: sum("context"), compute: sum("compute"), cellsUsed: m.cellsUsed, cells: m.cells, ...(draft ? { draft } : {}) };
   }
 
@@ -275,8 +277,9 @@ export class Context {
     const drafter = this.#drafter;
     await this.#lifetime.dispose(
       async () => {
-        await this.#native.dispose();
+        // The draft first: it runs on this context's thread pools.
         await drafter?.dispose();
+        await this.#native.dispose();
       },
       () => {
         this.#native.abort();

@@ -104,6 +104,8 @@ function checkVocabularies(target: Model, draft: Model): void {
  */
 export class Drafter {
   readonly #native: NativeContext;
+  /** The target context's work queue, which the draft's native work goes through (they share thread pools). */
+  #enqueue: <T>(op: () => T | Promise<T>) => Promise<T> = async (op) => op();
   readonly #seqs: SequenceTokens[];
   readonly #sampler: Sampler;
   readonly #batchSize: number;
@@ -120,17 +122,25 @@ export class Drafter {
     this.#seqs = Array.from({ length: sequences }, (_, i) => new SequenceTokens(i));
   }
 
-  /** The draft context, shaped as the target's (`baton`: its sequences, size, cache types). */
-  static async create(o: CheckedDraftOptions, baton: NativeContextOptions): Promise<Drafter> {
+  /**
+   * The draft context, shaped as the target's (`baton`: its sequences, size, cache types), on the
+   * target's thread pools: two pools of spinning threads on the same cores would slow both.
+   */
+  static async create(o: CheckedDraftOptions, baton: NativeContextOptions, target: NativeContext): Promise<Drafter> {
     // The draft's own pick (greedy, no penalties): it guesses what the target most likely says.
     const sampler = new Sampler(o.model, { temperature: 0, repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, dryMultiplier: 0 });
     try {
-      const handle = await native().Context.create(nativeModel(o.model), { ...baton, embeddings: false });
+      const handle = await native().Context.create(nativeModel(o.model), { ...baton, embeddings: false }, target);
       return new Drafter(handle, sampler, o, baton.sequences, handle.info().batchSize);
     } catch (err) {
       sampler.dispose();
       throw fromNative(err);
     }
+  }
+
+  /** Runs the draft's native work in the target context's queue (one computes at a time on the shared pools). */
+  runIn(enqueue: <T>(op: () => T | Promise<T>) => Promise<T>): void {
+    this.#enqueue = enqueue;
   }
 
   /**
@@ -139,8 +149,9 @@ export class Drafter {
    * re-evaluated at their next draft, and the target generates on.
    */
   async propose(requests: readonly DraftRequest[]): Promise<Int32Array[]> {
-    const states = requests.map((r) => ({ r, todo: this.#follow(r), offset: 0, drafts: [] as number[], done: r.max < 1 }));
+    let states: { r: DraftRequest; todo: Int32Array; offset: number; drafts: number[]; done: boolean }[] = [];
     try {
+      states = await this.#enqueue(() => requests.map((r) => ({ r, todo: this.#follow(r), offset: 0, drafts: [] as number[], done: r.max < 1 })));
       for (;;) {
         let room = this.#batchSize;
         const turn: { s: (typeof states)[number]; tokens: Int32Array; sample: boolean }[] = [];
@@ -156,7 +167,7 @@ export class Drafter {
         const entries: NativeBatchEntry[] = turn.map((t) => ({
           seq: t.s.r.seq, tokens: t.tokens, sampler: this.#sampler.native, accept: false, sample: t.sample, logprobs: t.sample ? 0 : -1, draft: 0,
         }));
-        const results = await this.#native.evalBatch(entries);
+        const results = await this.#enqueue(() => this.#native.evalBatch(entries));
         turn.forEach((t, i) => {
           const s = t.s;
           const seq = this.#seqs[s.r.seq] as SequenceTokens;
@@ -175,7 +186,7 @@ export class Drafter {
       }
     } catch (err) {
       const e = fromNative(err);
-      if (e.code !== "ERR_DISPOSED") for (const s of states) this.#forget(s.r.seq);
+      if (e.code !== "ERR_DISPOSED") await this.#enqueue(() => requests.forEach((r) => this.#forget(r.seq))).catch(() => undefined);
       return requests.map(() => new Int32Array(0));
     }
     return states.map((s) => Int32Array.from(s.drafts));
@@ -220,8 +231,8 @@ export class Drafter {
   }
 
   /** The draft context's memory (the draft model's weights are the draft model's). */
-  memory(): ContextMemory {
-    const m = this.#native.memory();
+  async memory(): Promise<ContextMemory> {
+    const m = await this.#enqueue(() => this.#native.memory());
     const sum = (k: "model" | "context" | "compute") => m.rows.reduce((s, r) => s + r[k], 0);
     return { rows: m.rows, weights: sum("model"), kv: sum("context"), compute: sum("compute"), cellsUsed: m.cellsUsed, cells: m.cells };
   }

@@ -194,7 +194,8 @@ export interface NativeBinding {
     /** Drops the handle's hold on the adapter (contexts it is set on keep it until they let go). */
     disposeAdapter(adapter: NativeAdapter): void;
   };
-  Context: { create(model: NativeModel, options: NativeContextOptions): Promise<NativeContext> };
+  /** `threadsOf`: null, or a context whose thread pools the new one shares (lib/ never computes on both at once). */
+  Context: { create(model: NativeModel, options: NativeContextOptions, threadsOf: NativeContext | null): Promise<NativeContext> };
   Sampler: new (model: NativeModel, options: NativeSamplerOptions) => NativeSampler;
   setLogLevel(level: number): void;
   systemInfo(): NativeSystemInfo;

@@ -127,7 +127,7 @@ describe("native arguments", () => {
   beforeAll(async () => {
     path = await tinyModel("f16");
     model = await native().Model.load(path, LOAD, null).promise;
-    context = await native().Context.create(model, CONTEXT);
+    context = await native().Context.create(model, CONTEXT, null);
     sampler = new (native().Sampler)(model, { stages: [{ type: "greedy" }] });
     tokens = await model.tokenize("Hello world, hello memory", true, false);
   });
@@ -191,7 +191,7 @@ describe("native arguments", () => {
   });
 
   it("Context.create requires every context option and a live model", async () => {
-    await eachFieldRequired(CONTEXT, (o) => b().Context.create(model, o));
+    await eachFieldRequired(CONTEXT, (o) => b().Context.create(model, o, null));
     for (const [key, bad] of [
       ["ubatchSize", BATCH + 1],
       ["flashAttention", 2],
@@ -200,21 +200,25 @@ describe("native arguments", () => {
       ["typeK", -1],
       ["typeK", 43], // GGML_TYPE_COUNT
     ] as const) {
-      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, [key]: bad }))).toContain(key);
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, [key]: bad }, null))).toContain(key);
     }
     // Types ggml cannot hold a cache in: removed (4), no vec_dot (q8_1 9, q8_K 15, i32 26).
     for (const t of [4, 9, 15, 26]) {
-      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: t }))).toContain("typeK");
-      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: t, flashAttention: 1 }))).toContain("typeV");
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: t }, null))).toContain("typeK");
+      expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: t, flashAttention: 1 }, null))).toContain("typeV");
     }
     // A quantized V cache without flash attention would abort in llama.cpp.
-    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: 8, flashAttention: 0 }))).toContain("typeV");
+    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, typeV: 8, flashAttention: 0 }, null))).toContain("typeV");
     // q4_K's 256-wide blocks do not divide this model's 32-wide heads.
-    await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: 12 }));
-    await invalid(() => b().Context.create({}, CONTEXT));
-    await invalid(() => b().Context.create(sampler, CONTEXT));
-    await invalid(() => b().Context.create(context, CONTEXT));
+    await invalid(() => b().Context.create(model, { ...CONTEXT, typeK: 12 }, null));
+    await invalid(() => b().Context.create({}, CONTEXT, null));
+    await invalid(() => b().Context.create(sampler, CONTEXT, null));
+    await invalid(() => b().Context.create(context, CONTEXT, null));
     await invalid(() => b().Context.create(model));
+    // threadsOf: required, and a live context of the same thread counts.
+    expect(await invalid(() => b().Context.create(model, CONTEXT))).toContain("threadsOf");
+    for (const bad of [undefined, {}, model, sampler, 1]) expect(await invalid(() => b().Context.create(model, CONTEXT, bad))).toContain("Context");
+    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, threads: CONTEXT.threads + 1, threadsBatch: CONTEXT.threadsBatch + 1 }, context))).toContain("threadsOf");
   });
 
   it("constructors refuse anything but a handle their own worker made", async () => {
@@ -279,7 +283,7 @@ describe("native arguments", () => {
   it("evalBatch checks every entry before anything is decoded", async () => {
     const ctx = context as Loose;
     const some = tokens.subarray(0, 4);
-    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false, logprobs: -1 };
+    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 };
     const { sampler: _s, ...noSampler } = entry;
     await eachFieldRequired(noSampler, (o) => ctx.evalBatch([{ sampler: null, ...o }]));
     expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler: undefined }]))).toContain("sampler");
@@ -298,6 +302,12 @@ describe("native arguments", () => {
     expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: Int32Array.of(32000) }]))).toContain("tokens");
     expect(await invalid(() => ctx.evalBatch([{ ...entry, sample: true }]))).toContain("sample");
     expect(await invalid(() => ctx.evalBatch([{ ...entry, accept: true }]))).toContain("accept");
+    // Drafts: fewer than the tokens, verified by sampling, and not with accept or logprobs.
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 4 }]))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: -1 }]))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 2 }]))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, accept: true, draft: 2 }]))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, logprobs: 0, draft: 2 }]))).toContain("draft");
     await invalid(() => ctx.evalBatch([{ ...entry, sampler: model, sample: true }]));
     await invalid(() => ctx.evalBatch([{ ...entry, sampler: {}, sample: true }]));
     await invalid(() => ctx.evalBatch([]));
@@ -310,8 +320,8 @@ describe("native arguments", () => {
     // The process is alive and the context works: exactly a batch of tokens over two sequences.
     const full = many.subarray(0, BATCH / 2);
     const results = await context.evalBatch([
-      { seq: 0, tokens: full, sampler, accept: true, sample: true, logprobs: -1 },
-      { seq: 1, tokens: full, sampler: null, accept: false, sample: false, logprobs: -1 },
+      { seq: 0, tokens: full, sampler, accept: true, sample: true, logprobs: -1, draft: 0 },
+      { seq: 1, tokens: full, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 },
     ]);
     expect(results.map((r) => [r.seq, r.evaluated])).toEqual([
       [0, BATCH / 2],
@@ -327,16 +337,16 @@ describe("native arguments", () => {
   });
 
   it("a sequence that would overflow its share of the context is refused before decoding", async () => {
-    const small = await native().Context.create(model, { ...CONTEXT, contextSize: 16, batchSize: 16, ubatchSize: 16, sequences: 1 });
+    const small = await native().Context.create(model, { ...CONTEXT, contextSize: 16, batchSize: 16, ubatchSize: 16, sequences: 1 }, null);
     try {
       const { sequenceContextSize: n, batchSize } = small.info();
       const fill = new Int32Array(n).fill(tokens[1]!);
       for (let i = 0; i < n; i += batchSize) {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false, logprobs: -1 }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 }]);
       }
       let code: string | undefined;
       try {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false, logprobs: -1 }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 }]);
       } catch (e) {
         code = (e as { code?: string }).code;
       }

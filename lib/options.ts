@@ -94,6 +94,11 @@ export const DEFAULTS = {
    * `memory.summarySequence`: the instruction after the conversation and its template's markers.
    */
   summaryInstructionTokens: 128,
+  /**
+   * A summary written beside the turns starts once the turns it would fold hold this share of
+   * the budget (so each fold frees room for several turns, not one).
+   */
+  summaryMinFold: 0.25,
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */

@@ -119,8 +119,8 @@ export interface MemoryOptions {
   /**
    * For summaries the model writes ahead of need: a free sequence of the session's context to
    * write them on. They then run beside the turns (the context's engine batches the two) instead
-   * of in the pauses between them, and a prompt never cancels one; a prompt that needs the summary
-   * before it is done waits for the rest. The conversation is copied to it (with `kvUnified`, its
+   * of in the pauses between them, and a prompt never cancels one; a finished one waits for the
+   * prompt that needs the fold, and a prompt that needs it before it is done waits for the rest. The conversation is copied to it (with `kvUnified`, its
    * cells are shared, not copied), and the session keeps room for the summary's tokens out of its
    * budget. A session created on a Model with `summarizeAhead` gets one (its context has a second
    * sequence and a unified KV cache) unless `context.sequences` is given.

@@ -891,7 +891,7 @@ export class ChatSession {
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
     if (mem.strategy === "summarize" && ahead && "running" in ahead && r.tokens.length > budget) {
-      // This prompt needs the summary being written beside the turns: wait for the rest of it.
+      // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
       const a = ahead.running;
       if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
       const outcome = await this.#takeAhead(true);
@@ -1082,6 +1082,14 @@ export class ChatSession {
     facts.push({ tokens: 0, newest: 0, pinned: false });
     const fold = toFold(facts, 1, mem.keepLastTurns, true).map((i) => turns[i] as Turn);
     if (fold.length === 0) return;
+    if (mem.summarySequence !== undefined) {
+      // Written beside the turns and used when needed, a fold is worth writing once it frees a
+      // good share of the budget: a fold of one turn would be needed again a turn later.
+      const sizes = new Map(this.#layout?.items.map((it) => [it.key, it.end - it.start]) ?? []);
+      let tokens = 0;
+      for (const m of fold.flat()) tokens += sizes.get(m) ?? 0;
+      if (tokens < DEFAULTS.summaryMinFold * budget) return;
+    }
     this.#runAhead(fold, this.#summary?.text, budget, [], 0);
   }
 
@@ -1139,12 +1147,13 @@ export class ChatSession {
 
   /**
    * Ends the background summary, if any: what it wrote if it had finished, else it is cancelled
-   * (and awaited). One written beside the turns goes on unless `end`: it is returned as running.
+   * (and awaited). One written beside the turns is kept unless `end`: returned as running (done or
+   * not), it is used by the prompt that needs the fold, so folds come no more often than needed.
    */
   async #takeAhead(end = false): Promise<AheadOutcome | undefined> {
     const a = this.#ahead;
     if (!a) return undefined;
-    if (a.beside && a.text === undefined && !end) return { running: a };
+    if (a.beside && !end) return { running: a };
     if (a.text === undefined) a.abort.abort();
     await a.done;
     this.#ahead = undefined;

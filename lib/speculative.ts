@@ -4,7 +4,9 @@
  * its one batched decode on the target, sampling with the generation's own sampler at every draft
  * position and keeping the drafts up to the first one that sample disagrees with. Every emitted
  * token is the target's own sample after the same prefix, so the output is what decoding without a
- * draft gives, only with fewer target decodes when the draft guesses well.
+ * draft gives, only with fewer target decodes when the draft guesses well (bit for bit where the
+ * backend computes a batch of tokens as it computes one: on the CPU, f16 weights; quantized
+ * kernels round a batch differently, which can tip a near-tie).
  */
 import { fromNative, invalidArgument, LlamemError } from "./errors.js";
 import { native, type NativeBatchEntry, type NativeContext, type NativeContextOptions } from "./internal/native.js";

@@ -170,6 +170,8 @@ interface Ahead {
   partial: number[];
   /** Written on `memory.summarySequence`, beside the turns: a prompt does not cancel it. */
   readonly beside: boolean;
+  /** Set once the work has stopped, written or not. */
+  finished?: boolean;
 }
 
 /** What became of the background summary when a turn began. */
@@ -1122,6 +1124,7 @@ export class ChatSession {
         .catch(() => undefined)
         .finally(() => {
           ahead.ms = performance.now() - t0;
+          ahead.finished = true;
         });
       this.#ahead = ahead;
       return;
@@ -1153,7 +1156,8 @@ export class ChatSession {
   async #takeAhead(end = false): Promise<AheadOutcome | undefined> {
     const a = this.#ahead;
     if (!a) return undefined;
-    if (a.beside && !end) return { running: a };
+    // (One that stopped without a summary, say on a failed copy, is ended now, so another can start.)
+    if (a.beside && !end && !(a.finished === true && a.text === undefined)) return { running: a };
     if (a.text === undefined) a.abort.abort();
     await a.done;
     this.#ahead = undefined;

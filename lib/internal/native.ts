@@ -2,7 +2,7 @@
  * Loads the native addon (a prebuild from prebuilds/, else the local build) and declares its
  * typed interface: the batons lib/ passes down, every field explicit (the binding holds no
  * defaults). Private to lib/: nothing here is re-exported, and only the modules that own a
- * native object (model, context, sampler, estimate, devices, quantize, rpc, log) import it.
+ * native object (model, context, speculative, sampler, estimate, devices, quantize, rpc, log) import it.
  * @internal
  */
 import { createRequire } from "node:module";

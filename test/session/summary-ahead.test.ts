@@ -185,11 +185,14 @@ describe("summarizing ahead of need", () => {
     const seq = session.sequence as Sequence;
     const requests = spy(seq);
     for (let i = 0; i < 10; i++) {
+      const started = requests.length;
       await session.prompt(userText(i));
       const after = seq.tokens.slice();
-      // Idle time: the background summary runs and ends with the cache as the turn left it.
+      // Past 0.6 of the budget of 200, a background summary starts after the turn: wait for it to
+      // begin (it renders its request on the template thread first, which a loaded machine delays)…
+      if (after.length > 0.6 * 200) for (let w = 0; w < 1000 && requests.length === started; w++) await sleep(10);
+      // …and to end: idle time, with the cache as the turn left it.
       for (let w = 0; w < 1000 && requests.some((r) => r.after === undefined); w++) await sleep(10);
-      await sleep(20);
       expect(seq.tokens).toEqual(after);
     }
     const ahead = events.filter((e) => e.summary === "ahead");

@@ -85,7 +85,7 @@ describe("module graph", () => {
   it("lets only the modules that own a native object load the addon", () => {
     const owners = [...graph].filter(([, deps]) => deps.includes(join(distLib, "internal", "native.js"))).map(([f]) => name(f)).sort();
     expect(owners).toEqual(
-      ["context.js", "devices.js", "log.js", "memory/estimate.js", "model.js", "quantize.js", "rpc.js", "sampler.js"].sort(),
+      ["context.js", "devices.js", "log.js", "memory/estimate.js", "model.js", "quantize.js", "rpc.js", "sampler.js", "speculative.js"].sort(),
     );
   });
 });

@@ -17,7 +17,7 @@
  *   schemas say which values are strings (`parse(text, tools)`).
  */
 import { describeValue, invalidArgument } from "../errors.js";
-import { schemaRules, type JsonSchema } from "../grammar/json-schema.js";
+import { literal as textLiteral, schemaRules, type JsonSchema } from "../grammar/json-schema.js";
 import type { ChatTool } from "./template.js";
 
 /** One call found in the model's text; `arguments` is the raw JSON text of the arguments as the model wrote it (may be invalid JSON). */
@@ -649,22 +649,6 @@ function mayBeString(schema: unknown, root: unknown, depth = 0): boolean {
 /** Whether a value can be written bare: its block must not end before the value does. */
 function writableText(value: string): boolean {
   return !`\n${value}`.includes(VALUE_END);
-}
-
-/** A GBNF literal of any text. */
-function textLiteral(text: string): string {
-  let out = '"';
-  for (const ch of text) {
-    const cp = ch.codePointAt(0) as number;
-    if (ch === '"' || ch === "\\") out += `\\${ch}`;
-    else if (ch === "\n") out += "\\n";
-    else if (ch === "\r") out += "\\r";
-    else if (ch === "\t") out += "\\t";
-    else if (cp < 0x20 || cp === 0x7f) out += `\\x${cp.toString(16).padStart(2, "0")}`;
-    else if (cp >= 0xd800 && cp <= 0xdfff) out += `\\u${cp.toString(16).padStart(4, "0")}`;
-    else out += ch;
-  }
-  return `${out}"`;
 }
 
 /** GBNF items in sequence, skipping empty ones. */

@@ -190,8 +190,8 @@ function segment(key: string | number): string {
   return `/${String(key).replace(/~/g, "~0").replace(/\//g, "~1")}`;
 }
 
-/** A GBNF string literal that matches exactly `text`. */
-function literal(text: string): string {
+/** A GBNF string literal that matches exactly `text` (any text: quotes, controls and lone surrogates escaped). @internal */
+export function literal(text: string): string {
   let out = '"';
   for (const ch of text) {
     const cp = ch.codePointAt(0) as number;

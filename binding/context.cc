@@ -205,6 +205,7 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       StaticMethod("create", &Context::Create),
       InstanceMethod("info", &Context::Info),
       InstanceMethod("abort", &Context::Abort),
+      InstanceMethod("haltLoop", &Context::HaltLoop),
       InstanceMethod("seqPosRange", &Context::SeqPosRange),
       InstanceMethod("seqRemove", &Context::SeqRemove),
       InstanceMethod("seqShift", &Context::SeqShift),
@@ -405,6 +406,13 @@ Napi::Value Context::Info(const Napi::CallbackInfo& info) {
 Napi::Value Context::Abort(const Napi::CallbackInfo& info) {
   CheckTag(info.Env(), info.This(), kTag, "Context");
   if (handle_) handle_->abort.store(true);
+  return info.Env().Undefined();
+}
+
+// haltLoop(): an evalBatch loop in flight stops after its current step (no lock: an atomic flag).
+Napi::Value Context::HaltLoop(const Napi::CallbackInfo& info) {
+  CheckTag(info.Env(), info.This(), kTag, "Context");
+  if (handle_) handle_->halt.store(true);
   return info.Env().Undefined();
 }
 

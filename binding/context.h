@@ -45,6 +45,8 @@ struct ContextHandle : public Closable {
   bool can_shift = false;
   std::mutex mu;
   std::atomic<bool> abort{false};
+  // Ends an evalBatch loop after the step in flight (the step itself completes).
+  std::atomic<bool> halt{false};
   // The LoRA adapters set on the context (llama.cpp keeps pointers to them): held until replaced.
   std::vector<std::shared_ptr<AdapterHandle>> adapters;
 
@@ -96,6 +98,7 @@ class Context : public Napi::ObjectWrap<Context> {
   static Napi::Value Create(const Napi::CallbackInfo& info);
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Abort(const Napi::CallbackInfo& info);
+  Napi::Value HaltLoop(const Napi::CallbackInfo& info);
   Napi::Value SeqPosRange(const Napi::CallbackInfo& info);
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqShift(const Napi::CallbackInfo& info);

@@ -2,7 +2,14 @@
 // batch is filled in one place (FillBatch) and checked to fit before it is filled. An entry can
 // end with draft tokens to verify (speculative decoding): it is sampled at every draft position
 // and keeps the drafts up to the first one its own sample disagrees with.
+//
+// With a loop (evalBatch's second argument), the worker goes on by itself: each step feeds the
+// tokens it sampled back as the next batch, without a round trip through JS, and streams every
+// step's results to lib/'s engine through a thread-safe function. lib/ says how far each entry
+// may go (its limits); it halts the loop (haltLoop) when a job ends for a reason only it knows
+// (a stop string, a cancel) or other work waits, and removes any cell decoded past that end.
 #include <algorithm>
+#include <deque>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -33,6 +40,8 @@ struct BatchEntry {
   std::shared_ptr<SamplerHandle> sampler;  // null: decode only
   bool accept = false;  // feed the tokens to the sampler's history (penalties see the prompt)
   bool sample = false;  // sample one token after the decode
+  // With a loop: the most decodes this entry may take in this call, the first included.
+  int32_t steps = 1;
   llama_pos start = 0;  // filled off-thread: the sequence's next position
   int32_t last = -1;    // the batch index of the entry's last token
   // The last `draft` tokens are a draft to verify: sampled at each of them and after the last.
@@ -91,63 +100,198 @@ void FillBatch(llama_batch& b, std::vector<BatchEntry>& entries) {
   }
 }
 
-// All entries' tokens in one llama_decode (continuous batching), then each entry's sampling.
+// One entry's result as lib/ reads it (NativeBatchResult).
+Napi::Object EntryToJs(Napi::Env env, const BatchEntry& entry, int64_t decode_us) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("seq", entry.seq);
+  r.Set("evaluated", static_cast<double>(entry.tokens.size()));
+  r.Set("decodeUs", static_cast<double>(decode_us));
+  if (entry.sample && entry.draft > 0) {
+    Napi::Int32Array ids = Napi::Int32Array::New(env, entry.sampled.size());
+    std::copy(entry.sampled.begin(), entry.sampled.end(), ids.Data());
+    Napi::Array pieces = Napi::Array::New(env, entry.pieces.size());
+    for (uint32_t k = 0; k < entry.pieces.size(); k++) {
+      pieces.Set(k, Napi::Buffer<char>::Copy(env, entry.pieces[k].data(), entry.pieces[k].size()));
+    }
+    r.Set("sampled", ids);
+    r.Set("pieces", pieces);
+    r.Set("eog", entry.eog);
+  } else if (entry.sample) {
+    r.Set("token", entry.token);
+    r.Set("eog", entry.eog);
+    r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
+    if (entry.logprobs >= 0) {
+      r.Set("logprob", entry.logprob);
+      Napi::Int32Array ids = Napi::Int32Array::New(env, entry.top_tokens.size());
+      std::copy(entry.top_tokens.begin(), entry.top_tokens.end(), ids.Data());
+      Napi::Float32Array lps = Napi::Float32Array::New(env, entry.top_logprobs.size());
+      std::copy(entry.top_logprobs.begin(), entry.top_logprobs.end(), lps.Data());
+      r.Set("topTokens", ids);
+      r.Set("topLogprobs", lps);
+    }
+  }
+  return r;
+}
+
+Napi::Array StepToJs(Napi::Env env, const std::vector<BatchEntry>& entries, int64_t decode_us) {
+  Napi::Array out = Napi::Array::New(env, entries.size());
+  for (uint32_t e = 0; e < entries.size(); e++) out.Set(e, EntryToJs(env, entries[e], decode_us));
+  return out;
+}
+
+// A loop's finished steps, waiting for the JS thread. Both the thread-safe function's calls and
+// the worker's completion drain it, so steps reach lib/ in order and all before the promise
+// settles, whichever runs first.
+struct StepQueue {
+  struct Step {
+    int64_t decode_us = 0;
+    std::vector<BatchEntry> entries;
+  };
+  std::mutex mu;
+  std::deque<Step> steps;
+  // The first error thrown by the JS callback: the loop halts and the promise rejects with it.
+  Napi::ObjectReference error;
+  bool failed = false;
+
+  void Push(int64_t decode_us, const std::vector<BatchEntry>& entries) {
+    std::lock_guard<std::mutex> lock(mu);
+    steps.push_back({decode_us, entries});
+  }
+
+  // On the JS thread: hands every queued step to `on_step`, in order.
+  void Drain(Napi::Env env, Napi::Function on_step, std::atomic<bool>& halt) {
+    for (;;) {
+      Step step;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        if (steps.empty()) return;
+        step = std::move(steps.front());
+        steps.pop_front();
+      }
+      if (failed) continue;
+      try {
+        Napi::HandleScope scope(env);
+        on_step.Call({StepToJs(env, step.entries, step.decode_us)});
+      } catch (const Napi::Error& e) {
+        failed = true;
+        error = Napi::Persistent(e.Value());
+        halt.store(true);
+      }
+    }
+  }
+};
+
+// All entries' tokens in one llama_decode (continuous batching), then each entry's sampling;
+// with a loop, further steps on the sampled tokens (see the top of this file).
 class EvalBatchWorker : public PromiseWorker {
  public:
-  EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries)
-      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)) {}
+  struct Loop {
+    int32_t steps = 1;       // most decodes in this call
+    int64_t max_us = 0;      // no further step starts after this long (0: no limit)
+    Napi::Function on_step;  // empty: no loop, the promise resolves with the one step's results
+  };
+
+  EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries, Loop loop)
+      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)), steps_(loop.steps), max_us_(loop.max_us) {
+    if (!loop.on_step.IsEmpty()) {
+      queue_ = std::make_shared<StepQueue>();
+      on_step_ = Napi::Persistent(loop.on_step);
+      tsfn_ = Napi::ThreadSafeFunction::New(env, loop.on_step, "llamem-steps", 0, 1);
+      tsfn_.Unref(env);  // the worker in flight keeps the process alive; this must not add to it
+      has_tsfn_ = true;
+    }
+  }
+
+  ~EvalBatchWorker() override {
+    if (has_tsfn_) tsfn_.Release();
+  }
 
  protected:
   void Run() override {
     std::lock_guard<std::mutex> lock(h_->mu);
     llama_context* ctx = h_->ctx;
     if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
-    // ggml-rpc aborts the process on a server that is gone: fail the decode instead.
-    CheckRpcServers(h_->model->rpc, "this decode");
     llama_memory_t mem = llama_get_memory(ctx);
-    // Every sequence must fit before anything is decoded, so a failure changes nothing.
-    for (BatchEntry& entry : entries_) {
-      entry.start = llama_memory_seq_pos_max(mem, entry.seq) + 1;
-      const int64_t n = static_cast<int64_t>(entry.tokens.size());
-      if (entry.start + n > h_->n_ctx_seq) {
-        Throw("ERR_CONTEXT_FULL", "the context is full: sequence " + std::to_string(entry.seq) + " holds " +
-                                      std::to_string(entry.start) + " tokens and " + std::to_string(n) +
-                                      " more do not fit in " + std::to_string(h_->n_ctx_seq) +
-                                      "; use a larger contextSize or remove tokens");
-      }
-    }
-    FillBatch(h_->batch, entries_);
-    // A stale error line from earlier work on this thread must not explain this decode.
-    TakeLastNativeError();
-    const int64_t t0 = llama_time_us();
-    CheckDecode(llama_decode(ctx, h_->batch));
-    decode_us_ = llama_time_us() - t0;
-    for (BatchEntry& entry : entries_) {
-      if (!entry.sampler) continue;
-      if (entry.accept) {
-        // The prompt's tokens feed the penalties' history; the grammar only sees the reply.
-        const int32_t skip = entry.sampler->grammar_stage;
-        const int32_t n = llama_sampler_chain_n(entry.sampler->chain);
-        for (llama_token t : entry.tokens) {
-          if (skip < 0) {
-            llama_sampler_accept(entry.sampler->chain, t);
-            continue;
-          }
-          for (int32_t i = 0; i < n; i++) {
-            if (i != skip) llama_sampler_accept(llama_sampler_chain_get(entry.sampler->chain, i), t);
-          }
+    const int64_t t_start = llama_time_us();
+    for (int32_t step = 0;; step++) {
+      // ggml-rpc aborts the process on a server that is gone: fail the decode instead.
+      CheckRpcServers(h_->model->rpc, "this decode");
+      // Every sequence must fit before anything is decoded, so a failure changes nothing.
+      for (BatchEntry& entry : entries_) {
+        entry.start = llama_memory_seq_pos_max(mem, entry.seq) + 1;
+        const int64_t n = static_cast<int64_t>(entry.tokens.size());
+        if (entry.start + n > h_->n_ctx_seq) {
+          Throw("ERR_CONTEXT_FULL", "the context is full: sequence " + std::to_string(entry.seq) + " holds " +
+                                        std::to_string(entry.start) + " tokens and " + std::to_string(n) +
+                                        " more do not fit in " + std::to_string(h_->n_ctx_seq) +
+                                        "; use a larger contextSize or remove tokens");
         }
       }
-      if (!entry.sample) continue;
-      if (entry.draft > 0) {
-        Verify(ctx, mem, entry);
-        continue;
-      }
-      entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
-      if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
-      entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
-      if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
+      FillBatch(h_->batch, entries_);
+      // A stale error line from earlier work on this thread must not explain this decode.
+      TakeLastNativeError();
+      const int64_t t0 = llama_time_us();
+      CheckDecode(llama_decode(ctx, h_->batch));
+      decode_us_ = llama_time_us() - t0;
+      for (BatchEntry& entry : entries_) SampleEntry(ctx, mem, entry);
+      if (!queue_) return;  // no loop: Result() hands the one step over
+      queue_->Push(decode_us_, entries_);
+      tsfn_.NonBlockingCall([queue = queue_, h = h_](Napi::Env env, Napi::Function on_step) {
+        if (env != nullptr && !on_step.IsEmpty()) queue->Drain(env, on_step, h->halt);
+      });
+      if (step + 1 >= steps_ || h_->halt.load() || h_->abort.load()) return;
+      if (max_us_ > 0 && llama_time_us() - t_start >= max_us_) return;
+      if (!NextStep(step + 1)) return;
     }
+  }
+
+  // Turns the entries that go on into the next step's batch: each feeds the token it sampled.
+  // An entry stops at end of generation, at its own step limit, or where the next token would
+  // not fit its sequence; the loop stops when none goes on.
+  bool NextStep(int32_t step) {
+    std::vector<BatchEntry> next;
+    for (const BatchEntry& e : entries_) {
+      if (!e.sample || e.eog || e.draft > 0 || step >= e.steps) continue;
+      if (e.start + static_cast<int64_t>(e.tokens.size()) + 1 > h_->n_ctx_seq) continue;
+      BatchEntry n;
+      n.seq = e.seq;
+      n.tokens = {e.token};
+      n.sampler = e.sampler;
+      n.sample = true;
+      n.logprobs = e.logprobs;
+      n.steps = e.steps;
+      next.push_back(std::move(n));
+    }
+    if (next.empty()) return false;
+    entries_ = std::move(next);
+    return true;
+  }
+
+  void SampleEntry(llama_context* ctx, llama_memory_t mem, BatchEntry& entry) {
+    if (!entry.sampler) return;
+    if (entry.accept) {
+      // The prompt's tokens feed the penalties' history; the grammar only sees the reply.
+      const int32_t skip = entry.sampler->grammar_stage;
+      const int32_t n = llama_sampler_chain_n(entry.sampler->chain);
+      for (llama_token t : entry.tokens) {
+        if (skip < 0) {
+          llama_sampler_accept(entry.sampler->chain, t);
+          continue;
+        }
+        for (int32_t i = 0; i < n; i++) {
+          if (i != skip) llama_sampler_accept(llama_sampler_chain_get(entry.sampler->chain, i), t);
+        }
+      }
+    }
+    if (!entry.sample) return;
+    if (entry.draft > 0) {
+      Verify(ctx, mem, entry);
+      return;
+    }
+    entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
+    if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
+    entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
+    if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
   }
 
   // Samples at the position before each draft token and after the last, in order (each sample
@@ -174,59 +318,57 @@ class EvalBatchWorker : public PromiseWorker {
     }
   }
 
+  // Steps still queued reach lib/ before the promise settles, a failure included: lib/ books
+  // what was decoded before the step that failed.
+  void BeforeSettle(Napi::Env env) override {
+    if (!queue_) return;
+    queue_->Drain(env, on_step_.Value(), h_->halt);
+    if (queue_->failed && !failure_.failed()) js_error_ = true;
+  }
+
   Napi::Value Result(Napi::Env env) override {
-    Napi::Array out = Napi::Array::New(env, entries_.size());
-    for (uint32_t e = 0; e < entries_.size(); e++) {
-      const BatchEntry& entry = entries_[e];
-      Napi::Object r = Napi::Object::New(env);
-      r.Set("seq", entry.seq);
-      r.Set("evaluated", static_cast<double>(entry.tokens.size()));
-      r.Set("decodeUs", static_cast<double>(decode_us_));
-      if (entry.sample && entry.draft > 0) {
-        Napi::Int32Array ids = Napi::Int32Array::New(env, entry.sampled.size());
-        std::copy(entry.sampled.begin(), entry.sampled.end(), ids.Data());
-        Napi::Array pieces = Napi::Array::New(env, entry.pieces.size());
-        for (uint32_t k = 0; k < entry.pieces.size(); k++) {
-          pieces.Set(k, Napi::Buffer<char>::Copy(env, entry.pieces[k].data(), entry.pieces[k].size()));
-        }
-        r.Set("sampled", ids);
-        r.Set("pieces", pieces);
-        r.Set("eog", entry.eog);
-      } else if (entry.sample) {
-        r.Set("token", entry.token);
-        r.Set("eog", entry.eog);
-        r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
-        if (entry.logprobs >= 0) {
-          r.Set("logprob", entry.logprob);
-          Napi::Int32Array ids = Napi::Int32Array::New(env, entry.top_tokens.size());
-          std::copy(entry.top_tokens.begin(), entry.top_tokens.end(), ids.Data());
-          Napi::Float32Array lps = Napi::Float32Array::New(env, entry.top_logprobs.size());
-          std::copy(entry.top_logprobs.begin(), entry.top_logprobs.end(), lps.Data());
-          r.Set("topTokens", ids);
-          r.Set("topLogprobs", lps);
-        }
-      }
-      out.Set(e, r);
-    }
-    return out;
+    if (js_error_) throw Napi::Error(env, queue_->error.Value());
+    if (queue_) return env.Undefined();
+    return StepToJs(env, entries_, decode_us_);
   }
 
  private:
   std::shared_ptr<ContextHandle> h_;
   std::vector<BatchEntry> entries_;
+  int32_t steps_ = 1;
+  int64_t max_us_ = 0;
   int64_t decode_us_ = 0;
+  std::shared_ptr<StepQueue> queue_;
+  Napi::FunctionReference on_step_;
+  Napi::ThreadSafeFunction tsfn_;
+  bool has_tsfn_ = false;
+  bool js_error_ = false;
 };
 
 }  // namespace
 
-// evalBatch([{ seq, tokens, sampler, accept, sample, logprobs, draft }]) -> Promise<[{ seq,
-// evaluated, decodeUs, token?, eog?, piece?, sampled?, pieces? }]>: every entry's tokens in one llama_decode, so the entries must fit
-// one batch (n_batch tokens in all; lib/ splits longer prompts).
+// evalBatch([{ seq, tokens, sampler, accept, sample, logprobs, draft, steps }], loop) ->
+// Promise<[{ seq, evaluated, decodeUs, token?, eog?, piece?, sampled?, pieces? }]>: every entry's
+// tokens in one llama_decode, so the entries must fit one batch (n_batch tokens in all; lib/
+// splits longer prompts). `loop` is null for one step, or { steps, maxMs, onStep }: up to `steps`
+// decodes, each step's results passed to onStep(results) in order, and the promise resolves with
+// undefined after the last.
 Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto h = Live(env, info);
-  Args args(info, "evalBatch(entries)");
+  Args args(info, "evalBatch(entries, loop)");
   Napi::Array arr = args.Array(0, "entries");
+  EvalBatchWorker::Loop loop;
+  Napi::Value lv = args.At(1, "loop");
+  if (!lv.IsNull()) {
+    if (!lv.IsObject()) args.Fail("loop", "must be null or an object { steps, maxMs, onStep }");
+    Fields lf(lv.As<Napi::Object>(), "loop");
+    loop.steps = static_cast<int32_t>(lf.Int("steps", 1, 1 << 20));
+    loop.max_us = static_cast<int64_t>(lf.Number("maxMs", 0, 1e9) * 1000.0);
+    Napi::Value fn = lf.Value("onStep");
+    if (!fn.IsFunction()) lf.Fail("onStep", "must be a function");
+    loop.on_step = fn.As<Napi::Function>();
+  }
   if (arr.Length() == 0) args.Fail("entries", "must not be empty");
   std::vector<BatchEntry> entries;
   int64_t total = 0;
@@ -252,6 +394,7 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     if (!e.sampler && e.sample) f.Fail("sample", "needs a sampler (sampler is null)");
     if (!e.sampler && e.accept) f.Fail("accept", "needs a sampler (sampler is null)");
     e.draft = static_cast<int32_t>(f.Int("draft", 0, static_cast<int64_t>(e.tokens.size()) - 1));
+    e.steps = static_cast<int32_t>(f.Int("steps", 1, 1 << 20));
     if (e.draft > 0) {
       if (!e.sample) f.Fail("draft", "needs sample: true (the drafts are verified by sampling)");
       if (e.accept) f.Fail("draft", "cannot be given with accept (drafts follow a sampled token)");
@@ -261,9 +404,10 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
     }
     entries.push_back(std::move(e));
   }
-  // A fresh operation starts un-aborted; abort() after this point cancels it.
+  // A fresh operation starts un-aborted and un-halted; abort() or haltLoop() after this point acts on it.
   h->abort.store(false);
-  return (new EvalBatchWorker(env, std::move(h), std::move(entries)))->Start();
+  h->halt.store(false);
+  return (new EvalBatchWorker(env, std::move(h), std::move(entries), loop))->Start();
 }
 
 }  // namespace llamem

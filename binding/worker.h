@@ -29,6 +29,8 @@ class PromiseWorker : public Napi::AsyncWorker {
   virtual void Run() = 0;
   // On the JS thread, after Run() succeeded.
   virtual Napi::Value Result(Napi::Env env) { return env.Undefined(); }
+  // On the JS thread, after Run() returned or threw, before the promise settles.
+  virtual void BeforeSettle(Napi::Env /*env*/) {}
 
   void Execute() final {
     try {
@@ -47,6 +49,7 @@ class PromiseWorker : public Napi::AsyncWorker {
   void OnOK() final {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
+    BeforeSettle(env);
     if (failure_.failed()) {
       deferred_.Reject(MakeError(env, failure_.code, failure_.message).Value());
       return;

@@ -103,6 +103,7 @@ export class Context {
   readonly #info: ContextInfo;
   readonly #drafter: Drafter | undefined;
   #queue: Promise<unknown> = Promise.resolve();
+  readonly #engine: Engine;
   /** The model this context runs. */
   readonly model: Model;
   /** What `contextSize: "auto"` or a memory budget decided, and why; undefined without either. */
@@ -118,10 +119,17 @@ export class Context {
     const info: ContextInfo = { ...raw, pooling: raw.embeddings ? pooling : "none" };
     this.#info = Object.freeze(info);
     const check = () => this.#lifetime.check();
+    // The engine's own work (and the draft's, which runs inside the engine's steps) goes straight
+    // to the queue; everything else first halts a native generation loop in flight, so it waits
+    // one step, not the whole loop.
+    const engineQueue = <T>(op: () => T | Promise<T>) => this.#run(op);
+    drafter?.runIn(engineQueue);
+    const engine = new Engine({
+      native: handle, enqueue: engineQueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize, drafter,
+      loops: !model.info.recurrent,
+    });
+    this.#engine = engine;
     const enqueue = <T>(op: () => T | Promise<T>) => this.#enqueue(op);
-    // The draft runs on this context's thread pools, so its work goes through this context's queue too.
-    drafter?.runIn(enqueue);
-    const engine = new Engine({ native: handle, enqueue, batchSize: info.batchSize, sequenceContextSize: info.sequenceContextSize, drafter });
     bindContext(this, { native: handle, engine, check, enqueue });
     const inner = { context: this, native: handle, engine, enqueue, check, stateLayout };
     for (let i = 0; i < info.sequences; i++) this.#sequences.push(new Sequence(inner, i));
@@ -293,8 +301,14 @@ export class Context {
     await this.dispose();
   }
 
-  /** Runs native work after everything queued before it (one at a time per context). */
+  /** Runs native work after everything queued before it (one at a time per context), halting a generation loop in flight. */
   #enqueue<T>(op: () => T | Promise<T>): Promise<T> {
+    this.#engine.interrupt();
+    return this.#run(op);
+  }
+
+  /** Runs native work after everything queued before it (one at a time per context). */
+  #run<T>(op: () => T | Promise<T>): Promise<T> {
     const run = this.#queue.then(() => this.#lifetime.run(async () => op()));
     this.#queue = run.catch(() => undefined);
     return run;

@@ -278,6 +278,9 @@ export class GenerationJob {
   result: GenerationResult | undefined;
   readonly settled: Promise<void>;
   #settle!: () => void;
+  /** While a native loop runs, the end the consumer sees waits for it (see {@link hold}). */
+  #held = false;
+  #pendingEnd: (() => void) | undefined;
 
   /**
    * @param prompt the tokens to evaluate (after the cached prefix); at least one.
@@ -345,13 +348,45 @@ export class GenerationJob {
     return this.#next;
   }
 
-  /** The native batch entry of a part. Prompt chunks go into the sampler's history, so repetition penalties see the prompt. */
-  entry(part: Part): NativeBatchEntry {
+  /**
+   * The native batch entry of a part, which may take up to `steps` decodes in a native loop.
+   * Prompt chunks go into the sampler's history, so repetition penalties see the prompt.
+   */
+  entry(part: Part, steps: number): NativeBatchEntry {
     const sampler = this.#sampler?.native ?? null;
     return {
       seq: this.seq.id, tokens: part.tokens, sampler, accept: sampler !== null && this.#next === undefined,
-      sample: part.sample, logprobs: part.sample ? this.#options.logprobs : -1, draft: part.draft,
+      sample: part.sample, logprobs: part.sample ? this.#options.logprobs : -1, draft: part.draft, steps,
     };
+  }
+
+  /**
+   * Most decodes a part may take in a native loop, up to `max`: the steps this job's own limits
+   * allow (its token budget, and the room in its sequence before the context is full), so the
+   * native side stops where {@link take} would. A stop string or a cancel ends it from here.
+   */
+  loopSteps(part: Part, capacity: number, max: number): number {
+    if (!part.sample || part.draft > 0) return 1;
+    const left = this.#options.maxTokens - this.#generated;
+    const room = capacity - this.seq.length - part.tokens.length;
+    return Math.max(1, Math.min(max, left, room));
+  }
+
+  /**
+   * Called before a native loop starts: an end during the loop settles the consumer only at
+   * {@link release}, once the loop has returned and any cell decoded past the end is removed, so
+   * the consumer never sees the sequence holding more than its tokens.
+   */
+  hold(): void {
+    this.#held = true;
+  }
+
+  /** Ends the hold: an end that came during the loop reaches the consumer now. */
+  release(): void {
+    this.#held = false;
+    const end = this.#pendingEnd;
+    this.#pendingEnd = undefined;
+    end?.();
   }
 
   /** Books a step's result: the tokens evaluated, then the token (or, after a draft, tokens) sampled. */
@@ -441,8 +476,12 @@ export class GenerationJob {
       ...(this.#options.logprobs >= 0 ? { logprobs: this.#logprobs } : {}),
       ...(this.drafting ? { draft: { drafted: this.#drafted, accepted: this.#accepted } } : {}),
     };
-    this.queue.end(error === undefined ? undefined : { error });
-    this.#settle();
+    const end = () => {
+      this.queue.end(error === undefined ? undefined : { error });
+      this.#settle();
+    };
+    if (this.#held) this.#pendingEnd = end;
+    else end();
   }
 }
 
@@ -457,6 +496,11 @@ export interface EngineContext {
   readonly sequenceContextSize: number;
   /** The draft model's proposer, on a context with speculative decoding. */
   readonly drafter?: Drafter | undefined;
+  /**
+   * Whether a native loop may run: a loop can decode a token past a job's end, which is then
+   * removed, and a recurrent state cannot take a step back.
+   */
+  readonly loops: boolean;
 }
 
 /** Decodes and figures of an engine since its context was created. @internal */
@@ -469,7 +513,10 @@ export interface EngineStats {
 /**
  * The context's generation loop: while jobs are in flight, one step decodes a token for every
  * generating job and prompt chunks in the room left, in one batch; jobs join and leave between
- * steps. @internal
+ * steps. While every job in flight generates (no prompt chunk waits, no draft), the steps run in
+ * a native loop: the native side feeds each sampled token back itself and streams each step's
+ * results here, so a token costs no round trip through the JS thread. A new job, other work on
+ * the context or a job's end halts that loop after its current step. @internal
  */
 export class Engine {
   readonly #ctx: EngineContext;
@@ -477,6 +524,11 @@ export class Engine {
   #running = false;
   /** The jobs of the decode in flight. */
   #inFlight: readonly GenerationJob[] = [];
+  /** A native call is queued or running, and whether it has started. */
+  #calling = false;
+  #started = false;
+  /** Asked to halt before the queued native call started: it then runs one step. */
+  #haltWanted = false;
   readonly stats: EngineStats = { steps: 0, batchedTokens: 0 };
 
   constructor(ctx: EngineContext) {
@@ -489,10 +541,13 @@ export class Engine {
     // A decode holding only this job is aborted at once; a shared one drops the job at the next step.
     const onAbort = () => {
       if (this.#inFlight.length > 0 && this.#inFlight.every((j) => j === job)) this.#ctx.native.abort();
+      else this.interrupt();
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     job.drafting = this.#ctx.drafter !== undefined && job.generatesText;
     this.#jobs.push(job);
+    // The new job joins at the next step, so a native loop in flight ends after its current one.
+    this.interrupt();
     this.#kick();
     try {
       yield* job.queue.drain();
@@ -500,9 +555,17 @@ export class Engine {
       signal?.removeEventListener("abort", onAbort);
       if (!job.done) {
         job.cancelled = true;
+        this.interrupt();
         await job.settled;
       }
     }
+  }
+
+  /** Work waits on the context: a native loop in flight stops after its current step. */
+  interrupt(): void {
+    if (!this.#calling) return;
+    if (this.#started) this.#ctx.native.haltLoop();
+    else this.#haltWanted = true;
   }
 
   #kick(): void {
@@ -516,14 +579,20 @@ export class Engine {
       while (this.#jobs.length > 0) await this.#step();
     } catch (err) {
       // A bug here must fail the jobs waiting on the loop, not leave them hanging.
-      for (const job of this.#jobs.splice(0)) job.finish("aborted", fromNative(err));
+      for (const job of this.#jobs.splice(0)) {
+        job.finish("aborted", fromNative(err));
+        job.release();
+      }
     } finally {
       // Reset in the same tick as the last check of #jobs, so a job added after it starts a new loop.
       this.#running = false;
     }
   }
 
-  /** Drops finished, cancelled and aborted jobs, then runs one batched decode for the rest. */
+  /**
+   * Drops finished, cancelled and aborted jobs, then runs one batched decode for the rest, or a
+   * native loop of them while every one generates.
+   */
   async #step(): Promise<void> {
     for (const job of this.#jobs) {
       if (job.cancelled) job.finish("aborted");
@@ -533,27 +602,86 @@ export class Engine {
     const parts = this.#plan();
     if (parts.length === 0) return;
     await this.#draft(parts);
-    const entries = parts.map((p) => p.job.entry(p));
-    const bases = parts.map((p) => p.job.seq.length);
-    let results: NativeBatchResult[];
-    let decodeUs = 0;
+    const capacity = this.#ctx.sequenceContextSize;
+    const { maxSteps, maxMs } = DEFAULTS.generationLoop;
+    const loops = this.#ctx.loops && !this.#ctx.drafter && parts.length === this.#jobs.length && parts.every((p) => p.sample && p.draft === 0);
+    const steps = loops ? maxSteps : 1;
+    const entries = parts.map((p) => p.job.entry(p, loops ? p.job.loopSteps(p, capacity, maxSteps) : 1));
+    const bySeq = new Map(parts.map((p) => [p.job.seq.id, p]));
+    let bookError: unknown;
+    const onStep = (results: NativeBatchResult[]) => {
+      try {
+        this.#book(bySeq, results, capacity);
+      } catch (err) {
+        // A bug in booking must not be lost in the native callback: the loop stops and the engine fails.
+        bookError ??= err;
+        this.#ctx.native.haltLoop();
+      }
+    };
+    let failure: LlamemError | undefined;
+    for (const p of parts) p.job.hold();
     this.#inFlight = parts.map((p) => p.job);
+    this.#calling = true;
     try {
-      results = await this.#ctx.enqueue(() => this.#ctx.native.evalBatch(entries));
-      decodeUs = results[0]?.decodeUs ?? 0;
+      await this.#ctx.enqueue(() => {
+        const n = this.#haltWanted ? 1 : steps;
+        this.#haltWanted = false;
+        this.#started = true;
+        return this.#ctx.native.evalBatch(entries, { steps: n, maxMs, onStep });
+      });
     } catch (err) {
-      await this.#resync(parts, bases, fromNative(err));
-      return;
+      failure = fromNative(err);
     } finally {
       this.#inFlight = [];
+      this.#calling = false;
+      this.#started = false;
+      this.#haltWanted = false;
     }
+    try {
+      if (bookError !== undefined) throw bookError;
+      if (failure) await this.#resync(parts, failure);
+      await this.#trim(parts, failure);
+    } finally {
+      for (const p of parts) p.job.release();
+    }
+  }
+
+  /** Books one step's results: each job takes its token, and a job that ends halts the loop. */
+  #book(bySeq: ReadonlyMap<number, Part>, results: readonly NativeBatchResult[], capacity: number): void {
     this.stats.steps++;
-    this.stats.batchedTokens += parts.reduce((n, p) => n + p.tokens.length, 0);
-    const capacity = this.#ctx.sequenceContextSize;
-    parts.forEach((p, i) => {
-      const r = results[i] as NativeBatchResult;
+    for (const r of results) {
+      this.stats.batchedTokens += r.evaluated;
+      const p = bySeq.get(r.seq);
+      // A job that ended at an earlier step of this loop: its cells past the end go in #trim.
+      if (!p || p.job.done) continue;
+      const job = p.job;
       if (r.sampled !== undefined) this.#ctx.drafter?.verified(p.draft, r.sampled.length - 1);
-      p.job.take(p, r, capacity, decodeUs);
+      job.take(p, r, capacity, r.decodeUs);
+      if (!job.done && job.cancelled) job.finish("aborted");
+      else if (!job.done && job.signal?.aborted) job.finish("aborted", new LlamemError("ERR_ABORTED", "generation was aborted"));
+      if (job.done) {
+        this.#ctx.native.haltLoop();
+        continue;
+      }
+      // What the next step of the loop feeds, if the native side goes on with this job.
+      p.tokens = Int32Array.of(job.next as number);
+      p.draft = 0;
+    }
+  }
+
+  /**
+   * Removes the cells a loop decoded past a job's end (it went on while the end was seen here,
+   * or a step failed): removing at the end of a sequence is exact.
+   */
+  async #trim(parts: readonly Part[], failure: LlamemError | undefined): Promise<void> {
+    if (failure?.code === "ERR_DISPOSED") return;
+    const ended = parts.filter((p) => p.job.done);
+    if (ended.length === 0) return;
+    await this.#ctx.enqueue(() => {
+      for (const p of ended) {
+        const n = p.job.seq.length;
+        if (this.#ctx.native.seqPosRange(p.job.seq.id)[1] >= n) this.#ctx.native.seqRemove(p.job.seq.id, n, -1);
+      }
     });
   }
 
@@ -593,11 +721,15 @@ export class Engine {
     });
   }
 
-  /** A failed decode fails the jobs in it; each sequence keeps what the cache actually holds. */
-  async #resync(parts: readonly Part[], bases: readonly number[], err: LlamemError): Promise<void> {
-    for (const [i, p] of parts.entries()) {
+  /**
+   * A failed decode fails the jobs in it; each sequence keeps what the cache actually holds of
+   * the tokens the failed step fed (`p.tokens`, after the steps already booked).
+   */
+  async #resync(parts: readonly Part[], err: LlamemError): Promise<void> {
+    for (const p of parts) {
+      if (p.job.done) continue;
       if (err.code !== "ERR_DISPOSED") {
-        const base = bases[i] as number;
+        const base = p.job.seq.length;
         const max = await this.#ctx.enqueue(() => this.#ctx.native.seqPosRange(p.job.seq.id)[1]).catch(() => base - 1);
         p.job.seq.append(p.tokens.subarray(0, Math.max(0, Math.min(p.tokens.length, max + 1 - base))));
       }

@@ -99,6 +99,13 @@ export const DEFAULTS = {
    * the budget (so each fold frees room for several turns, not one).
    */
   summaryMinFold: 0.25,
+  /**
+   * The engine's native loop: while every job in flight generates, up to this many decodes run
+   * in one native call without a round trip through JS per token. No further step starts after
+   * `maxMs`, so the libuv thread the call holds is handed back now and then (other native work,
+   * file reads, waits for it). New jobs and other work on the context halt it sooner.
+   */
+  generationLoop: { maxSteps: 64, maxMs: 250 },
   /** Rounds of tool calls in one prompt before the session stops calling (the reply then says so). */
   maxToolRounds: 8,
   /** Tool calls with bad arguments the model may retry in one prompt before the session gives up on tools. */

@@ -167,9 +167,9 @@ export class Drafter {
         }
         if (turn.length === 0) break;
         const entries: NativeBatchEntry[] = turn.map((t) => ({
-          seq: t.s.r.seq, tokens: t.tokens, sampler: this.#sampler.native, accept: false, sample: t.sample, logprobs: t.sample ? 0 : -1, draft: 0,
+          seq: t.s.r.seq, tokens: t.tokens, sampler: this.#sampler.native, accept: false, sample: t.sample, logprobs: t.sample ? 0 : -1, draft: 0, steps: 1,
         }));
-        const results = await this.#enqueue(() => this.#native.evalBatch(entries));
+        const results = await this.#enqueue(() => this.#native.evalBatch(entries, null));
         turn.forEach((t, i) => {
           const s = t.s;
           const seq = this.#seqs[s.r.seq] as SequenceTokens;

@@ -94,6 +94,21 @@ export interface NativeBatchEntry {
    * first disagreement, the rejected ones' cells removed. Needs `sample`, no `accept` or logprobs.
    */
   draft: number;
+  /**
+   * In a loop: the most decodes this entry may take in the call, the first included (1 in a
+   * single step). After the first, an entry goes on with the token it sampled.
+   */
+  steps: number;
+}
+
+/** @internal A native generation loop: several decodes in one call, each step's results streamed. */
+export interface NativeLoop {
+  /** Most decodes in the call. */
+  steps: number;
+  /** No further step starts after this many milliseconds (0: no limit). */
+  maxMs: number;
+  /** Each step's results, in order, all before the call's promise settles. */
+  onStep(results: NativeBatchResult[]): void;
 }
 
 /** @internal */
@@ -116,7 +131,11 @@ export interface NativeBatchResult {
 /** @internal */
 export interface NativeContext {
   info(): Omit<ContextInfo, "pooling"> & { pooling: number };
-  evalBatch(entries: NativeBatchEntry[]): Promise<NativeBatchResult[]>;
+  /** One batched decode and each entry's sampling; with a loop, more steps on the sampled tokens (resolves undefined). */
+  evalBatch(entries: NativeBatchEntry[], loop: null): Promise<NativeBatchResult[]>;
+  evalBatch(entries: NativeBatchEntry[], loop: NativeLoop): Promise<undefined>;
+  /** A loop in flight stops after its current step. */
+  haltLoop(): void;
   /** Each entry's pooled vector (an embedding context). */
   embedBatch(entries: { seq: number; tokens: Int32Array }[]): Promise<Float32Array[]>;
   abort(): void;

@@ -11,6 +11,7 @@ import * as errors from "../../lib/errors.js";
 import { native } from "../../lib/internal/native.js";
 import type {
   NativeBatchEntry,
+  NativeBatchResult,
   NativeContext,
   NativeContextOptions,
   NativeLoadOptions,
@@ -283,35 +284,35 @@ describe("native arguments", () => {
   it("evalBatch checks every entry before anything is decoded", async () => {
     const ctx = context as Loose;
     const some = tokens.subarray(0, 4);
-    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 };
+    const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0, steps: 1 };
     const { sampler: _s, ...noSampler } = entry;
-    await eachFieldRequired(noSampler, (o) => ctx.evalBatch([{ sampler: null, ...o }]));
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler: undefined }]))).toContain("sampler");
+    await eachFieldRequired(noSampler, (o) => ctx.evalBatch([{ sampler: null, ...o }], null));
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler: undefined }], null))).toContain("sampler");
     const { sampler: _x, ...missingSampler } = entry;
-    expect(await invalid(() => ctx.evalBatch([missingSampler]))).toContain("sampler");
+    expect(await invalid(() => ctx.evalBatch([missingSampler], null))).toContain("sampler");
     // More tokens than the batch holds would overrun llama_batch's buffers.
     const many = new Int32Array(BATCH + 1).fill(tokens[1]!);
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: many }]))).toContain("batch");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: many }], null))).toContain("batch");
     const half = many.subarray(0, BATCH / 2 + 1);
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: half }, { ...entry, seq: 1, tokens: half }]))).toContain("batch");
-    expect(await invalid(() => ctx.evalBatch([entry, { ...entry }]))).toContain("seq");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: 2 }]))).toContain("seq");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: -1 }]))).toContain("seq");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: new Int32Array(0) }]))).toContain("tokens");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: [1, 2] }]))).toContain("tokens");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: Int32Array.of(32000) }]))).toContain("tokens");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, sample: true }]))).toContain("sample");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, accept: true }]))).toContain("accept");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: half }, { ...entry, seq: 1, tokens: half }], null))).toContain("batch");
+    expect(await invalid(() => ctx.evalBatch([entry, { ...entry }], null))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: 2 }], null))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, seq: -1 }], null))).toContain("seq");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: new Int32Array(0) }], null))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: [1, 2] }], null))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, tokens: Int32Array.of(32000) }], null))).toContain("tokens");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sample: true }], null))).toContain("sample");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, accept: true }], null))).toContain("accept");
     // Drafts: fewer than the tokens, verified by sampling, and not with accept or logprobs.
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 4 }]))).toContain("draft");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: -1 }]))).toContain("draft");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 2 }]))).toContain("draft");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, accept: true, draft: 2 }]))).toContain("draft");
-    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, logprobs: 0, draft: 2 }]))).toContain("draft");
-    await invalid(() => ctx.evalBatch([{ ...entry, sampler: model, sample: true }]));
-    await invalid(() => ctx.evalBatch([{ ...entry, sampler: {}, sample: true }]));
-    await invalid(() => ctx.evalBatch([]));
-    await invalid(() => ctx.evalBatch([5]));
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 4 }], null))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: -1 }], null))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, draft: 2 }], null))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, accept: true, draft: 2 }], null))).toContain("draft");
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, sampler, sample: true, logprobs: 0, draft: 2 }], null))).toContain("draft");
+    await invalid(() => ctx.evalBatch([{ ...entry, sampler: model, sample: true }], null));
+    await invalid(() => ctx.evalBatch([{ ...entry, sampler: {}, sample: true }], null));
+    await invalid(() => ctx.evalBatch([], null));
+    await invalid(() => ctx.evalBatch([5], null));
     await invalid(() => ctx.evalBatch());
     // Nothing was decoded by the refused calls.
     expect(context.seqPosRange(0)).toEqual([-1, -1]);
@@ -320,9 +321,9 @@ describe("native arguments", () => {
     // The process is alive and the context works: exactly a batch of tokens over two sequences.
     const full = many.subarray(0, BATCH / 2);
     const results = await context.evalBatch([
-      { seq: 0, tokens: full, sampler, accept: true, sample: true, logprobs: -1, draft: 0 },
-      { seq: 1, tokens: full, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 },
-    ]);
+      { seq: 0, tokens: full, sampler, accept: true, sample: true, logprobs: -1, draft: 0, steps: 1 },
+      { seq: 1, tokens: full, sampler: null, accept: false, sample: false, logprobs: -1, draft: 0, steps: 1 },
+    ], null);
     expect(results.map((r) => [r.seq, r.evaluated])).toEqual([
       [0, BATCH / 2],
       [1, BATCH / 2],
@@ -336,17 +337,72 @@ describe("native arguments", () => {
     context.clear();
   });
 
+  it("evalBatch with a loop feeds each sampled token back and streams every step in order", async () => {
+    const ctx = context as Loose;
+    const entry: NativeBatchEntry = { seq: 0, tokens: tokens.subarray(0, 4), sampler, accept: true, sample: true, logprobs: -1, draft: 0, steps: 5 };
+    const onStep = () => undefined;
+    // The loop argument is required (null for one step) and checked like every other field.
+    await invalid(() => ctx.evalBatch([entry]));
+    for (const bad of [5, "x", { steps: 0, maxMs: 0, onStep }, { steps: 2, maxMs: -1, onStep }, { steps: 2, maxMs: 0, onStep: 5 }, { steps: 2, onStep }]) {
+      expect(await invalid(() => ctx.evalBatch([entry], bad))).toContain("loop");
+    }
+    expect(await invalid(() => ctx.evalBatch([{ ...entry, steps: 0 }], null))).toContain("steps");
+    expect(context.seqPosRange(0)).toEqual([-1, -1]);
+
+    // Two sequences: seq 0 may take 5 decodes, seq 1 only 2; a step limit of 8 does not bind.
+    const steps: NativeBatchResult[][] = [];
+    const done = await context.evalBatch(
+      [entry, { ...entry, seq: 1, steps: 2 }],
+      { steps: 8, maxMs: 0, onStep: (results) => steps.push(results) },
+    );
+    expect(done).toBeUndefined();
+    expect(steps.map((s) => s.map((r) => [r.seq, r.evaluated]))).toEqual([
+      [[0, 4], [1, 4]],
+      [[0, 1], [1, 1]],
+      [[0, 1]],
+      [[0, 1]],
+      [[0, 1]],
+    ]);
+    // Every sampled token but the last was decoded: 4 prompt tokens plus 4 fed back on seq 0, 1 on seq 1.
+    expect(context.seqPosRange(0)).toEqual([0, 7]);
+    expect(context.seqPosRange(1)).toEqual([0, 4]);
+    for (const s of steps) for (const r of s) expect(r.token).toBeGreaterThanOrEqual(0);
+
+    // haltLoop ends the loop after the step in flight; a throwing onStep halts it and rejects with its error.
+    context.clear();
+    let seen = 0;
+    await context.evalBatch([{ ...entry, steps: 50 }], {
+      steps: 50, maxMs: 0, onStep: () => {
+        if (++seen === 2) context.haltLoop();
+      },
+    });
+    expect(seen).toBeGreaterThanOrEqual(2);
+    expect(seen).toBeLessThan(50);
+    context.clear();
+    const boom = new Error("boom");
+    let calls = 0;
+    await expect(context.evalBatch([{ ...entry, steps: 50 }], {
+      steps: 50, maxMs: 0, onStep: () => {
+        calls++;
+        throw boom;
+      },
+    })).rejects.toBe(boom);
+    expect(calls).toBe(1);
+    expect(context.seqPosRange(0)[1]).toBeLessThan(49);
+    context.clear();
+  });
+
   it("a sequence that would overflow its share of the context is refused before decoding", async () => {
     const small = await native().Context.create(model, { ...CONTEXT, contextSize: 16, batchSize: 16, ubatchSize: 16, sequences: 1 }, null);
     try {
       const { sequenceContextSize: n, batchSize } = small.info();
       const fill = new Int32Array(n).fill(tokens[1]!);
       for (let i = 0; i < n; i += batchSize) {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(i, i + batchSize), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0, steps: 1 }], null);
       }
       let code: string | undefined;
       try {
-        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0 }]);
+        await small.evalBatch([{ seq: 0, tokens: fill.subarray(0, 1), sampler: null, accept: false, sample: false, logprobs: -1, draft: 0, steps: 1 }], null);
       } catch (e) {
         code = (e as { code?: string }).code;
       }

@@ -496,6 +496,12 @@ Napi::Value Context::SeqCopy(const Napi::CallbackInfo& info) {
   const int32_t p0 = static_cast<int32_t>(args.Int(2, "p0", -1, INT32_MAX));
   const int32_t p1 = static_cast<int32_t>(args.Int(3, "p1", -1, INT32_MAX));
   if (src == dst) args.Fail("dst", "must differ from src");
+  // Between KV streams (sequences without a unified cache) llama.cpp copies only whole sequences
+  // and GGML_ASSERTs on a range (llama_kv_cache::seq_cp): refuse it here instead.
+  const bool streams = h->n_seq_max > 1 && h->n_ctx_seq < h->n_ctx;
+  if (streams && ((p0 > 0 && p0 + 1 < h->n_ctx_seq) || (p1 > 0 && p1 + 1 < h->n_ctx_seq))) {
+    args.Fail("p0", "and p1 must be -1 (the whole sequence): a range is copied only within one KV stream (create the context with kvUnified)");
+  }
   LLAMEM_LOCK_OR_BUSY(h);
   llama_memory_seq_cp(llama_get_memory(h->ctx), src, dst, p0, p1);
   return env.Undefined();

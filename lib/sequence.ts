@@ -137,8 +137,13 @@ export class Sequence {
    * `at` included) and then moved into place with the rest shifted after them: the same kind of
    * approximation as {@link removeTokens}' shift, for `kvReuse: "shift"`. Returns false, changing
    * nothing, where the cache cannot shift positions or the tokens do not fit.
+   *
+   * `prepared`, a sequence of the same unified-KV context that holds exactly this sequence's
+   * first `at` tokens and then `tokens` (evaluated there beforehand, say while the user was
+   * reading), gives its cells instead: nothing is evaluated, and the inserted cells are exact
+   * (they attend to the prefix only, as in a fresh prompt).
    */
-  async insertTokens(at: number, tokens: ArrayLike<number>): Promise<boolean> {
+  async insertTokens(at: number, tokens: ArrayLike<number>, prepared?: Sequence): Promise<boolean> {
     this.#ensureGenerative();
     const ids = toTokenIds(tokens);
     const n = this.#tokens.length;
@@ -147,6 +152,19 @@ export class Sequence {
     const { info } = this.#inner.context;
     if (s === 0) return true;
     if (!info.canShift || n + s >= info.sequenceContextSize) return false;
+    if (prepared && this.#holdsPrepared(at, ids, prepared)) {
+      prepared.#ensureIdle();
+      return this.#exclusive(async () => {
+        await this.#inner.enqueue(() => {
+          const { native } = this.#inner;
+          // The tail moves forward out of the gap, then this sequence shares the prepared cells.
+          if (at < n) native.seqShift(this.id, at, n, s);
+          native.seqCopy(prepared.id, this.id, at, at + s);
+          this.#tokens.list.splice(at, 0, ...ids);
+        });
+        return true;
+      });
+    }
     return this.#exclusive(async () => {
       await this.#evaluate(ids);
       await this.#inner.enqueue(() => {
@@ -162,6 +180,19 @@ export class Sequence {
       });
       return true;
     });
+  }
+
+  /** Whether `prepared` can lend its cells for inserting `ids` at `at` (see {@link insertTokens}). */
+  #holdsPrepared(at: number, ids: Int32Array, prepared: Sequence): boolean {
+    const { info } = this.#inner.context;
+    // A partial copy between sequences needs them in one KV stream (a unified cache).
+    if (prepared === this || prepared.#inner !== this.#inner || (info.sequences > 1 && info.sequenceContextSize !== info.contextSize)) return false;
+    const theirs = prepared.#tokens.list;
+    const mine = this.#tokens.list;
+    if (theirs.length !== at + ids.length) return false;
+    for (let i = 0; i < at; i++) if (theirs[i] !== mine[i]) return false;
+    for (let i = 0; i < ids.length; i++) if (theirs[at + i] !== ids[i]) return false;
+    return true;
   }
 
   /**

@@ -72,12 +72,13 @@ export function sameTokens(a: readonly number[], b: readonly number[]): boolean 
  * Brings `seq`'s cache in line with the prompt `r` before generating. With `shift`, the cells
  * of messages that were in the layout `before` and are gone from `r` are cut out and the later
  * cells shifted back, and new messages placed before kept ones (a new summary) are inserted
- * into the cache in place (when that keeps more than the plain common prefix). Then, if an idle
+ * into the cache in place (when that keeps more than the plain common prefix; from the cells of
+ * `prepared` when it holds them evaluated already, see Sequence.insertTokens). Then, if an idle
  * peer on the same context holds a longer prefix of the prompt, its cells are copied. What still
  * differs is evaluated by generation. Returns how many tokens of kept messages need evaluating
  * again.
  */
-export async function fitCache(seq: Sequence, r: Rendered, before: Layout | undefined, o: { shift: boolean; self: CachePeer }): Promise<KvOutcome> {
+export async function fitCache(seq: Sequence, r: Rendered, before: Layout | undefined, o: { shift: boolean; self: CachePeer; prepared?: Sequence | undefined }): Promise<KvOutcome> {
   const prompt = r.tokens;
   const max = prompt.length - 1;
   const cached = seq.tokens;
@@ -116,7 +117,7 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
       for (const d of dropped) {
         if (d.start < cut) await seq.removeTokens(d.start, d.end);
       }
-      if (insert && !(await seq.insertTokens(inserted.start, prompt.subarray(inserted.start, inserted.end)))) {
+      if (insert && !(await seq.insertTokens(inserted.start, prompt.subarray(inserted.start, inserted.end), o.prepared))) {
         await seq.removeTokens(inserted.start, seq.tokens.length);
       }
     }

@@ -172,11 +172,13 @@ interface Ahead {
   readonly beside: boolean;
   /** Set once the work has stopped, written or not. */
   finished?: boolean;
+  /** The summary sequence holds the summary evaluated as the message it becomes (see #prepare). */
+  prepared?: boolean;
 }
 
 /** What became of the background summary when a turn began. */
 type AheadOutcome =
-  | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number } }
+  | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number; readonly prepared?: Sequence | undefined } }
   | { readonly cancelled: { readonly tokens: number; readonly ms: number } }
   | { readonly running: Ahead };
 
@@ -223,6 +225,8 @@ export class ChatSession {
   #cachedItems: readonly RenderItem[] | undefined;
   /** The summary being written, or written, in the background since the last turn. */
   #ahead: Ahead | undefined;
+  /** A summary sequence holding the summary message this turn's fold inserts, evaluated ahead. */
+  #prepared: Sequence | undefined;
   /** A background summary cancelled by a prompt, to go on with in the next idle time. */
   #paused: Ahead | undefined;
   #counters = { summaries: 0, turnsEvicted: 0, evaluatedTokens: 0, generatedTokens: 0 };
@@ -450,7 +454,10 @@ export class ChatSession {
           const { sequenceContextSize, canShift } = this.#runner.context.info;
           const { rendered, events } = await this.#plan(seq, maxTokens, signal, ahead);
           ahead = undefined;
-          const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer });
+          const prepared = this.#prepared;
+          this.#prepared = undefined;
+          const kv = await fitCache(seq, rendered, before, { shift: this.#memory.kvReuse === "shift" && canShift, self: this.#peer, prepared });
+          await this.#releasePrepared(prepared);
           if (round === 0 && recallEvent) this.#onEvent?.({ ...recallEvent, kvReused: kv.kvReused, reevaluatedTokens: 0 });
           for (const e of events) this.#onEvent?.({ ...e, ...kv });
           if (events.length === 0) this.#reportRewrite(rendered, before, cachedBefore, kv.reevaluatedTokens);
@@ -907,13 +914,16 @@ export class ChatSession {
     }
     if (mem.strategy === "summarize" && ahead && "ready" in ahead) {
       // Used only while it still fits: its turns are all in the history and it extends the current summary.
-      const { fold, text, tokens } = ahead.ready;
+      const { fold, text, tokens, prepared } = ahead.ready;
       if (this.#stillFits(ahead.ready)) {
+        this.#prepared = prepared;
         await record("summarize", `summarized ahead of need (the last prompt passed ${mem.summarizeAhead} of the budget of ${budget})`, fold, async () => {
           this.#summary = { key: {}, text };
           this.#counters.summaries++;
           return { ...(await this.#evict(fold, "summarize")), summary: "ahead", summaryTokens: tokens };
         });
+      } else {
+        await this.#releasePrepared(prepared);
       }
     }
     if (mem.strategy === "summarize") {
@@ -1095,6 +1105,28 @@ export class ChatSession {
     this.#runAhead(fold, this.#summary?.text, budget, [], 0);
   }
 
+  /**
+   * Evaluates a summary written beside the turns as the message it becomes, right after the
+   * system prompt, on the summary sequence (its copy of the conversation cut back to that
+   * prompt; removing at the end is exact). The fold then shares those cells instead of
+   * evaluating the message in the turn (Sequence.insertTokens). False where it cannot: no
+   * in-place reuse, or a layout where the summary does not follow a prompt this sequence holds.
+   */
+  async #prepare(beside: Sequence, fold: readonly Turn[], text: string): Promise<boolean> {
+    if (this.#memory.kvReuse !== "shift" || !beside.context.info.canShift) return false;
+    const gone = new Set<object>(fold.flat());
+    const current = this.#summary?.key;
+    const items = this.#items(true).filter((it) => !gone.has(it.key) && it.key !== current);
+    const at = items[0]?.key === this.#systemKey ? 1 : 0;
+    items.splice(at, 0, { key: {}, role: "system", content: SUMMARY_LABEL + text });
+    const r = await this.#renderer.render(items);
+    const span = r.spans[at];
+    if (!span || span.end <= span.start || !sameTokens(beside.tokens.slice(0, span.start), Array.from(r.tokens.subarray(0, span.start)))) return false;
+    await beside.removeTokens(span.start, beside.tokens.length);
+    await beside.evaluate(r.tokens.subarray(span.start, span.end));
+    return true;
+  }
+
   /** Whether a background summary can still be used: its turns are all in the history and it extends the current summary. */
   #stillFits(a: { readonly fold: readonly Turn[]; readonly previous: string | undefined }): boolean {
     const inHistory = new Set(this.#history);
@@ -1116,9 +1148,12 @@ export class ChatSession {
         await (this.#runner.sequence as Sequence).copyTo(beside);
         try {
           const { text } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
-          if (!ahead.abort.signal.aborted) ahead.text = text;
+          if (!ahead.abort.signal.aborted) {
+            ahead.text = text;
+            ahead.prepared = await this.#prepare(beside, fold, text).catch(() => false);
+          }
         } finally {
-          if (!beside.busy) await beside.clear();
+          if (!beside.busy && ahead.prepared !== true) await beside.clear();
         }
       })()
         .catch(() => undefined)
@@ -1162,7 +1197,10 @@ export class ChatSession {
     await a.done;
     this.#ahead = undefined;
     if (a.discarded) return undefined;
-    if (a.text !== undefined) return { ready: { fold: a.fold, previous: a.previous, text: a.text, tokens: a.tokens } };
+    if (a.text !== undefined) {
+      const prepared = a.prepared === true ? this.#memory.summarySequence : undefined;
+      return { ready: { fold: a.fold, previous: a.previous, text: a.text, tokens: a.tokens, prepared } };
+    }
     // Kept for the next idle time (dropped there if this turn folds or changes the summary).
     this.#paused = a;
     return { cancelled: { tokens: a.tokens, ms: a.ms } };
@@ -1177,6 +1215,12 @@ export class ChatSession {
     a.abort.abort();
     await a.done;
     if (this.#ahead === a) this.#ahead = undefined;
+    await this.#releasePrepared(a.prepared === true ? this.#memory.summarySequence : undefined);
+  }
+
+  /** Drops the summary sequence's prepared cells (the conversation keeps those it shares). */
+  async #releasePrepared(beside: Sequence | undefined): Promise<void> {
+    if (beside && !beside.busy && !beside.context.disposed) await beside.clear().catch(() => undefined);
   }
 }
 

@@ -419,6 +419,11 @@ describe("native arguments", () => {
     await invalid(() => ctx.seqPosRange(Number.NaN));
     await invalid(() => ctx.seqRemove(0, 0));
     await invalid(() => ctx.seqCopy(0, 0, -1, -1));
+    // A range between KV streams would GGML_ASSERT in llama.cpp: refused; whole copies still work.
+    expect(await invalid(() => ctx.seqCopy(0, 1, 0, 2))).toContain("kvUnified");
+    expect(await invalid(() => ctx.seqCopy(0, 1, 3, -1))).toContain("kvUnified");
+    context.seqCopy(0, 1, -1, -1);
+    context.clear();
     await invalid(() => ctx.stateSeqSet(0, "data"));
     await invalid(() => (model as Loose).tokenize("x", 1, false));
     await invalid(() => (model as Loose).tokenToPiece(32000, false));

@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSession, loadModel, type GenerationResult, type MemoryEvent, type Model, type Sequence } from "../../lib/index.js";
+import { contextSide } from "../../lib/internal/handles.js";
 import { tinyModel } from "../helpers/models.js";
 import { THREADS } from "./helpers.js";
 
@@ -237,6 +238,9 @@ describe("summarizing ahead of need", () => {
     const end = second.prompt.slice(second.before.length).join(",");
     expect(end.endsWith(generated.join(",")) || end.slice(0, end.lastIndexOf(",")).endsWith(generated.join(","))).toBe(true);
     expect(second.after).toEqual(second.before);
+    // The summary's text is taken a few async steps after its tail is removed: let them run.
+    for (let w = 0; w < 100 && seq.busy; w++) await sleep(10);
+    await sleep(50);
     await session.prompt(userText(3));
     expect(events.map((e) => e.summary)).toEqual(["cancelled", "ahead"]);
     expect(session.summary?.length).toBeGreaterThan(0);
@@ -316,6 +320,52 @@ describe("summaries written beside the turns (memory.summarySequence)", () => {
     await session.dispose();
     expect(beside.busy).toBe(false);
     expect(beside.tokens).toEqual([]);
+  });
+
+  it("with time between turns, the summary is evaluated beside the turns as the message it becomes: the fold turn evaluates nothing of it", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified: true, ...THREADS });
+    const beside = ctx.sequence(1);
+    const events: { turn: number; e: MemoryEvent }[] = [];
+    let turn = 0;
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 4, temperature: 0, memory: { ...memory, summarySequence: beside }, onMemoryEvent: (e) => events.push({ turn, e }) });
+    const main = session.sequence as Sequence;
+    // Which inserts were given the summary sequence's cells, and whether they took them.
+    // Which inserts were given the summary sequence's cells, and how many tokens the context decoded for each.
+    const inserts: { prepared: boolean; inserted: boolean; decoded: number }[] = [];
+    const { engine } = contextSide(ctx);
+    const insertTokens = main.insertTokens.bind(main);
+    main.insertTokens = async (at, tokens, prepared) => {
+      const before = engine.stats.batchedTokens;
+      const inserted = await insertTokens(at, tokens, prepared);
+      inserts.push({ prepared: prepared !== undefined, inserted, decoded: engine.stats.batchedTokens - before });
+      return inserted;
+    };
+    const evaluated: number[] = [];
+    for (turn = 0; turn < 24; turn++) {
+      await session.prompt(userText(turn));
+      evaluated.push(session.lastGeneration?.evaluatedPromptTokens ?? -1);
+      // The user reads: the summary beside finishes (its preparation included) before the next prompt.
+      await until(() => !beside.busy);
+      await sleep(20);
+      await until(() => !beside.busy);
+    }
+    const folds = events.filter(({ e }) => e.kind === "summarize");
+    expect(folds.length).toBeGreaterThan(1);
+    expect(folds.every(({ e }) => e.summary === "ahead" && e.kvReused && e.reevaluatedTokens === 0)).toBe(true);
+    // Each new summary was inserted from the summary sequence's cells, decoding nothing (a summary
+    // rewritten with the same tokens keeps its old cells and inserts nothing).
+    expect(inserts.length).toBeGreaterThan(0);
+    expect(inserts).toEqual(inserts.map(() => ({ prepared: true, inserted: true, decoded: 0 })));
+    // So a fold turn evaluates what any turn does: the new message.
+    const foldTurns = new Set(folds.map(({ turn: t }) => t));
+    const plain = evaluated.filter((_, t) => t > 2 && !foldTurns.has(t));
+    for (const t of foldTurns) expect(evaluated[t]).toBeLessThanOrEqual(Math.max(...plain));
+    // Beside the conversation the cache holds at most the next summary, prepared; disposing the
+    // session drops it, and what is left is exactly the conversation's cells.
+    expect((await ctx.memory()).cellsUsed).toBeLessThanOrEqual(main.tokens.length + beside.tokens.length);
+    await session.dispose();
+    expect(beside.tokens).toEqual([]);
+    expect((await ctx.memory()).cellsUsed).toBe(main.tokens.length);
   });
 
   it("a session on a Model gets a second sequence sharing the cells; a context the app shaped does not", async () => {

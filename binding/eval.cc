@@ -101,11 +101,12 @@ void FillBatch(llama_batch& b, std::vector<BatchEntry>& entries) {
 }
 
 // One entry's result as lib/ reads it (NativeBatchResult).
-Napi::Object EntryToJs(Napi::Env env, const BatchEntry& entry, int64_t decode_us) {
+Napi::Object EntryToJs(Napi::Env env, const BatchEntry& entry, int64_t decode_us, int64_t done_us) {
   Napi::Object r = Napi::Object::New(env);
   r.Set("seq", entry.seq);
   r.Set("evaluated", static_cast<double>(entry.tokens.size()));
   r.Set("decodeUs", static_cast<double>(decode_us));
+  r.Set("doneUs", static_cast<double>(done_us));
   if (entry.sample && entry.draft > 0) {
     Napi::Int32Array ids = Napi::Int32Array::New(env, entry.sampled.size());
     std::copy(entry.sampled.begin(), entry.sampled.end(), ids.Data());
@@ -133,9 +134,9 @@ Napi::Object EntryToJs(Napi::Env env, const BatchEntry& entry, int64_t decode_us
   return r;
 }
 
-Napi::Array StepToJs(Napi::Env env, const std::vector<BatchEntry>& entries, int64_t decode_us) {
+Napi::Array StepToJs(Napi::Env env, const std::vector<BatchEntry>& entries, int64_t decode_us, int64_t done_us) {
   Napi::Array out = Napi::Array::New(env, entries.size());
-  for (uint32_t e = 0; e < entries.size(); e++) out.Set(e, EntryToJs(env, entries[e], decode_us));
+  for (uint32_t e = 0; e < entries.size(); e++) out.Set(e, EntryToJs(env, entries[e], decode_us, done_us));
   return out;
 }
 
@@ -145,6 +146,7 @@ Napi::Array StepToJs(Napi::Env env, const std::vector<BatchEntry>& entries, int6
 struct StepQueue {
   struct Step {
     int64_t decode_us = 0;
+    int64_t done_us = 0;
     std::vector<BatchEntry> entries;
   };
   std::mutex mu;
@@ -153,9 +155,9 @@ struct StepQueue {
   Napi::ObjectReference error;
   bool failed = false;
 
-  void Push(int64_t decode_us, const std::vector<BatchEntry>& entries) {
+  void Push(int64_t decode_us, int64_t done_us, const std::vector<BatchEntry>& entries) {
     std::lock_guard<std::mutex> lock(mu);
-    steps.push_back({decode_us, entries});
+    steps.push_back({decode_us, done_us, entries});
   }
 
   // On the JS thread: hands every queued step to `on_step`, in order.
@@ -171,7 +173,7 @@ struct StepQueue {
       if (failed) continue;
       try {
         Napi::HandleScope scope(env);
-        on_step.Call({StepToJs(env, step.entries, step.decode_us)});
+        on_step.Call({StepToJs(env, step.entries, step.decode_us, step.done_us)});
       } catch (const Napi::Error& e) {
         failed = true;
         error = Napi::Persistent(e.Value());
@@ -234,8 +236,9 @@ class EvalBatchWorker : public PromiseWorker {
       CheckDecode(llama_decode(ctx, h_->batch));
       decode_us_ = llama_time_us() - t0;
       for (BatchEntry& entry : entries_) SampleEntry(ctx, mem, entry);
+      done_us_ = llama_time_us();
       if (!queue_) return;  // no loop: Result() hands the one step over
-      queue_->Push(decode_us_, entries_);
+      queue_->Push(decode_us_, done_us_, entries_);
       tsfn_.NonBlockingCall([queue = queue_, h = h_](Napi::Env env, Napi::Function on_step) {
         if (env != nullptr && !on_step.IsEmpty()) queue->Drain(env, on_step, h->halt);
       });
@@ -329,7 +332,7 @@ class EvalBatchWorker : public PromiseWorker {
   Napi::Value Result(Napi::Env env) override {
     if (js_error_) throw Napi::Error(env, queue_->error.Value());
     if (queue_) return env.Undefined();
-    return StepToJs(env, entries_, decode_us_);
+    return StepToJs(env, entries_, decode_us_, done_us_);
   }
 
  private:
@@ -338,6 +341,7 @@ class EvalBatchWorker : public PromiseWorker {
   int32_t steps_ = 1;
   int64_t max_us_ = 0;
   int64_t decode_us_ = 0;
+  int64_t done_us_ = 0;
   std::shared_ptr<StepQueue> queue_;
   Napi::FunctionReference on_step_;
   Napi::ThreadSafeFunction tsfn_;

@@ -271,6 +271,13 @@ export class GenerationJob {
   #promptMs = 0;
   #firstMs = 0;
   #genStart = 0;
+  /**
+   * When the native side finished the step that ended the prompt and the last step booked
+   * (llama_time_us): a loop's steps can reach JS together, so the generation rate is timed on
+   * the native clock, one step's end to another's.
+   */
+  #genStartUs = -1;
+  #lastUs = -1;
   /** Microseconds llama.cpp spent in the decodes of this job's steps. */
   decodeUs = 0;
   /** The consumer stopped early: the engine drops the job at its next step. */
@@ -392,6 +399,7 @@ export class GenerationJob {
   /** Books a step's result: the tokens evaluated, then the token (or, after a draft, tokens) sampled. */
   take(part: Part, r: NativeBatchResult, capacity: number, decodeUs: number): void {
     this.decodeUs += decodeUs;
+    this.#lastUs = r.doneUs;
     if (r.sampled !== undefined) return this.#takeVerified(part, r.sampled, r.pieces ?? [], r.eog === true, capacity);
     this.seq.append(part.tokens);
     if (this.#next === undefined) {
@@ -399,6 +407,7 @@ export class GenerationJob {
       if (this.#offset < this.#prompt.length) return;
       this.#promptMs = performance.now() - this.#promptStart;
       this.#genStart = performance.now();
+      this.#genStartUs = r.doneUs;
       if (!this.#sampler || this.#options.maxTokens === 0) return this.finish("maxTokens");
     }
     if (r.eog || r.token === undefined) return this.finish("eog");
@@ -461,7 +470,7 @@ export class GenerationJob {
     if (this.done) return;
     this.#sampler?.dispose();
     if (error === undefined) this.#emit(this.#text.end());
-    const genMs = this.#genStart > 0 ? performance.now() - this.#genStart : 0;
+    const genMs = this.#genStartUs >= 0 ? (this.#lastUs - this.#genStartUs) / 1000 : this.#genStart > 0 ? performance.now() - this.#genStart : 0;
     const evaluated = this.#prompt.length;
     this.result = {
       text: this.#text.text,

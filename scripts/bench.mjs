@@ -1026,6 +1026,7 @@ process per repetition.
   --no-prebuild       skip the prebuild against the native build (bench-prebuild.mjs; only with prebuilds/)
   --no-recall         skip the recall benchmark (<file>-recall.md)
   --no-draft          skip speculative decoding against plain decoding (bench-draft.mjs)
+  --no-loop           skip generation with and without the native loop against llama-bench (bench-loop.mjs)
   -h, --help          this text
 `;
 
@@ -1045,6 +1046,7 @@ async function main() {
       render: { type: "string" },
       recall: { type: "boolean", default: true },
       draft: { type: "boolean", default: true },
+      loop: { type: "boolean", default: true },
       depth: { type: "boolean", default: true },
       summary: { type: "boolean", default: true },
       prebuild: { type: "boolean", default: true },
@@ -1203,7 +1205,8 @@ async function main() {
  * turn deep in the context (bench-depth.mjs, against llama-bench -d), a long chat with the model
  * writing summaries (bench-summary.mjs, with and without a pause between turns), the prebuilt
  * binary against the native build (bench-prebuild.mjs, when prebuilds/ has one), recall
- * (bench-recall.mjs), and speculative decoding against plain decoding (bench-draft.mjs). --quick runs each short; --no-<name> skips one.
+ * (bench-recall.mjs), speculative decoding against plain decoding (bench-draft.mjs), and generation
+ * with and without the native loop against llama-bench (bench-loop.mjs). --quick runs each short; --no-<name> skips one.
  */
 function followUps(base, outDir, quick, threads, values) {
   const t = ["--threads", String(threads)];
@@ -1213,6 +1216,7 @@ function followUps(base, outDir, quick, threads, values) {
     { name: "prebuild", script: "bench-prebuild.mjs", args: [...t, "--out", outDir, ...(quick ? ["--reps", "1"] : [])], needs: join(root, "prebuilds") },
     { name: "recall", script: "bench-recall.mjs", args: [...t, ...(quick ? ["--facts", "50", "--turns", "300", "--cap", "100"] : [])], file: `${base}-recall.md` },
     { name: "draft", script: "bench-draft.mjs", args: [...t, "--out", outDir, ...(quick ? ["--model", "tiny:q4_0", "--gen", "32", "--reps", "1"] : [])] },
+    { name: "loop", script: "bench-loop.mjs", args: [...t, "--out", outDir, ...(quick ? ["--model", "tiny:q4_0", "--gen", "32", "--reps", "1"] : [])] },
   ];
   for (const run of runs) {
     if (!values[run.name]) continue;

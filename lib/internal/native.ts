@@ -116,6 +116,8 @@ export interface NativeBatchResult {
   seq: number;
   evaluated: number;
   decodeUs: number;
+  /** When the step's decode and sampling ended (llama_time_us, a monotonic clock in µs). */
+  doneUs: number;
   token?: number;
   eog?: boolean;
   piece?: Buffer;

@@ -1,0 +1,132 @@
+#!/usr/bin/env node
+// The last per-token cost (issue 11, part 4): generation through the library's text API with the
+// engine's native loop (each sampled token fed back on the native side) and without it (one
+// round trip through the JS thread per token: DEFAULTS.generationLoop.maxSteps = 1), against
+// llama.cpp's llama-bench tg at the same depth, with flash attention off and on. Every run is a
+// child process of its own, interleaved over the repetitions.
+//
+//   npm run bench:loop -- [--model 1b:q4_0] [--gen 128] [--prompt 16] [--reps 3] [--threads N] [--out bench/results]
+//
+// Run it on a quiet machine: ggml's threads spin, so any other CPU work slows generation.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+const self = fileURLToPath(import.meta.url);
+const distLib = join(root, "dist", "lib");
+const llamaBench = join(root, "build-tools", "bin", "llama-bench");
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = Math.floor(s.length / 2);
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** One llamem run, in a child: warm up, then a greedy generation of `gen` tokens after `prompt` tokens. */
+async function child(spec) {
+  const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
+  const { DEFAULTS } = await import(pathToFileURL(join(distLib, "options.js")).href);
+  DEFAULTS.generationLoop.maxSteps = spec.loop ? spec.maxSteps : 1;
+  const model = await lib.loadModel(spec.path);
+  const ctx = await model.createContext({ contextSize: spec.prompt + spec.gen + 16, threads: spec.threads, flashAttention: spec.fa });
+  const prompt = Array.from({ length: spec.prompt }, (_, i) => 100 + ((i * 7919) % 20000));
+  // Generation never ends early: end-of-generation is banned.
+  const o = { maxTokens: spec.gen, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }] };
+  await ctx.complete(prompt, { ...o, maxTokens: 8 });
+  await ctx.sequence(0).clear();
+  const r = await ctx.complete(prompt, o);
+  process.stdout.write(`${JSON.stringify({ tg: r.generatedTokensPerSecond, generated: r.generatedTokens })}\n`);
+  await ctx.dispose();
+  await model.dispose();
+}
+
+async function synthetic(spec) {
+  if (spec.endsWith(".gguf")) return spec;
+  const [preset, type] = spec.split(":");
+  const synth = await import(pathToFileURL(join(distLib, "gguf", "synthetic.js")).href);
+  const dir = join(root, "bench", "work");
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `synthetic-${preset}-${type}-seed1-v${synth.SYNTHETIC_FORMAT_VERSION}.gguf`);
+  if (!existsSync(path)) await synth.writeSyntheticModel(path, { preset, type, seed: 1 });
+  return path;
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      child: { type: "string" },
+      model: { type: "string", default: "1b:q4_0" },
+      gen: { type: "string", default: "128" },
+      prompt: { type: "string", default: "16" },
+      reps: { type: "string", default: "3" },
+      threads: { type: "string" },
+      out: { type: "string", default: join(root, "bench", "results") },
+      help: { type: "boolean", short: "h", default: false },
+    },
+  });
+  if (values.child) return child(JSON.parse(values.child));
+  if (values.help) {
+    process.stdout.write("usage: node scripts/bench-loop.mjs [--model preset:type|file.gguf] [--gen N] [--prompt N] [--reps N] [--threads N] [--out DIR]\n");
+    return;
+  }
+  const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
+  const threads = Number(values.threads ?? lib.defaultThreads());
+  const path = await synthetic(values.model);
+  const gen = Number(values.gen);
+  const promptTokens = Number(values.prompt);
+  const maxSteps = lib.DEFAULTS.generationLoop.maxSteps;
+  const run = (spec) => JSON.parse(execFileSync(process.execPath, [self, "--child", JSON.stringify(spec)], { stdio: ["ignore", "pipe", "inherit"] }).toString().trim().split("\n").pop());
+  // llama-bench's tg at the depth of the prompt: the same decodes, with no sampling and no text.
+  const bench = (fa) => {
+    if (!existsSync(llamaBench)) return undefined;
+    const out = execFileSync(llamaBench, ["-m", path, "-p", "0", "-n", String(gen), "-d", String(promptTokens), "-t", String(threads), "-fa", fa === "on" ? "1" : "0", "-r", "1", "-o", "json"], { stdio: ["ignore", "pipe", "ignore"] });
+    return JSON.parse(out.toString())[0].avg_ts;
+  };
+  const configs = [];
+  for (const fa of ["off", "on"]) {
+    configs.push({ name: `llamem, native loop, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
+    configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: false }).tg });
+    configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => bench(fa) });
+  }
+  const samples = Object.fromEntries(configs.map((c) => [c.name, []]));
+  const reps = Number(values.reps);
+  for (let rep = 0; rep < reps; rep++) {
+    for (const c of configs) {
+      const v = c.run();
+      if (v !== undefined) samples[c.name].push(v);
+    }
+    process.stderr.write(`loop: rep ${rep + 1}/${reps} done\n`);
+  }
+  const tg = (name) => (samples[name].length ? median(samples[name]) : undefined);
+  const rows = configs.map((c) => {
+    const t = tg(c.name);
+    const ref = tg(`llama-bench, FA ${c.fa}`);
+    return { name: c.name, tg: t, vsLlamaBench: t !== undefined && ref !== undefined ? t / ref : undefined, samples: samples[c.name] };
+  });
+  const cpu = os.cpus()[0]?.model ?? "unknown CPU";
+  const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length }, model: values.model, threads, gen, promptTokens, maxSteps, reps, rows };
+  const fmt = (x, d = 1) => (x === undefined ? "–" : x.toFixed(d));
+  const lines = [
+    `# The last per-token cost (${values.model}, ${threads} threads, ${cpu})`,
+    "",
+    `Greedy generation of ${gen} tokens after a ${promptTokens}-token prompt through \`ctx.complete()\` (sampling and detokenizing included),`,
+    `with the native loop (up to ${maxSteps} decodes per native call) and with one round trip through the JS thread per token,`,
+    `against llama-bench \`-p 0 -n ${gen} -d ${promptTokens}\` (decodes only). tg in tokens per second, median of ${reps} runs, each in a process of its own, interleaved.`,
+    "",
+    "| configuration | tg (tok/s) | × llama-bench (same flash attention) |",
+    "|---|---|---|",
+    ...rows.map((r) => `| ${r.name} | ${fmt(r.tg)} | ${r.vsLlamaBench === undefined ? "–" : fmt(r.vsLlamaBench, 3) + "×"} |`),
+    "",
+  ];
+  mkdirSync(values.out, { recursive: true });
+  const stem = join(values.out, `${report.date.slice(0, 10)}-loop-${values.model.replace(/[^a-z0-9]+/gi, "-")}`);
+  writeFileSync(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(`${stem}.md`, lines.join("\n"));
+  process.stdout.write(lines.join("\n"));
+}
+
+await main();

@@ -78,6 +78,10 @@ Addon::Addon(Napi::Env env, Napi::Object exports) {
       InstanceMethod("setLogLevel", &Addon::SetLogLevel),
       InstanceMethod("systemInfo", &Addon::SystemInfo),
   });
+  // The contract with lib/ (the methods and their arguments): lib/internal/native.ts refuses a
+  // binary built for another one (a stale build, a prebuild from another version) at load,
+  // rather than calling it with arguments it reads otherwise. Bump both together.
+  exports.Set("apiVersion", Napi::Number::New(env, kApiVersion));
   exports.Set("devices", Napi::Function::New(env, Devices, "devices"));
   exports.Set("quantize", Napi::Function::New(env, Quantize, "quantize"));
   exports.Set("rpcAddServer", Napi::Function::New(env, RpcAddServer, "rpcAddServer"));

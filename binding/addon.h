@@ -11,6 +11,10 @@
 
 namespace llamem {
 
+// The version of the contract between this binary and lib/ (NATIVE_API_VERSION in
+// lib/internal/native.ts): 2 added evalBatch's loop and haltLoop.
+constexpr int32_t kApiVersion = 2;
+
 // Anything that owns llama.cpp objects and must be closed at environment teardown.
 class Closable {
  public:

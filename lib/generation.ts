@@ -618,7 +618,9 @@ export class Engine {
     const entries = parts.map((p) => p.job.entry(p, loops ? p.job.loopSteps(p, capacity, maxSteps) : 1));
     const bySeq = new Map(parts.map((p) => [p.job.seq.id, p]));
     let bookError: unknown;
+    let delivered = 0;
     const onStep = (results: NativeBatchResult[]) => {
+      delivered++;
       try {
         this.#book(bySeq, results, capacity);
       } catch (err) {
@@ -648,6 +650,8 @@ export class Engine {
     }
     try {
       if (bookError !== undefined) throw bookError;
+      // A call that neither failed nor delivered a step would run the same step forever.
+      if (failure === undefined && delivered === 0) throw new LlamemError("ERR_INTERNAL", "the native decode returned without a step");
       if (failure) await this.#resync(parts, failure);
       await this.#trim(parts, failure);
     } finally {

@@ -204,8 +204,16 @@ export interface NativeSystemInfo {
   cpuBackend: { variant: string; path: string | null; features: string[] };
 }
 
+/**
+ * The contract version this lib/ expects of the binary (kApiVersion in binding/addon.h): a
+ * binary built for another one is refused at load. @internal
+ */
+export const NATIVE_API_VERSION = 2;
+
 /** @internal */
 export interface NativeBinding {
+  /** The contract version the binary implements (see NATIVE_API_VERSION). */
+  readonly apiVersion?: number;
   Model: {
     load(path: string, options: NativeLoadOptions, onProgress: ((p: number) => void) | null): {
       promise: Promise<NativeModel>;
@@ -309,7 +317,11 @@ export function native(): NativeBinding {
       path = (require("node-gyp-build") as { resolve(dir: string): string }).resolve(packageRoot);
       source = /[\\/]prebuilds[\\/]/.test(path) ? "prebuild" : "local build";
     }
-    cached = require(path) as NativeBinding;
+    const binding = require(path) as NativeBinding;
+    if (binding.apiVersion !== NATIVE_API_VERSION) {
+      throw new Error(`the binary was built for another version of llamem (native API ${binding.apiVersion ?? 1}, this one needs ${NATIVE_API_VERSION}): a stale build or prebuild; rebuild it (npm run build:addon) or reinstall llamem`);
+    }
+    cached = binding;
   } catch (err) {
     const attempt: LoadAttempt = {
       source,

@@ -8,7 +8,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import * as errors from "../../lib/errors.js";
-import { native } from "../../lib/internal/native.js";
+import { NATIVE_API_VERSION, native } from "../../lib/internal/native.js";
 import type {
   NativeBatchEntry,
   NativeBatchResult,
@@ -145,6 +145,9 @@ describe("native arguments", () => {
     expect(ctx.seqKeep).toBeUndefined();
     expect((sampler as Loose).reset).toBeUndefined();
     expect(typeof ctx.evalBatch).toBe("function");
+    expect(typeof ctx.haltLoop).toBe("function");
+    // The version lib/ checks at load, so a stale binary is refused instead of misread.
+    expect(native().apiVersion).toBe(NATIVE_API_VERSION);
   });
 
   it("model info holds exactly NativeModelInfo's fields", () => {

@@ -85,42 +85,56 @@ describe("native generation loop", () => {
     expect(b.text).toBe(a.text);
   });
 
-  it("a job that joins during a long generation starts within a few steps, not after the loop", async () => {
-    await using ctx = await model.createContext({ contextSize: 2048, sequences: 2 });
-    let long = 0;
-    let atJoin = -1;
-    let joined: Promise<unknown> | undefined;
-    const first = ctx.sequence(0).complete(PROMPT, { maxTokens: 1000, temperature: 0, onToken: () => {
-      long++;
-      if (long === 20) {
-        atJoin = long;
-        joined = ctx.sequence(1).complete("A second story", { maxTokens: 4, temperature: 0 }).then(() => long);
-      }
-    } });
-    const result = await first;
-    const atEnd = (await joined) as number;
-    expect(result.generatedTokens).toBe(1000);
-    // The joining job's prompt step and its 4 tokens took a handful of steps of the long one
-    // (far fewer than a loop's ${DEFAULTS.generationLoop.maxSteps}).
-    expect(atEnd - atJoin).toBeLessThan(DEFAULTS.generationLoop.maxSteps / 2);
-    await cacheMatches(ctx);
-  });
+  // A loop as long as the whole generation, so that without a halt the newcomer would wait for
+  // all of it. The bounds allow for how far the native side runs ahead of the JS thread on a
+  // loaded machine (steps already decoded still arrive after the halt).
+  const LONG = 2000;
+  async function withEndlessLoop(test: () => Promise<void>): Promise<void> {
+    const saved = { ...DEFAULTS.generationLoop };
+    Object.assign(DEFAULTS.generationLoop, { maxSteps: 1 << 20, maxMs: 0 });
+    try {
+      await test();
+    } finally {
+      Object.assign(DEFAULTS.generationLoop, saved);
+    }
+  }
 
-  it("other work on the context waits for the step in flight, not the whole loop", async () => {
-    await using ctx = await model.createContext({ contextSize: 2048, sequences: 2 });
-    let long = 0;
-    const work: Promise<number>[] = [];
-    const first = ctx.sequence(0).complete(PROMPT, { maxTokens: 1000, temperature: 0, onToken: () => {
-      long++;
-      if (long === 20) {
-        const at = long;
-        work.push(ctx.sequence(1).evaluate([1, 2, 3]).then(() => long - at));
-        work.push(ctx.memory().then(() => long - at));
-      }
-    } });
-    await first;
-    for (const waited of await Promise.all(work)) expect(waited).toBeLessThan(DEFAULTS.generationLoop.maxSteps / 2);
-    expect(ctx.sequence(1).tokens.length).toBe(3);
-    await cacheMatches(ctx);
-  });
+  it("a job that joins during a long generation starts at once, not after the loop", () =>
+    withEndlessLoop(async () => {
+      await using ctx = await model.createContext({ contextSize: 4096, sequences: 2 });
+      let long = 0;
+      let atJoin = -1;
+      let joined: Promise<number> | undefined;
+      const first = ctx.sequence(0).complete(PROMPT, { maxTokens: LONG, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }], onToken: () => {
+        long++;
+        if (long === 20) {
+          atJoin = long;
+          joined = ctx.sequence(1).complete("A second story", { maxTokens: 4, temperature: 0 }).then(() => long);
+        }
+      } });
+      const result = await first;
+      const atEnd = (await joined) as number;
+      expect(result.generatedTokens).toBe(LONG);
+      expect(atEnd - atJoin).toBeLessThan(LONG / 2);
+      await cacheMatches(ctx);
+    }));
+
+  it("other work on the context waits for the step in flight, not the whole loop", () =>
+    withEndlessLoop(async () => {
+      await using ctx = await model.createContext({ contextSize: 4096, sequences: 2 });
+      let long = 0;
+      const work: Promise<number>[] = [];
+      const first = ctx.sequence(0).complete(PROMPT, { maxTokens: LONG, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }], onToken: () => {
+        long++;
+        if (long === 20) {
+          const at = long;
+          work.push(ctx.sequence(1).evaluate([1, 2, 3]).then(() => long - at));
+          work.push(ctx.memory().then(() => long - at));
+        }
+      } });
+      expect((await first).generatedTokens).toBe(LONG);
+      for (const waited of await Promise.all(work)) expect(waited).toBeLessThan(LONG / 2);
+      expect(ctx.sequence(1).tokens.length).toBe(3);
+      await cacheMatches(ctx);
+    }));
 });

@@ -12,7 +12,7 @@ import { fileURLToPath } from "node:url";
 import { Worker } from "node:worker_threads";
 import { LlamemError } from "../errors.js";
 import { DEFAULTS } from "../options.js";
-import type { RenderReply, RenderRequest } from "./template-worker.js";
+import type { RenderReply, RenderRequest, StageRequest } from "./template-worker.js";
 
 /** Bounds of one render; each defaults to DEFAULTS.template. */
 export interface SandboxLimits {
@@ -40,12 +40,61 @@ function templateError(message: string, cause?: unknown): LlamemError {
   return new LlamemError("ERR_TEMPLATE", `chat template: ${message}`, cause === undefined ? undefined : { cause });
 }
 
+/** Messages staged on one thread for renders to come. */
+export interface Stage {
+  readonly id: number;
+  /** The thread that holds them: a thread stopped meanwhile lost them. */
+  readonly worker: Worker;
+}
+
+/** Thrown when the thread holding a stage has stopped (another render ran over its time, say): the caller stages again. */
+export class StageLost extends Error {
+  constructor() {
+    super("the sandbox's thread stopped while messages were staged");
+  }
+}
+
 class Sandbox {
   #worker: Worker | undefined;
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
 
-  render(source: string, variables: readonly Record<string, unknown>[], now: Date, limits: SandboxLimits = {}): Promise<readonly Result[]> {
+  /**
+   * Appends `messages` to the stage `stage` (a new one when undefined) on the thread, starting it
+   * if need be. StageLost when the stage was on a thread that has stopped since.
+   */
+  stage(stage: Stage | undefined, messages: readonly Record<string, unknown>[]): Stage {
+    const worker = this.#start();
+    if (stage && stage.worker !== worker) throw new StageLost();
+    const s = stage ?? { id: this.#nextId++, worker };
+    const request: StageRequest = { stage: s.id, messages };
+    try {
+      worker.postMessage(request);
+    } catch (err) {
+      this.drop(s);
+      throw templateError(`the template's variables cannot be passed to the sandbox: ${(err as Error).message}`, err);
+    }
+    return s;
+  }
+
+  /** Whether the thread holding `stage` still runs. */
+  holds(stage: Stage): boolean {
+    return stage.worker === this.#worker;
+  }
+
+  /** Lets the thread forget a stage. */
+  drop(stage: Stage): void {
+    if (stage.worker !== this.#worker) return;
+    const request: StageRequest = { stage: stage.id, messages: null };
+    stage.worker.postMessage(request);
+  }
+
+  /**
+   * Renders `source` with each of `variables`; with `staged`, the staged messages are the
+   * `messages` of each (or, with `windows`, of each window: see RenderRequest).
+   */
+  render(source: string, variables: readonly Record<string, unknown>[], now: Date, limits: SandboxLimits = {}, staged?: Stage, windows?: readonly number[]): Promise<readonly Result[]> {
+    if (staged && staged.worker !== this.#worker) return Promise.reject(new StageLost());
     const d = DEFAULTS.template;
     const timeoutMs = limits.timeoutMs ?? d.timeoutMs;
     const request: RenderRequest = {
@@ -55,6 +104,8 @@ class Sandbox {
       now: now.getTime(),
       maxOutputChars: limits.maxOutputChars ?? d.maxOutputChars,
       maxRange: limits.maxRange ?? d.maxRange,
+      ...(staged ? { staged: staged.id } : {}),
+      ...(windows ? { windows } : {}),
     };
     return new Promise<readonly Result[]>((resolve, reject) => {
       const worker = this.#start();
@@ -131,6 +182,47 @@ export async function renderTemplate(source: string, variables: Record<string, u
   const [r] = await sandbox.render(source, [variables], now, limits);
   if (!r || "error" in r) throw templateError(r?.error ?? "no result");
   return r.output;
+}
+
+/**
+ * Stages messages on the sandbox's thread for renders to come ({@link renderStaged},
+ * {@link renderWindows}): a long list crosses in several slices, the caller letting its event
+ * loop run between them. Pass the returned stage to the next slice. StageLost when the thread
+ * stopped since the last slice.
+ */
+export function stageMessages(stage: Stage | undefined, messages: readonly Record<string, unknown>[]): Stage {
+  return sandbox.stage(stage, messages);
+}
+
+/** Whether the thread holding `stage` still runs (a stage lost must be sent again). */
+export function stageHeld(stage: Stage): boolean {
+  return sandbox.holds(stage);
+}
+
+/** Lets the thread forget a stage. */
+export function dropStage(stage: Stage): void {
+  sandbox.drop(stage);
+}
+
+/**
+ * Renders `source` with `variables` and the staged messages as `messages`, as
+ * {@link renderTemplate} does. StageLost (before rendering) when the thread holding them stopped.
+ */
+export async function renderStaged(source: string, variables: Record<string, unknown>, stage: Stage, now: Date = new Date(), limits?: SandboxLimits): Promise<string> {
+  const [r] = await sandbox.render(source, [variables], now, limits, stage);
+  if (!r || "error" in r) throw templateError(r?.error ?? "no result");
+  return r.output;
+}
+
+/**
+ * For each index i, the text staged message i adds after message i-1 rendered alone (see
+ * RenderRequest.windows), rendered with `variables`: the text, or an ERR_TEMPLATE error where
+ * it has none. The time limit covers the whole list. StageLost (before rendering) when the
+ * thread holding the stage stopped.
+ */
+export async function renderWindows(source: string, variables: Record<string, unknown>, stage: Stage, windows: readonly number[], now: Date = new Date(), limits?: SandboxLimits): Promise<(string | LlamemError)[]> {
+  const results = await sandbox.render(source, [variables], now, limits, stage, windows);
+  return results.map((r) => ("error" in r ? templateError(r.error) : r.output));
 }
 
 /**

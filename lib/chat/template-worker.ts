@@ -14,10 +14,33 @@ export interface RenderRequest {
   readonly id: number;
   readonly source: string;
   readonly variables: readonly Record<string, unknown>[];
+  /**
+   * The id of messages staged ahead (see {@link StageRequest}): they become each render's
+   * `messages` (they stay staged until the host drops them).
+   */
+  readonly staged?: number;
+  /**
+   * With `staged` and one entry in `variables`: for each index i, the text message i adds after
+   * message i-1 (i > 0) rendered alone: the window of messages i-1 and i less the window of
+   * message i-1 (for i = 0, the window of message 0), each rendered with the variables given.
+   * One result per index: the text, or an error when a window fails or the longer window does
+   * not begin with the shorter (the host then renders the whole prefixes).
+   */
+  readonly windows?: readonly number[];
   /** strftime_now's clock, in ms since the epoch. */
   readonly now: number;
   readonly maxOutputChars: number;
   readonly maxRange: number;
+}
+
+/**
+ * A slice of the messages of renders to come, appended to those staged under `stage`. A long
+ * list crosses in slices so that copying it (and building it) never holds the host's event loop
+ * long; `messages: null` drops what was staged.
+ */
+export interface StageRequest {
+  readonly stage: number;
+  readonly messages: readonly Record<string, unknown>[] | null;
 }
 
 /** The answer: each render's text, or the engine's message. */
@@ -106,14 +129,49 @@ function render(req: RenderRequest, variables: Record<string, unknown>): string 
   return output;
 }
 
-parentPort?.on("message", (req: RenderRequest) => {
-  const results = req.variables.map((v) => {
-    try {
-      return { output: render(req, v) };
-    } catch (err) {
-      return { error: err instanceof Error ? err.message : String(err) };
-    }
+/** Messages staged for renders to come, by stage id. */
+const staged = new Map<number, Record<string, unknown>[]>();
+
+type Result = RenderReply["results"][number];
+
+function attempt(req: RenderRequest, variables: Record<string, unknown>): Result {
+  try {
+    return { output: render(req, variables) };
+  } catch (err) {
+    return { error: err instanceof Error ? err.message : String(err) };
+  }
+}
+
+function answer(req: RenderRequest): Result[] {
+  if (req.staged === undefined) return req.variables.map((v) => attempt(req, v));
+  const messages = staged.get(req.staged);
+  // The host checks that the stage is on this thread; a missing one is a bug, not a template's fault.
+  if (!messages) return req.variables.map(() => ({ error: "the staged messages are missing" }));
+  if (req.windows === undefined) return req.variables.map((v) => attempt(req, { ...v, messages }));
+  const v = req.variables[0] ?? {};
+  return req.windows.map((i): Result => {
+    const m = messages[i] as Record<string, unknown>;
+    if (i === 0) return attempt(req, { ...v, messages: [m] });
+    const prev = messages[i - 1] as Record<string, unknown>;
+    const before = attempt(req, { ...v, messages: [prev] });
+    if ("error" in before) return before;
+    const after = attempt(req, { ...v, messages: [prev, m] });
+    if ("error" in after) return after;
+    // Only the difference crosses back: half the strings, and none the host must cut.
+    return after.output.startsWith(before.output) ? { output: after.output.slice(before.output.length) } : { error: "the window does not extend the one before" };
   });
-  const reply: RenderReply = { id: req.id, results };
+}
+
+parentPort?.on("message", (req: RenderRequest | StageRequest) => {
+  if ("stage" in req) {
+    if (req.messages === null) staged.delete(req.stage);
+    else {
+      const list = staged.get(req.stage);
+      if (list) for (const m of req.messages) list.push(m);
+      else staged.set(req.stage, req.messages.slice());
+    }
+    return;
+  }
+  const reply: RenderReply = { id: req.id, results: answer(req) };
   parentPort?.postMessage(reply);
 });

@@ -4,11 +4,10 @@
  * tools, add_generation_prompt, enable_thinking, the BOS/EOS strings), or one of llama.cpp's
  * built-in formats by name.
  */
-import { invalidArgument } from "../errors.js";
+import { invalidArgument, LlamemError } from "../errors.js";
 import type { JsonSchema } from "../grammar/json-schema.js";
-import type { LlamemError } from "../errors.js";
 import type { Model } from "../model.js";
-import { renderTemplate, renderTemplates, type SandboxLimits } from "./sandbox.js";
+import { dropStage, renderStaged, renderTemplate, renderTemplates, renderWindows, stageHeld, stageMessages, StageLost, type SandboxLimits, type Stage } from "./sandbox.js";
 
 /** A tool call an assistant message made. */
 export interface ChatToolCall {
@@ -66,7 +65,7 @@ export function isJinja(template: string): boolean {
 }
 
 /** A message as templates expect it (the OpenAI/transformers shape). */
-function templateMessage(m: ChatMessage): Record<string, unknown> {
+function templateMessage(m: Readonly<ChatMessage>): Record<string, unknown> {
   const out: Record<string, unknown> = { role: m.role, content: m.content };
   if (m.reasoning !== undefined) out["reasoning_content"] = m.reasoning;
   if (m.toolCalls !== undefined && m.toolCalls.length > 0) {
@@ -77,10 +76,14 @@ function templateMessage(m: ChatMessage): Record<string, unknown> {
   return out;
 }
 
-/** Checks messages before they cross to the sandbox: the fields a template reads, of the right types. */
-export function checkMessages(messages: readonly ChatMessage[], where = "messages"): void {
+/**
+ * Checks messages before they cross to the sandbox: the fields a template reads, of the right
+ * types. `offset` is the index of the first one in the whole list (for a list checked in slices).
+ */
+export function checkMessages(messages: readonly Readonly<ChatMessage>[], where = "messages", offset = 0): void {
   if (!Array.isArray(messages)) invalidArgument(`${where} must be an array`);
-  messages.forEach((m, i) => {
+  messages.forEach((m, j) => {
+    const i = j + offset;
     if (m === null || typeof m !== "object") invalidArgument(`${where}[${i}] must be an object { role, content }`);
     if (typeof m.role !== "string" || m.role.length === 0) invalidArgument(`${where}[${i}].role must be a non-empty string`);
     if (typeof m.content !== "string") invalidArgument(`${where}[${i}].content must be a string`);
@@ -98,6 +101,19 @@ export interface TemplateContext {
   readonly eosText: string;
 }
 
+const contexts = new WeakMap<Model, TemplateContext>();
+
+/** The BOS and EOS strings `model`'s templates write (`bos_token`, `eos_token`), as its applyChatTemplate passes them. */
+export function templateContextOf(model: Model): TemplateContext {
+  let c = contexts.get(model);
+  if (!c) {
+    const text = (id: number) => (id >= 0 ? model.tokenToPiece(id, { special: true }).toString("utf8") : "");
+    c = { bosText: text(model.info.bos), eosText: text(model.info.eos) };
+    contexts.set(model, c);
+  }
+  return c;
+}
+
 /**
  * Renders `messages` with the Jinja template `source` in the sandbox. Rejects with ERR_TEMPLATE
  * when the template fails (its own `raise_exception` included) or breaks a sandbox limit.
@@ -111,11 +127,119 @@ export function renderChats(source: string, conversations: readonly (readonly Ch
   return renderTemplates(source, conversations.map((m) => templateVariables(m, ctx, o)), o.now ?? new Date());
 }
 
-/** The variables transformers passes a chat template. */
-function templateVariables(messages: readonly ChatMessage[], ctx: TemplateContext, o: ChatTemplateOptions): Record<string, unknown> {
+/** Messages per slice staged at a time: a slice is checked, converted and copied to the thread in well under a millisecond. */
+const STAGE_SLICE = 512;
+
+/**
+ * Lets the event loop go round between slices (its timers and I/O run): two immediates, as one
+ * set in an I/O callback runs in the same turn of the loop, before any timer.
+ */
+const yieldToLoop = () => new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve)));
+
+/** Times a stage is sent again when the thread holding it stops (another render over its time stops it). */
+const STAGE_TRIES = 3;
+
+/**
+ * A conversation staged on the sandbox's thread for a Jinja template: its messages are checked,
+ * converted and copied there in slices, letting the event loop run between them (in one go,
+ * that takes tens of milliseconds for 10,000 messages), then rendered whole or in windows
+ * without crossing again. The texts and errors are those of {@link renderChat} and
+ * {@link renderChats}. {@link drop} it when done (the thread holds the messages until then).
+ */
+export class StagedChat {
+  #stage: Stage | undefined;
+
+  private constructor(
+    readonly source: string,
+    readonly messages: readonly Readonly<ChatMessage>[],
+    readonly ctx: TemplateContext,
+    readonly options: ChatTemplateOptions,
+  ) {}
+
+  /** Stages `messages` (ERR_INVALID_ARGUMENT for a bad one, as applyChatTemplate). */
+  static async create(source: string, messages: readonly Readonly<ChatMessage>[], ctx: TemplateContext, o: ChatTemplateOptions = {}): Promise<StagedChat> {
+    if (!Array.isArray(messages)) invalidArgument("messages must be an array");
+    const chat = new StagedChat(source, messages, ctx, o);
+    await chat.#staged();
+    return chat;
+  }
+
+  /** The stage on the running thread: sent the first time, and again when the thread holding it stopped. */
+  async #staged(): Promise<Stage> {
+    for (let attempt = 1; ; attempt++) {
+      if (this.#stage && stageHeld(this.#stage)) return this.#stage;
+      this.#stage = undefined;
+      let stage: Stage | undefined;
+      try {
+        for (let at = 0; at === 0 || at < this.messages.length; at += STAGE_SLICE) {
+          if (at > 0) await yieldToLoop();
+          const slice = this.messages.slice(at, at + STAGE_SLICE);
+          checkMessages(slice, "messages", at);
+          stage = stageMessages(stage, slice.map(templateMessage));
+        }
+        this.#stage = stage as Stage;
+        return this.#stage;
+      } catch (err) {
+        if (!(err instanceof StageLost)) {
+          if (stage) dropStage(stage);
+          throw err;
+        }
+        if (attempt >= STAGE_TRIES) throw new LlamemError("ERR_TEMPLATE", `chat template: ${err.message}`, { cause: err });
+      }
+    }
+  }
+
+  /** Runs `send` with the stage, staging again if the thread stopped before it was sent. */
+  async #withStage<T>(send: (stage: Stage) => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await send(await this.#staged());
+      } catch (err) {
+        if (!(err instanceof StageLost)) throw err;
+        if (attempt >= STAGE_TRIES) throw new LlamemError("ERR_TEMPLATE", `chat template: ${err.message}`, { cause: err });
+      }
+    }
+  }
+
+  /** The whole conversation, as renderChat renders it (the assistant's header when `addAssistant`). */
+  render(addAssistant: boolean): Promise<string> {
+    const o: ChatTemplateOptions = { ...this.options, addAssistant };
+    return this.#withStage((stage) => renderStaged(this.source, templateVariables(undefined, this.ctx, o), stage, o.now ?? new Date()));
+  }
+
+  /**
+   * For each index i, the text message i adds to message i-1 rendered alone, without the
+   * assistant's header: the render of messages i-1 and i less that of message i-1 (for i = 0,
+   * the render of message 0), as renderChats renders those lists. An ERR_TEMPLATE error where
+   * a render fails or the longer does not begin with the shorter.
+   */
+  pieces(indices: readonly number[]): Promise<(string | LlamemError)[]> {
+    const o: ChatTemplateOptions = { ...this.options, addAssistant: false };
+    return this.#withStage((stage) => renderWindows(this.source, templateVariables(undefined, this.ctx, o), stage, indices, o.now ?? new Date()));
+  }
+
+  /** Lets the thread forget the messages. */
+  drop(): void {
+    if (this.#stage) dropStage(this.#stage);
+    this.#stage = undefined;
+  }
+}
+
+/** What {@link renderChat} renders, for a long list: staged in slices ({@link StagedChat}), then rendered. */
+export async function renderChatInSlices(source: string, messages: readonly Readonly<ChatMessage>[], ctx: TemplateContext, o: ChatTemplateOptions = {}): Promise<string> {
+  const chat = await StagedChat.create(source, messages, ctx, o);
+  try {
+    return await chat.render(o.addAssistant ?? true);
+  } finally {
+    chat.drop();
+  }
+}
+
+/** The variables transformers passes a chat template (without `messages` when they are staged). */
+function templateVariables(messages: readonly ChatMessage[] | undefined, ctx: TemplateContext, o: ChatTemplateOptions): Record<string, unknown> {
   const variables: Record<string, unknown> = {
     ...(o.variables ?? {}),
-    messages: messages.map(templateMessage),
+    ...(messages === undefined ? {} : { messages: messages.map(templateMessage) }),
     add_generation_prompt: o.addAssistant ?? true,
     bos_token: ctx.bosText,
     eos_token: ctx.eosText,

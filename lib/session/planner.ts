@@ -8,7 +8,7 @@
  */
 import { invalidArgument } from "../errors.js";
 import type { ResolvedMemory, SessionMessage, Turn } from "./memory.js";
-import type { Rendered } from "./render.js";
+import type { Rendered, RenderItem, Span } from "./render.js";
 
 /** A turn of the history as the planner sees it. */
 export interface TurnFacts {
@@ -22,11 +22,15 @@ export interface TurnFacts {
 
 /** Splits history into turns: each user message starts one; leading other messages form their own. */
 export function splitTurns<T extends { readonly role: string }>(history: readonly T[]): T[][] {
+  // Indexed loops here and below: they run once or twice a turn, mostly before the engine has
+  // optimized them, where for...of allocates an iterator result per message of a long history.
+  // Each turn is sliced at its end, in one array of its size (pushing grows arrays in steps).
   const turns: T[][] = [];
-  for (const m of history) {
-    const last = turns[turns.length - 1];
-    if (m.role === "user" || !last) turns.push([m]);
-    else last.push(m);
+  for (let start = 0; start < history.length; ) {
+    let end = start + 1;
+    while (end < history.length && (history[end] as T).role !== "user") end++;
+    turns.push(history.slice(start, end));
+    start = end;
   }
   return turns;
 }
@@ -45,7 +49,10 @@ export function budgetTokens(memory: Pick<ResolvedMemory, "budget">, contextSize
 /** The newest timestamp of `messages` (-Infinity for none); a loop, so any length is fine. */
 export function newestTimestamp(messages: readonly { readonly timestamp: number }[]): number {
   let newest = -Infinity;
-  for (const m of messages) if (m.timestamp > newest) newest = m.timestamp;
+  for (let i = 0; i < messages.length; i++) {
+    const t = (messages[i] as { readonly timestamp: number }).timestamp;
+    if (t > newest) newest = t;
+  }
   return newest;
 }
 
@@ -55,21 +62,45 @@ export function newestTimestamp(messages: readonly { readonly timestamp: number 
  * message with `pinned: true`, a `system` message, or one `isPinned` returns true for.
  */
 export function describeTurns(turns: readonly Turn[], rendered: Rendered, isPinned?: (m: SessionMessage) => boolean): TurnFacts[] {
-  const spanOf = new Map<object, { start: number; end: number } | undefined>();
-  rendered.items.forEach((it, i) => spanOf.set(it.key, rendered.spans[i]));
-  return turns.map((turn) => {
+  const { items, spans } = rendered;
+  // The items follow the history's order (the system prompt, the summary or a recall block may
+  // come between its messages), so one forward walk finds each message's item: no map of a long
+  // history's every item, built on every render. A message not found ahead (another order) falls
+  // back to such a map. Keys are unique (an item's key is its identity across renders). The walk
+  // and the newest timestamp are inline: this runs once a turn, mostly before the engine has
+  // optimized it, where each call costs.
+  let next = 0;
+  let byKey: Map<object, Span | undefined> | undefined;
+  const facts: TurnFacts[] = new Array<TurnFacts>(turns.length);
+  for (let t = 0; t < turns.length; t++) {
+    const turn = turns[t] as Turn;
     let tokens: number | undefined = 0;
-    for (const m of turn) {
-      const span = spanOf.get(m);
-      if (!span) {
-        tokens = undefined;
-        break;
+    let pinned = false;
+    let newest = -Infinity;
+    for (let i = 0; i < turn.length; i++) {
+      const m = turn[i] as SessionMessage;
+      if (tokens !== undefined) {
+        let span: Span | undefined;
+        if (!byKey) {
+          let k = next;
+          while (k < items.length && (items[k] as RenderItem).key !== m) k++;
+          if (k < items.length) {
+            span = spans[k];
+            next = k + 1;
+          } else {
+            byKey = new Map();
+            for (let j = 0; j < items.length; j++) byKey.set((items[j] as RenderItem).key, spans[j]);
+          }
+        }
+        if (byKey) span = byKey.get(m);
+        tokens = span ? tokens + (span.end - span.start) : undefined;
       }
-      tokens += span.end - span.start;
+      pinned ||= m.pinned === true || m.role === "system" || isPinned?.(m) === true;
+      if (m.timestamp > newest) newest = m.timestamp;
     }
-    const pinned = turn.some((m) => m.pinned === true || m.role === "system" || isPinned?.(m) === true);
-    return { tokens, newest: newestTimestamp(turn), pinned };
-  });
+    facts[t] = { tokens, newest, pinned };
+  }
+  return facts;
 }
 
 /** Indices of the turns that may be evicted, oldest first: not pinned, and not the last (the turn being prompted). */
@@ -133,8 +164,9 @@ export function toFold(turns: readonly TurnFacts[], excess: number, keepLastTurn
  */
 export function promptFloor(total: number, turns: readonly TurnFacts[], droppable = 0): number | undefined {
   let floor = total - droppable;
-  for (const i of evictable(turns)) {
-    const n = (turns[i] as TurnFacts).tokens;
+  const e = evictable(turns);
+  for (let k = 0; k < e.length; k++) {
+    const n = (turns[e[k] as number] as TurnFacts).tokens;
     if (n === undefined) return undefined;
     floor -= n;
   }

@@ -175,4 +175,37 @@ describe("describeTurns", () => {
     // memory.pinned pins more.
     expect(describeTurns(splitTurns(h), rendered, (m) => m.content === "a")[0]?.pinned).toBe(true);
   });
+
+  it("finds each message's span whatever the items' order, and a message without an item has no size", () => {
+    const h = [msg("user", "a", 1), msg("assistant", "b", 2), msg("user", "c", 3), msg("assistant", "d", 4), msg("user", "e", 5)];
+    const inOrder: Rendered = {
+      items: [{ key: {}, role: "system", content: "summary" }, ...h.map((m) => ({ key: m, role: m.role, content: m.content }))],
+      tokens: new Int32Array(0),
+      spans: [
+        { start: 0, end: 2 },
+        { start: 2, end: 5 },
+        { start: 5, end: 9 },
+        { start: 9, end: 10 },
+        { start: 10, end: 16 },
+        { start: 16, end: 17 },
+      ],
+    };
+    const want = describeTurns(splitTurns(h), inOrder);
+    expect(want.map((f) => f.tokens)).toEqual([7, 7, 1]);
+    // The same items and spans in another order: the walk falls back to a map, with the same facts.
+    const order = [3, 0, 5, 1, 4, 2];
+    const shuffled: Rendered = { items: order.map((i) => inOrder.items[i] as Rendered["items"][number]), tokens: inOrder.tokens, spans: order.map((i) => inOrder.spans[i]) };
+    expect(describeTurns(splitTurns(h), shuffled)).toEqual(want);
+    // A message the render left out: its turn's size is unknown, the others are found.
+    const without: Rendered = { items: inOrder.items.filter((it) => it.key !== h[2]), tokens: inOrder.tokens, spans: inOrder.spans.filter((_, i) => i !== 3) };
+    expect(describeTurns(splitTurns(h), without).map((f) => f.tokens)).toEqual([7, undefined, 1]);
+  });
+
+  it("describes 10,000 messages in one pass", () => {
+    const h = Array.from({ length: 10_000 }, (_, i) => msg(i % 2 ? "assistant" : "user", `m${i}`, i));
+    const rendered: Rendered = { items: h.map((m) => ({ key: m, role: m.role, content: m.content })), tokens: new Int32Array(0), spans: h.map((_, i) => ({ start: 3 * i, end: 3 * i + 3 })) };
+    const facts = describeTurns(splitTurns(h), rendered);
+    expect(facts).toHaveLength(5_000);
+    expect(facts.every((f, t) => f.tokens === 6 && f.newest === 2 * t + 1 && !f.pinned)).toBe(true);
+  });
 });

@@ -35,7 +35,7 @@ import {
 } from "./memory.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
 import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
-import { Renderer, messageOf, type RenderItem, type Rendered } from "./render.js";
+import { Renderer, itemOf, messageOf, yieldToLoop, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
 import { SUMMARY_LABEL, summarizeTurns, summaryMaxTokens, untilAborted } from "./summarizer.js";
 
@@ -174,6 +174,8 @@ interface Ahead {
   finished?: boolean;
   /** The summary sequence holds the summary evaluated as the message it becomes (see #prepare). */
   prepared?: boolean;
+  /** Beside the turns: the tokens of the conversation copied to the summary sequence. */
+  copied?: number;
 }
 
 /** What became of the background summary when a turn began. */
@@ -817,11 +819,12 @@ export class ChatSession {
     const items: RenderItem[] = [];
     if (withSystem && this.#system !== undefined) items.push({ key: this.#systemKey, role: "system", content: this.#system });
     if (this.#summary) items.push({ key: this.#summary.key, role: "system", content: SUMMARY_LABEL + this.#summary.text });
-    for (const m of this.#history) {
+    const history = this.#history;
+    for (let i = 0; i < history.length; i++) {
+      const m = history[i] as SessionMessage;
       if (this.#recalled && m === this.#recalled.before) items.push({ key: this.#recalled.key, role: "system", content: this.#recalled.text });
-      const { reasoning, ...rest } = messageOf(m);
       // Past replies' reasoning leaves the prompt unless the app keeps it.
-      items.push(this.#keepReasoning && reasoning !== undefined ? { key: m, ...rest, reasoning } : { key: m, ...rest });
+      items.push(itemOf(m, this.#keepReasoning));
     }
     return items;
   }
@@ -869,8 +872,12 @@ export class ChatSession {
       ? (m: SessionMessage) => m.toolCalls !== undefined || m.role === "tool" || mem.pinned?.(m) === true
       : mem.pinned;
     let facts: TurnFacts[] = describeTurns(turns, r, pinned);
+    // Describing, then evicting, a long history's turns each take milliseconds: the event loop
+    // runs between them, and before the next render.
+    await yieldToLoop();
     const pick = (indices: readonly number[]): Turn[] => indices.map((i) => turns[i] as Turn);
     const update = async () => {
+      await yieldToLoop();
       r = await this.#renderer.render(this.#items(withSystem));
       turns = splitTurns(this.#history);
       facts = describeTurns(turns, r, pinned);
@@ -899,12 +906,21 @@ export class ChatSession {
       const over = pick(outsideWindow(facts, mem.keepLastTurns));
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
+    // The prompt's limit: the budget, or more while a summary beside the turns leaves part of its room unused.
+    let limit = budget;
     if (mem.strategy === "summarize" && ahead && "running" in ahead && r.tokens.length > budget) {
-      // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
       const a = ahead.running;
-      if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
-      const outcome = await this.#takeAhead(true);
-      if (outcome) ahead = outcome;
+      const room = this.#unusedRoom(a);
+      if (room > 0 && r.tokens.length <= budget + room && this.#stillFits(a)) {
+        // Still being written: this prompt goes on without the fold, in the room the summary can
+        // no longer need, rather than wait for it; the next prompt uses it.
+        limit = budget + room;
+      } else {
+        // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
+        if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
+        const outcome = await this.#takeAhead(true);
+        if (outcome) ahead = outcome;
+      }
     }
     if (mem.strategy === "summarize" && ahead && "cancelled" in ahead) {
       const { tokens, ms } = ahead.cancelled;
@@ -929,7 +945,7 @@ export class ChatSession {
     if (mem.strategy === "summarize") {
       // The first fold keeps keepLastTurns verbatim; if the prompt is still over, the oldest are folded to cover the excess.
       for (let first = true; ; first = false) {
-        const fold = pick(toFold(facts, r.tokens.length - budget, mem.keepLastTurns, first));
+        const fold = pick(toFold(facts, r.tokens.length - limit, mem.keepLastTurns, first));
         if (fold.length === 0) break;
         const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget}`;
         await record("summarize", reason, fold, async () => {
@@ -940,12 +956,14 @@ export class ChatSession {
         });
       }
     }
-    if (r.tokens.length > budget) {
+    if (r.tokens.length > limit) {
       const dropped: Turn[] = [];
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
       let forgotten: number | undefined;
-      for (let drop = pick(toShed(facts, r.tokens.length - budget)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - budget))) {
+      for (let drop = pick(toShed(facts, r.tokens.length - limit)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - limit))) {
+        // Choosing thousands of turns, then evicting them, each take milliseconds.
+        await yieldToLoop();
         const f = (await this.#evict(drop, "prune")).forgotten;
         if (f !== undefined) forgotten = (forgotten ?? 0) + f;
         for (const t of drop) dropped.push(t);
@@ -956,7 +974,7 @@ export class ChatSession {
         events.push({ kind: "prune", reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...(forgotten === undefined ? {} : { forgotten }) });
       }
     }
-    if (r.tokens.length > budget && !mem.keepSystem && this.#system !== undefined) {
+    if (r.tokens.length > limit && !mem.keepSystem && this.#system !== undefined) {
       const system: Turn = [{ role: "system", content: this.#system, timestamp: Date.now() }];
       const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget} with no turn left to evict`;
       await record("omitSystem", reason, [system], async () => {
@@ -1127,6 +1145,21 @@ export class ChatSession {
     return true;
   }
 
+  /**
+   * The part of the room kept for a summary written beside the turns (#budget) that it can no
+   * longer need: once its instruction is evaluated, what the estimate of the instruction
+   * (DEFAULTS.summaryInstructionTokens) left over. 0 unless it is generating.
+   */
+  #unusedRoom(a: Ahead): number {
+    const beside = this.#memory.summarySequence;
+    if (!beside || a.finished === true || a.text !== undefined || a.copied === undefined || a.partial.length === 0) return 0;
+    // The summary's cells beyond the shared conversation: its instruction and the tokens it
+    // wrote, but the last one sampled, which is evaluated at the next step.
+    const held = beside.tokens.length - a.copied;
+    const instruction = held - a.partial.length + 1;
+    return Math.max(0, DEFAULTS.summaryInstructionTokens - instruction);
+  }
+
   /** Whether a background summary can still be used: its turns are all in the history and it extends the current summary. */
   #stillFits(a: { readonly fold: readonly Turn[]; readonly previous: string | undefined }): boolean {
     const inHistory = new Set(this.#history);
@@ -1146,6 +1179,7 @@ export class ChatSession {
       ahead.done = (async () => {
         // Copied now, while the session's sequence is idle (the caller's next prompt may follow at once).
         await (this.#runner.sequence as Sequence).copyTo(beside);
+        ahead.copied = beside.tokens.length;
         try {
           const { text } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
           if (!ahead.abort.signal.aborted) {

@@ -174,8 +174,6 @@ interface Ahead {
   finished?: boolean;
   /** The summary sequence holds the summary evaluated as the message it becomes (see #prepare). */
   prepared?: boolean;
-  /** Beside the turns: the tokens of the conversation copied to the summary sequence. */
-  copied?: number;
 }
 
 /** What became of the background summary when a turn began. */
@@ -906,21 +904,12 @@ export class ChatSession {
       const over = pick(outsideWindow(facts, mem.keepLastTurns));
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
-    // The prompt's limit: the budget, or more while a summary beside the turns leaves part of its room unused.
-    let limit = budget;
     if (mem.strategy === "summarize" && ahead && "running" in ahead && r.tokens.length > budget) {
+      // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
       const a = ahead.running;
-      const room = this.#unusedRoom(a);
-      if (room > 0 && r.tokens.length <= budget + room && this.#stillFits(a)) {
-        // Still being written: this prompt goes on without the fold, in the room the summary can
-        // no longer need, rather than wait for it; the next prompt uses it.
-        limit = budget + room;
-      } else {
-        // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
-        if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
-        const outcome = await this.#takeAhead(true);
-        if (outcome) ahead = outcome;
-      }
+      if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
+      const outcome = await this.#takeAhead(true);
+      if (outcome) ahead = outcome;
     }
     if (mem.strategy === "summarize" && ahead && "cancelled" in ahead) {
       const { tokens, ms } = ahead.cancelled;
@@ -945,7 +934,7 @@ export class ChatSession {
     if (mem.strategy === "summarize") {
       // The first fold keeps keepLastTurns verbatim; if the prompt is still over, the oldest are folded to cover the excess.
       for (let first = true; ; first = false) {
-        const fold = pick(toFold(facts, r.tokens.length - limit, mem.keepLastTurns, first));
+        const fold = pick(toFold(facts, r.tokens.length - budget, mem.keepLastTurns, first));
         if (fold.length === 0) break;
         const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget}`;
         await record("summarize", reason, fold, async () => {
@@ -956,12 +945,12 @@ export class ChatSession {
         });
       }
     }
-    if (r.tokens.length > limit) {
+    if (r.tokens.length > budget) {
       const dropped: Turn[] = [];
       const t0 = performance.now();
       const tokensBefore = r.tokens.length;
       let forgotten: number | undefined;
-      for (let drop = pick(toShed(facts, r.tokens.length - limit)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - limit))) {
+      for (let drop = pick(toShed(facts, r.tokens.length - budget)); drop.length > 0; drop = pick(toShed(facts, r.tokens.length - budget))) {
         // Choosing thousands of turns, then evicting them, each take milliseconds.
         await yieldToLoop();
         const f = (await this.#evict(drop, "prune")).forgotten;
@@ -974,7 +963,7 @@ export class ChatSession {
         events.push({ kind: "prune", reason, dropped, tokensBefore, tokensAfter: r.tokens.length, ms: performance.now() - t0, ...(forgotten === undefined ? {} : { forgotten }) });
       }
     }
-    if (r.tokens.length > limit && !mem.keepSystem && this.#system !== undefined) {
+    if (r.tokens.length > budget && !mem.keepSystem && this.#system !== undefined) {
       const system: Turn = [{ role: "system", content: this.#system, timestamp: Date.now() }];
       const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget} with no turn left to evict`;
       await record("omitSystem", reason, [system], async () => {
@@ -1145,21 +1134,6 @@ export class ChatSession {
     return true;
   }
 
-  /**
-   * The part of the room kept for a summary written beside the turns (#budget) that it can no
-   * longer need: once its instruction is evaluated, what the estimate of the instruction
-   * (DEFAULTS.summaryInstructionTokens) left over. 0 unless it is generating.
-   */
-  #unusedRoom(a: Ahead): number {
-    const beside = this.#memory.summarySequence;
-    if (!beside || a.finished === true || a.text !== undefined || a.copied === undefined || a.partial.length === 0) return 0;
-    // The summary's cells beyond the shared conversation: its instruction and the tokens it
-    // wrote, but the last one sampled, which is evaluated at the next step.
-    const held = beside.tokens.length - a.copied;
-    const instruction = held - a.partial.length + 1;
-    return Math.max(0, DEFAULTS.summaryInstructionTokens - instruction);
-  }
-
   /** Whether a background summary can still be used: its turns are all in the history and it extends the current summary. */
   #stillFits(a: { readonly fold: readonly Turn[]; readonly previous: string | undefined }): boolean {
     const inHistory = new Set(this.#history);
@@ -1179,7 +1153,6 @@ export class ChatSession {
       ahead.done = (async () => {
         // Copied now, while the session's sequence is idle (the caller's next prompt may follow at once).
         await (this.#runner.sequence as Sequence).copyTo(beside);
-        ahead.copied = beside.tokens.length;
         try {
           const { text } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
           if (!ahead.abort.signal.aborted) {

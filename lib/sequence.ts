@@ -153,7 +153,6 @@ export class Sequence {
     if (s === 0) return true;
     if (!info.canShift || n + s >= info.sequenceContextSize) return false;
     if (prepared && this.#holdsPrepared(at, ids, prepared)) {
-      prepared.#ensureIdle();
       return this.#exclusive(async () => {
         await this.#inner.enqueue(() => {
           const { native } = this.#inner;
@@ -186,7 +185,7 @@ export class Sequence {
   #holdsPrepared(at: number, ids: Int32Array, prepared: Sequence): boolean {
     const { info } = this.#inner.context;
     // A partial copy between sequences needs them in one KV stream (a unified cache).
-    if (prepared === this || prepared.#inner !== this.#inner || (info.sequences > 1 && info.sequenceContextSize !== info.contextSize)) return false;
+    if (prepared === this || prepared.#inner !== this.#inner || prepared.busy || (info.sequences > 1 && info.sequenceContextSize !== info.contextSize)) return false;
     const theirs = prepared.#tokens.list;
     const mine = this.#tokens.list;
     if (theirs.length !== at + ids.length) return false;

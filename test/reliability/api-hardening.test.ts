@@ -196,7 +196,9 @@ describe("row 5: a model disposed while one of its contexts is being created", (
     for (let i = 0; i < 20; i++) await race();
     const grown = (process.memoryUsage().rss - before) / 2 ** 20;
     // Before the fix each race kept a model and its context alive: RSS 84 -> 378 MiB over 20.
-    expect(grown, `RSS grew by ${grown.toFixed(1)} MiB`).toBeLessThan(80);
+    // Without a leak glibc's per-thread arenas still grow: 64 to 89 MiB over 20 races on a 2-core
+    // Xeon (14 to 29 MiB with MALLOC_ARENA_MAX=1), so the bound sits halfway to the leak's 294.
+    expect(grown, `RSS grew by ${grown.toFixed(1)} MiB`).toBeLessThan(150);
   });
 
   it("`await model.dispose(); await p` observes the rejection (no unhandled rejection in between)", async () => {

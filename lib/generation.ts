@@ -653,7 +653,8 @@ export class Engine {
       // A call that neither failed nor delivered a step would run the same step forever.
       if (failure === undefined && delivered === 0) throw new LlamemError("ERR_INTERNAL", "the native decode returned without a step");
       if (failure) await this.#resync(parts, failure);
-      await this.#trim(parts, failure);
+      // A single step decodes nothing past an end; a loop, or a failed step, may have.
+      if (loops || failure) await this.#trim(parts, failure);
     } finally {
       for (const p of parts) p.job.release();
     }

@@ -13,22 +13,18 @@
 //
 // Run it on a quiet machine: ggml's threads spin, so any other CPU work slows generation.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { benchModel, median } from "./bench-models.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const self = fileURLToPath(import.meta.url);
 const distLib = join(root, "dist", "lib");
 const PROMPT = "The history of the city begins with a small settlement on the river, where";
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /** One configuration, in a child: load, generate once to warm up, then time a generation. */
 async function child(spec) {
@@ -68,16 +64,6 @@ async function child(spec) {
   await model.dispose();
 }
 
-async function synthetic(spec) {
-  if (spec.endsWith(".gguf")) return spec;
-  const [preset, type] = spec.split(":");
-  const synth = await import(pathToFileURL(join(distLib, "gguf", "synthetic.js")).href);
-  const dir = join(root, "bench", "work");
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `synthetic-${preset}-${type}-seed1-v${synth.SYNTHETIC_FORMAT_VERSION}.gguf`);
-  if (!existsSync(path)) await synth.writeSyntheticModel(path, { preset, type, seed: 1 });
-  return path;
-}
 
 async function main() {
   const { values } = parseArgs({
@@ -100,8 +86,8 @@ async function main() {
   }
   const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
   const threads = Number(values.threads ?? lib.defaultThreads());
-  const path = await synthetic(values.model);
-  const small = await synthetic(values.draft);
+  const path = await benchModel(values.model);
+  const small = await benchModel(values.draft);
   const maxDraft = Number(values["max-draft"] ?? lib.DEFAULTS.draft.maxDraftTokens);
   const defaultMinP = lib.DEFAULTS.draft.minProbability;
   const base = { path, threads, gen: Number(values.gen), maxDraft };

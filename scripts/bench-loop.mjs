@@ -14,17 +14,13 @@ import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { benchModel, median } from "./bench-models.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const self = fileURLToPath(import.meta.url);
 const distLib = join(root, "dist", "lib");
 const llamaBench = join(root, "build-tools", "bin", "llama-bench");
 
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = Math.floor(s.length / 2);
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
 
 /** One llamem run, in a child: warm up, then a greedy generation of `gen` tokens after `prompt` tokens. */
 async function child(spec) {
@@ -44,16 +40,6 @@ async function child(spec) {
   await model.dispose();
 }
 
-async function synthetic(spec) {
-  if (spec.endsWith(".gguf")) return spec;
-  const [preset, type] = spec.split(":");
-  const synth = await import(pathToFileURL(join(distLib, "gguf", "synthetic.js")).href);
-  const dir = join(root, "bench", "work");
-  mkdirSync(dir, { recursive: true });
-  const path = join(dir, `synthetic-${preset}-${type}-seed1-v${synth.SYNTHETIC_FORMAT_VERSION}.gguf`);
-  if (!existsSync(path)) await synth.writeSyntheticModel(path, { preset, type, seed: 1 });
-  return path;
-}
 
 async function main() {
   const { values } = parseArgs({
@@ -75,7 +61,7 @@ async function main() {
   }
   const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
   const threads = Number(values.threads ?? lib.defaultThreads());
-  const path = await synthetic(values.model);
+  const path = await benchModel(values.model);
   const gen = Number(values.gen);
   const promptTokens = Number(values.prompt);
   const maxSteps = lib.DEFAULTS.generationLoop.maxSteps;

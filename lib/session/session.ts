@@ -904,23 +904,27 @@ export class ChatSession {
       const over = pick(outsideWindow(facts, mem.keepLastTurns));
       if (over.length > 0) await record("prune", `sliding window of ${mem.keepLastTurns} turn(s)`, over, () => this.#evict(over, "prune"));
     }
+    let tooSoon = false;
     if (mem.strategy === "summarize" && ahead && "running" in ahead && r.tokens.length > budget) {
       // This prompt needs the summary written beside the turns: wait for the rest of it, if any.
       const a = ahead.running;
-      if (this.#stillFits(a)) await untilAborted(a.done, signal, "waiting for the summary");
+      tooSoon = !this.#keepsLastTurns(a.fold);
+      if (this.#stillFits(a) && !tooSoon) await untilAborted(a.done, signal, "waiting for the summary");
       const outcome = await this.#takeAhead(true);
       if (outcome) ahead = outcome;
     }
     if (mem.strategy === "summarize" && ahead && "cancelled" in ahead) {
       const { tokens, ms } = ahead.cancelled;
       const n = r.tokens.length;
-      const reason = "the summary started after the last turn had not finished when this prompt came";
+      const reason = tooSoon
+        ? `the summary written beside the turns would fold one of the last ${mem.keepLastTurns} turn(s) this prompt keeps`
+        : "the summary started after the last turn had not finished when this prompt came";
       events.push({ kind: "summarize", reason, dropped: [], tokensBefore: n, tokensAfter: n, ms, summary: "cancelled", summaryTokens: tokens });
     }
     if (mem.strategy === "summarize" && ahead && "ready" in ahead) {
       // Used only while it still fits: its turns are all in the history and it extends the current summary.
       const { fold, text, tokens, prepared } = ahead.ready;
-      if (this.#stillFits(ahead.ready)) {
+      if (this.#stillFits(ahead.ready) && this.#keepsLastTurns(fold)) {
         this.#prepared = prepared;
         await record("summarize", `summarized ahead of need (the last prompt passed ${mem.summarizeAhead} of the budget of ${budget})`, fold, async () => {
           this.#summary = { key: {}, text };
@@ -1099,7 +1103,11 @@ export class ChatSession {
     const turns = splitTurns(this.#history);
     const facts: TurnFacts[] = turns.map((t) => ({ tokens: 0, newest: 0, pinned: t.some((m) => m.pinned === true || m.role === "system" || mem.pinned?.(m) === true) }));
     facts.push({ tokens: 0, newest: 0, pinned: false });
-    const fold = toFold(facts, 1, mem.keepLastTurns, true).map((i) => turns[i] as Turn);
+    // A fold written beside the turns waits for the prompt that needs it, which usually comes a
+    // turn or more later: it may take the last turn but one, so that it frees more and the next
+    // fold comes later. The prompt that uses it checks that keepLastTurns are still left.
+    const keep = mem.summarySequence !== undefined ? Math.max(0, mem.keepLastTurns - 1) : mem.keepLastTurns;
+    const fold = toFold(facts, 1, keep, true).map((i) => turns[i] as Turn);
     if (fold.length === 0) return;
     if (mem.summarySequence !== undefined) {
       // Written beside the turns and used when needed, a fold is worth writing once it frees a
@@ -1132,6 +1140,13 @@ export class ChatSession {
     await beside.removeTokens(span.start, beside.tokens.length);
     await beside.evaluate(r.tokens.subarray(span.start, span.end));
     return true;
+  }
+
+  /** Whether folding `fold` in this prompt leaves the last keepLastTurns turns before the new message verbatim. */
+  #keepsLastTurns(fold: readonly Turn[]): boolean {
+    const turns = splitTurns(this.#history);
+    const kept = new Set<object>(turns.slice(Math.max(0, turns.length - 1 - this.#memory.keepLastTurns), -1).flat());
+    return fold.every((t) => t.every((m) => !kept.has(m)));
   }
 
   /** Whether a background summary can still be used: its turns are all in the history and it extends the current summary. */

@@ -368,6 +368,50 @@ describe("summaries written beside the turns (memory.summarySequence)", () => {
     expect((await ctx.memory()).cellsUsed).toBe(main.tokens.length);
   });
 
+  it("a fold written beside the turns takes the last turn but one: the prompt that uses it still keeps keepLastTurns verbatim, and one that needs it a turn early folds inline instead", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified: true, ...THREADS });
+    const beside = ctx.sequence(1);
+    const requests = spy(beside);
+    const events: { turn: number; e: MemoryEvent }[] = [];
+    let turn = 0;
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 4, temperature: 0, memory: { ...memory, summarySequence: beside }, onMemoryEvent: (e) => events.push({ turn, e }) });
+    const sent: string[] = [];
+    const send = (text: string) => (sent.push(text), session.prompt(text));
+    const verbatim = (i: number) => session.history.some((m) => m.role === "user" && m.content === sent[i]);
+    // Turns with time between them until a summary has been written beside them.
+    for (turn = 0; requests.length === 0 && turn < 20; turn++) {
+      await send(userText(turn));
+      await until(() => !beside.busy);
+      await sleep(20);
+      await until(() => !beside.busy);
+    }
+    const last = turn - 1;
+    expect(requests.length).toBe(1);
+    // Its instruction covers the conversation up to the turn before the last (keepLastTurns - 1 kept).
+    const instruction = await model.detokenize((requests[0] as Request).prompt);
+    expect(instruction).toContain(`begins "${userText(last - 1)}`);
+    // A message long enough to need a fold at once: the summary would leave one turn verbatim, so
+    // this prompt writes its own fold and keeps the last two.
+    const have = (session.sequence as Sequence).tokens.length;
+    let long = userText(turn);
+    while ((await model.tokenize(long)).length < reduced - have + 40) long += " and then some more words about it";
+    await send(long);
+    const here = events.filter((x) => x.turn === turn && x.e.kind === "summarize").map((x) => x.e.summary);
+    expect(here).toContain("inline");
+    expect(here).not.toContain("ahead");
+    expect(verbatim(last - 1) && verbatim(last)).toBe(true);
+    // Afterwards, with time between turns, every fold written beside is used by a prompt that keeps the last two turns.
+    for (turn++; turn < last + 24; turn++) {
+      await send(userText(turn));
+      expect(verbatim(turn - 1) && verbatim(turn - 2)).toBe(true);
+      await until(() => !beside.busy);
+      await sleep(20);
+      await until(() => !beside.busy);
+    }
+    expect(events.filter((x) => x.turn > last + 1 && x.e.summary === "ahead").length).toBeGreaterThan(0);
+    await session.dispose();
+  });
+
   it("a session on a Model gets a second sequence sharing the cells; a context the app shaped does not", async () => {
     const s = await createSession(model, { system: SYSTEM, maxTokens: 4, temperature: 0, memory, context: { contextSize: 1024, ...THREADS } });
     expect(s.sequence?.context.info.sequences).toBe(2);

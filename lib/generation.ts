@@ -608,7 +608,10 @@ export class Engine {
       else if (job.signal?.aborted) job.finish("aborted", new LlamemError("ERR_ABORTED", "generation was aborted"));
     }
     this.#jobs = this.#jobs.filter((j) => !j.done);
-    const parts = this.#plan();
+    // In sequence order: with a KV stream per sequence, llama.cpp splits a batch wherever the next
+    // sequence id is not the previous one plus one (llama_batch_allocr::split_equal, sequential),
+    // and each split is a forward pass of its own.
+    const parts = this.#plan().sort((a, b) => a.job.seq.id - b.job.seq.id);
     if (parts.length === 0) return;
     await this.#draft(parts);
     const capacity = this.#ctx.sequenceContextSize;

@@ -2,6 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, LlamemError, type Model } from "../../lib/index.js";
+import { contextSide } from "../../lib/internal/handles.js";
 import { tinyModel } from "../helpers/models.js";
 import { codeOf } from "../helpers/errors.js";
 
@@ -196,6 +197,41 @@ describe("generation", () => {
     const weights = model.memory();
     expect(weights.weights).toBe(mem.weights);
     expect(weights.rows.every((r) => r.host && r.context === 0)).toBe(true);
+  });
+});
+
+describe("batching sequences", () => {
+  it("decodes the sequences of a batch in id order, whichever started first, with the same tokens as alone", async () => {
+    // With a KV stream per sequence, llama.cpp splits a batch wherever the next sequence id is not
+    // the previous one plus one, and each split is a forward pass of its own.
+    await using ctx = await model.createContext({ contextSize: 1024, sequences: 4 });
+    const native = contextSide(ctx).native;
+    const evalBatch = native.evalBatch.bind(native);
+    const orders: number[][] = [];
+    // The binding's methods are read-only on its prototype: an own property shadows this one.
+    Object.defineProperty(native, "evalBatch", {
+      configurable: true,
+      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
+        orders.push(entries.map((e) => e.seq));
+        return evalBatch(entries, loop);
+      },
+    });
+    const prompts = ["Once upon a time", "The river", "In the morning", "A small bird"];
+    const o = { maxTokens: 24, temperature: 0 };
+    // Sequence 3 starts first; the others join it a moment later.
+    const first = ctx.sequence(3).complete(prompts[3] as string, o);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const rest = [0, 1, 2].map((i) => ctx.sequence(i).complete(prompts[i] as string, o));
+    const together = await Promise.all([...rest, first]);
+    const batched = orders.filter((o) => o.length > 1);
+    expect(batched.length).toBeGreaterThan(0);
+    for (const order of orders) expect(order).toEqual([...order].sort((a, b) => a - b));
+    // Order changes nothing in what each sequence generates.
+    for (let i = 0; i < 4; i++) {
+      await ctx.sequence(i).clear();
+      const alone = await ctx.sequence(i).complete(prompts[i] as string, o);
+      expect(alone.text).toBe(together[i]?.text);
+    }
   });
 });
 

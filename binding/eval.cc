@@ -5,7 +5,9 @@
 //
 // With a loop (evalBatch's second argument), the worker goes on by itself: each step feeds the
 // tokens it sampled back as the next batch, without a round trip through JS, and streams every
-// step's results to lib/'s engine through a thread-safe function. lib/ says how far each entry
+// step's results to lib/'s engine through a thread-safe function (or, when no job in the batch
+// consumes pieces as they come, hands them all over before the promise settles, so the JS thread
+// is not woken once per token while ggml's threads want every core). lib/ says how far each entry
 // may go (its limits); it halts the loop (haltLoop) when a job ends for a reason only it knows
 // (a stop string, a cancel) or other work waits, and removes any cell decoded past that end.
 #include <algorithm>
@@ -190,11 +192,12 @@ class EvalBatchWorker : public PromiseWorker {
   struct Loop {
     int32_t steps = 1;       // most decodes in this call
     int64_t max_us = 0;      // no further step starts after this long (0: no limit)
+    bool stream = true;      // each step reaches onStep as it ends (false: all of them before settling)
     Napi::Function on_step;  // empty: no loop, the promise resolves with the one step's results
   };
 
   EvalBatchWorker(Napi::Env env, std::shared_ptr<ContextHandle> h, std::vector<BatchEntry> entries, Loop loop)
-      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)), steps_(loop.steps), max_us_(loop.max_us) {
+      : PromiseWorker(env), h_(std::move(h)), entries_(std::move(entries)), steps_(loop.steps), max_us_(loop.max_us), stream_(loop.stream) {
     if (!loop.on_step.IsEmpty()) {
       queue_ = std::make_shared<StepQueue>();
       on_step_ = Napi::Persistent(loop.on_step);
@@ -239,9 +242,11 @@ class EvalBatchWorker : public PromiseWorker {
       done_us_ = llama_time_us();
       if (!queue_) return;  // no loop: Result() hands the one step over
       queue_->Push(decode_us_, done_us_, entries_);
-      tsfn_.NonBlockingCall([queue = queue_, h = h_](Napi::Env env, Napi::Function on_step) {
-        if (env != nullptr && !on_step.IsEmpty()) queue->Drain(env, on_step, h->halt);
-      });
+      if (stream_) {
+        tsfn_.NonBlockingCall([queue = queue_, h = h_](Napi::Env env, Napi::Function on_step) {
+          if (env != nullptr && !on_step.IsEmpty()) queue->Drain(env, on_step, h->halt);
+        });
+      }
       if (step + 1 >= steps_ || h_->halt.load() || h_->abort.load()) return;
       if (max_us_ > 0 && llama_time_us() - t_start >= max_us_) return;
       if (!NextStep(step + 1)) return;
@@ -340,6 +345,7 @@ class EvalBatchWorker : public PromiseWorker {
   std::vector<BatchEntry> entries_;
   int32_t steps_ = 1;
   int64_t max_us_ = 0;
+  bool stream_ = true;
   int64_t decode_us_ = 0;
   int64_t done_us_ = 0;
   std::shared_ptr<StepQueue> queue_;
@@ -354,8 +360,9 @@ class EvalBatchWorker : public PromiseWorker {
 // evalBatch([{ seq, tokens, sampler, accept, sample, logprobs, draft, steps }], loop) ->
 // Promise<[{ seq, evaluated, decodeUs, token?, eog?, piece?, sampled?, pieces? }]>: every entry's
 // tokens in one llama_decode, so the entries must fit one batch (n_batch tokens in all; lib/
-// splits longer prompts). `loop` is null for one step, or { steps, maxMs, onStep }: up to `steps`
-// decodes, each step's results passed to onStep(results) in order, and the promise resolves with
+// splits longer prompts). `loop` is null for one step, or { steps, maxMs, stream, onStep }: up to
+// `steps` decodes, each step's results passed to onStep(results) in order (as each step ends with
+// `stream`, else all together before the promise settles), and the promise resolves with
 // undefined after the last.
 Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -365,10 +372,11 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   EvalBatchWorker::Loop loop;
   Napi::Value lv = args.At(1, "loop");
   if (!lv.IsNull()) {
-    if (!lv.IsObject()) args.Fail("loop", "must be null or an object { steps, maxMs, onStep }");
+    if (!lv.IsObject()) args.Fail("loop", "must be null or an object { steps, maxMs, stream, onStep }");
     Fields lf(lv.As<Napi::Object>(), "loop");
     loop.steps = static_cast<int32_t>(lf.Int("steps", 1, 1 << 20));
     loop.max_us = static_cast<int64_t>(lf.Number("maxMs", 0, 1e9) * 1000.0);
+    loop.stream = lf.Bool("stream");
     Napi::Value fn = lf.Value("onStep");
     if (!fn.IsFunction()) lf.Fail("onStep", "must be a function");
     loop.on_step = fn.As<Napi::Function>();

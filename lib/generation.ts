@@ -282,6 +282,11 @@ export class GenerationJob {
   decodeUs = 0;
   /** The consumer stopped early: the engine drops the job at its next step. */
   cancelled = false;
+  /**
+   * Whether each step must reach JS as it ends: the pieces are streamed, given to `onToken`, or
+   * checked for a stop string (which halts a loop). Else a loop's steps are booked together.
+   */
+  readonly streams: boolean;
   result: GenerationResult | undefined;
   readonly settled: Promise<void>;
   #settle!: () => void;
@@ -294,9 +299,12 @@ export class GenerationJob {
    * @param promptLength the whole prompt's length, cached prefix included.
    * @param sampler the sampler, or undefined to evaluate the prompt only.
    * @param t0 when the call began (performance.now()), for the time to the first piece.
+   * @param consumer whether someone takes the pieces as they come (a streaming caller); with an
+   *   `onToken` callback or stop strings, each step is booked as it ends whatever this says.
    */
-  constructor(seq: SequenceTokens, prompt: Int32Array, promptLength: number, options: CheckedGenerateOptions, sampler: Sampler | undefined, t0: number) {
+  constructor(seq: SequenceTokens, prompt: Int32Array, promptLength: number, options: CheckedGenerateOptions, sampler: Sampler | undefined, t0: number, consumer = true) {
     this.seq = seq;
+    this.streams = consumer || options.onToken !== undefined || options.stops.length > 0;
     this.#prompt = prompt;
     this.#promptLength = promptLength;
     this.#options = options;
@@ -641,7 +649,7 @@ export class Engine {
         const n = this.#haltWanted ? 1 : steps;
         this.#haltWanted = false;
         this.#started = true;
-        return this.#ctx.native.evalBatch(entries, { steps: n, maxMs, onStep });
+        return this.#ctx.native.evalBatch(entries, { steps: n, maxMs, stream: parts.some((p) => p.job.streams), onStep });
       });
     } catch (err) {
       failure = fromNative(err);

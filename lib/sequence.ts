@@ -269,7 +269,12 @@ export class Sequence {
    * A prompt that starts with the tokens already in the KV cache reuses them.
    * UTF-8 characters split across tokens are emitted whole.
    */
-  async *generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, void, void> {
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, void, void> {
+    return this.#generate(prompt, options, true);
+  }
+
+  /** {@link generate}; `consumer`: whether the caller takes the pieces as they come (see GenerationJob.streams). */
+  async *#generate(prompt: string | ArrayLike<number>, options: GenerateOptions, consumer: boolean): AsyncGenerator<string, void, void> {
     const t0 = performance.now();
     this.#ensureIdle();
     this.#ensureGenerative();
@@ -297,7 +302,7 @@ export class Sequence {
           `the prompt has ${tokens.length} tokens but the context holds ${capacity} per sequence; use a larger contextSize`);
       }
       const fresh = await this.#reusePrefix(tokens);
-      const job = new GenerationJob(this.#tokens, fresh, tokens.length, checked, sampler, t0);
+      const job = new GenerationJob(this.#tokens, fresh, tokens.length, checked, sampler, t0, consumer);
       sampler = undefined; // the job owns it now
       try {
         yield* this.#inner.engine.run(job);
@@ -312,7 +317,8 @@ export class Sequence {
 
   /** Generates and collects the whole text. */
   async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerationResult> {
-    for await (const _piece of this.generate(prompt, options)) {
+    // Nobody takes the pieces one by one: a native loop's steps reach JS together.
+    for await (const _piece of this.#generate(prompt, options, false)) {
       // pieces are collected into lastGeneration.text
     }
     return this.#last as GenerationResult;

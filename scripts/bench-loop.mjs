@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The last per-token cost (issue 11, part 4): generation through the library's text API with the
-// engine's native loop (each sampled token fed back on the native side) and without it (one
-// round trip through the JS thread per token: DEFAULTS.generationLoop.maxSteps = 1), against
+// engine's native loop (each sampled token fed back on the native side; through complete(), whose
+// steps reach JS together, and streamed through generate(), each step as it ends) and without it
+// (one round trip through the JS thread per token: DEFAULTS.generationLoop.maxSteps = 1), against
 // llama.cpp's llama-bench tg at the same depth, with flash attention off and on. Every run is a
 // child process of its own, interleaved over the repetitions.
 //
@@ -33,8 +34,18 @@ async function child(spec) {
   // Generation never ends early: end-of-generation is banned.
   const o = { maxTokens: spec.gen, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }] };
   await ctx.complete(prompt, { ...o, maxTokens: 8 });
-  await ctx.sequence(0).clear();
-  const r = await ctx.complete(prompt, o);
+  const seq = ctx.sequence(0);
+  await seq.clear();
+  let r;
+  if (spec.stream) {
+    // A caller that takes each piece as it comes: every step reaches JS as it ends.
+    for await (const _piece of seq.generate(prompt, o)) {
+      // consumed one by one
+    }
+    r = seq.lastGeneration;
+  } else {
+    r = await ctx.complete(prompt, o);
+  }
   process.stdout.write(`${JSON.stringify({ tg: r.generatedTokensPerSecond, generated: r.generatedTokens })}\n`);
   await ctx.dispose();
   await model.dispose();
@@ -74,7 +85,8 @@ async function main() {
   };
   const configs = [];
   for (const fa of ["off", "on"]) {
-    configs.push({ name: `llamem, native loop, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
+    configs.push({ name: `llamem, native loop, complete(), FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
+    configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }).tg });
     configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: false }).tg });
     configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => bench(fa) });
   }
@@ -99,8 +111,9 @@ async function main() {
   const lines = [
     `# The last per-token cost (${values.model}, ${threads} threads, ${cpu})`,
     "",
-    `Greedy generation of ${gen} tokens after a ${promptTokens}-token prompt through \`ctx.complete()\` (sampling and detokenizing included),`,
-    `with the native loop (up to ${maxSteps} decodes per native call) and with one round trip through the JS thread per token,`,
+    `Greedy generation of ${gen} tokens after a ${promptTokens}-token prompt (sampling and detokenizing included): through \`ctx.complete()\``,
+    `with the native loop (up to ${maxSteps} decodes per native call, the steps reaching JS together), streamed through \`generate()\``,
+    `with the loop (each step reaching JS as it ends), and with one round trip through the JS thread per token,`,
     `against llama-bench \`-p 0 -n ${gen} -d ${promptTokens}\` (decodes only). tg in tokens per second, median of ${reps} runs, each in a process of its own, interleaved.`,
     "",
     "| configuration | tg (tok/s) | × llama-bench (same flash attention) |",

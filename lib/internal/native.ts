@@ -107,6 +107,8 @@ export interface NativeLoop {
   steps: number;
   /** No further step starts after this many milliseconds (0: no limit). */
   maxMs: number;
+  /** Each step reaches onStep as it ends; false: all of them together before the promise settles. */
+  stream: boolean;
   /** Each step's results, in order, all before the call's promise settles. */
   onStep(results: NativeBatchResult[]): void;
 }
@@ -208,7 +210,7 @@ export interface NativeSystemInfo {
  * The contract version this lib/ expects of the binary (kApiVersion in binding/addon.h): a
  * binary built for another one is refused at load. @internal
  */
-export const NATIVE_API_VERSION = 2;
+export const NATIVE_API_VERSION = 3;
 
 /** @internal */
 export interface NativeBinding {

@@ -346,7 +346,7 @@ describe("native arguments", () => {
     const onStep = () => undefined;
     // The loop argument is required (null for one step) and checked like every other field.
     await invalid(() => ctx.evalBatch([entry]));
-    for (const bad of [5, "x", { steps: 0, maxMs: 0, onStep }, { steps: 2, maxMs: -1, onStep }, { steps: 2, maxMs: 0, onStep: 5 }, { steps: 2, onStep }]) {
+    for (const bad of [5, "x", { steps: 0, maxMs: 0, stream: true, onStep }, { steps: 2, maxMs: -1, stream: true, onStep }, { steps: 2, maxMs: 0, stream: true, onStep: 5 }, { steps: 2, stream: true, onStep }, { steps: 2, maxMs: 0, onStep }, { steps: 2, maxMs: 0, stream: 1, onStep }]) {
       expect(await invalid(() => ctx.evalBatch([entry], bad))).toContain("loop");
     }
     expect(await invalid(() => ctx.evalBatch([{ ...entry, steps: 0 }], null))).toContain("steps");
@@ -356,7 +356,7 @@ describe("native arguments", () => {
     const steps: NativeBatchResult[][] = [];
     const done = await context.evalBatch(
       [entry, { ...entry, seq: 1, steps: 2 }],
-      { steps: 8, maxMs: 0, onStep: (results) => steps.push(results) },
+      { steps: 8, maxMs: 0, stream: true, onStep: (results) => steps.push(results) },
     );
     expect(done).toBeUndefined();
     expect(steps.map((s) => s.map((r) => [r.seq, r.evaluated]))).toEqual([
@@ -375,7 +375,7 @@ describe("native arguments", () => {
     context.clear();
     let seen = 0;
     await context.evalBatch([{ ...entry, steps: 50 }], {
-      steps: 50, maxMs: 0, onStep: () => {
+      steps: 50, maxMs: 0, stream: true, onStep: () => {
         if (++seen === 2) context.haltLoop();
       },
     });
@@ -385,7 +385,7 @@ describe("native arguments", () => {
     const boom = new Error("boom");
     let calls = 0;
     await expect(context.evalBatch([{ ...entry, steps: 50 }], {
-      steps: 50, maxMs: 0, onStep: () => {
+      steps: 50, maxMs: 0, stream: true, onStep: () => {
         calls++;
         throw boom;
       },
@@ -393,6 +393,26 @@ describe("native arguments", () => {
     expect(calls).toBe(1);
     expect(context.seqPosRange(0)[1]).toBeLessThan(49);
     context.clear();
+
+    // Without stream, the steps reach onStep all together, in order, when the loop is over: the
+    // event loop turns while the steps run, never between two of them.
+    for (const stream of [true, false]) {
+      let turns = 0;
+      let spinning = true;
+      const spin = () => {
+        turns++;
+        if (spinning) setImmediate(spin);
+      };
+      setImmediate(spin);
+      const seenAt: number[] = [];
+      const got: NativeBatchResult[][] = [];
+      await context.evalBatch([{ ...entry, steps: 200 }], { steps: 200, maxMs: 0, stream, onStep: (results) => (got.push(results), seenAt.push(turns)) });
+      spinning = false;
+      expect(got.length).toBe(200);
+      expect(got.map((s) => s[0]?.evaluated)).toEqual([4, ...Array.from({ length: 199 }, () => 1)]);
+      expect(new Set(seenAt).size === 1).toBe(!stream);
+      context.clear();
+    }
   });
 
   it("a sequence that would overflow its share of the context is refused before decoding", async () => {

@@ -273,6 +273,14 @@ export class Sequence {
     return this.#generate(prompt, options, true);
   }
 
+  /**
+   * {@link generate} for a caller that collects the pieces rather than taking each as it comes
+   * (complete(), a session's respond()): a native loop's steps reach JS together. @internal
+   */
+  collect(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): AsyncGenerator<string, void, void> {
+    return this.#generate(prompt, options, false);
+  }
+
   /** {@link generate}; `consumer`: whether the caller takes the pieces as they come (see GenerationJob.streams). */
   async *#generate(prompt: string | ArrayLike<number>, options: GenerateOptions, consumer: boolean): AsyncGenerator<string, void, void> {
     const t0 = performance.now();
@@ -317,8 +325,7 @@ export class Sequence {
 
   /** Generates and collects the whole text. */
   async complete(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerationResult> {
-    // Nobody takes the pieces one by one: a native loop's steps reach JS together.
-    for await (const _piece of this.#generate(prompt, options, false)) {
+    for await (const _piece of this.collect(prompt, options)) {
       // pieces are collected into lastGeneration.text
     }
     return this.#last as GenerationResult;

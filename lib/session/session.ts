@@ -8,7 +8,7 @@ import { LlamemError, invalidArgument } from "../errors.js";
 import { Model } from "../model.js";
 import { Context, type ContextOptions } from "../context.js";
 import { Sequence } from "../sequence.js";
-import { checkGenerateOptions, grammarOf, type GenerationResult } from "../generation.js";
+import { checkGenerateOptions, grammarOf, type GenerateOptions, type GenerationResult } from "../generation.js";
 import type { JsonSchema } from "../grammar/json-schema.js";
 import { ReasoningSplitter, opensThinking, thinkingTags, type ThinkingTags } from "../chat/reasoning.js";
 import { toolCallFormat, type ToolCallFormat } from "../chat/tool-calls.js";
@@ -390,7 +390,8 @@ export class ChatSession {
     let answer = "";
     let reasoning: string | undefined;
     const toolCalls: ToolCallRecord[] = [];
-    for await (const e of this.events(text, options)) {
+    // The pieces are collected, not taken as they come (unless options.onToken wants them).
+    for await (const e of this.#events(text, options, false)) {
       if (e.type === "text") answer += e.text;
       else if (e.type === "reasoning") reasoning = (reasoning ?? "") + e.text;
       else toolCalls.push(e.call);
@@ -415,7 +416,12 @@ export class ChatSession {
    * reasoning, and each tool call the session ran with its result. With tools, the answer of a
    * generation comes once it has ended (its text may turn out to be a call).
    */
-  async *events(text: string, options: PromptOptions = {}): AsyncGenerator<TurnEvent, void, void> {
+  events(text: string, options: PromptOptions = {}): AsyncGenerator<TurnEvent, void, void> {
+    return this.#events(text, options, true);
+  }
+
+  /** {@link events}; `consumer`: whether the caller takes the pieces as they come (see GenerationJob.streams). */
+  async *#events(text: string, options: PromptOptions, consumer: boolean): AsyncGenerator<TurnEvent, void, void> {
     this.#ensureIdle();
     if (typeof text !== "string") invalidArgument("prompt(text): text must be a string");
     if (options === null || typeof options !== "object") invalidArgument("prompt(text, options): options must be an object");
@@ -467,7 +473,7 @@ export class ChatSession {
           const grammar = forced ? tools.grammar(this.#tools?.definitions ?? [], typeof choice === "object" ? choice.name : undefined) : useTools ? undefined : userGrammar;
           const splitter = this.#thinking && !forced ? new ReasoningSplitter(this.#thinking, opensThinking(await this.#promptText(rendered), this.#thinking)) : undefined;
           // Every session generates on its sequence: the context's one engine batches a pool's turns together.
-          const gen = seq.generate(rendered.tokens, {
+          const generateOptions: GenerateOptions = {
             ...this.#sampling,
             ...samplingOf(options),
             maxTokens,
@@ -476,7 +482,8 @@ export class ChatSession {
             onToken,
             ...(options.logprobs === undefined ? {} : { logprobs: options.logprobs }),
             ...(grammar === undefined ? {} : { grammar }),
-          });
+          };
+          const gen = consumer ? seq.generate(rendered.tokens, generateOptions) : seq.collect(rendered.tokens, generateOptions);
           for await (const piece of gen) {
             const part = splitter ? splitter.push(piece) : { reasoning: "", content: piece };
             if (part.reasoning) yield* this.#emit({ type: "reasoning", text: part.reasoning });

@@ -4,7 +4,8 @@
 // holding exactly the sequence's tokens, and new jobs or other work on the context wait a step,
 // not the whole loop.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadModel, type Context, type Model } from "../../lib/index.js";
+import { createSession, loadModel, type Context, type Model } from "../../lib/index.js";
+import { contextSide } from "../../lib/internal/handles.js";
 import { DEFAULTS } from "../../lib/options.js";
 import { tinyModel } from "../helpers/models.js";
 import { codeOf } from "../helpers/errors.js";
@@ -137,4 +138,71 @@ describe("native generation loop", () => {
       expect(ctx.sequence(1).tokens.length).toBe(3);
       await cacheMatches(ctx);
     }));
+});
+
+describe("who takes the steps as they come", () => {
+  /** The `stream` flag of every loop `evalBatch` call on `ctx` while `work` runs. */
+  async function streamFlags(ctx: Context, work: () => Promise<string>): Promise<{ flags: boolean[]; text: string }> {
+    const native = contextSide(ctx).native;
+    const evalBatch = native.evalBatch.bind(native);
+    const flags: boolean[] = [];
+    // The binding's methods are read-only on its prototype: an own property shadows this one.
+    Object.defineProperty(native, "evalBatch", {
+      configurable: true,
+      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
+        if (loop) flags.push(loop.stream);
+        return evalBatch(entries, loop);
+      },
+    });
+    try {
+      return { flags, text: await work() };
+    } finally {
+      delete (native as { evalBatch?: unknown }).evalBatch;
+    }
+  }
+
+  it("complete() and a session's respond() collect a loop's steps; generate(), events(), onToken and stop strings take them one by one; the text is the same", async () => {
+    await using ctx = await model.createContext({ contextSize: 1024 });
+    const seq = ctx.sequence(0);
+    const o = { maxTokens: 100, temperature: 0 };
+    const run = async (work: () => Promise<string>) => {
+      await seq.clear();
+      return streamFlags(ctx, work);
+    };
+    const collected = await run(async () => (await seq.complete(PROMPT, o)).text);
+    const streamed = await run(async () => {
+      let text = "";
+      for await (const piece of seq.generate(PROMPT, o)) text += piece;
+      return text;
+    });
+    const withOnToken = await run(async () => (await seq.complete(PROMPT, { ...o, onToken: () => undefined })).text);
+    const withStop = await run(async () => (await seq.complete(PROMPT, { ...o, stop: ["\u0000never"] })).text);
+    for (const r of [collected, streamed, withOnToken, withStop]) {
+      expect(r.flags.length).toBeGreaterThan(0);
+      expect(r.text).toBe(collected.text);
+    }
+    expect(collected.flags.every((f) => !f)).toBe(true);
+    for (const r of [streamed, withOnToken, withStop]) expect(r.flags.every((f) => f)).toBe(true);
+
+    // A session: respond() collects, events() streams, and both write the same reply.
+    const turn = async (consume: (s: Awaited<ReturnType<typeof createSession>>) => Promise<string>) => {
+      await seq.clear();
+      const session = await createSession(seq, { maxTokens: 60, temperature: 0 });
+      try {
+        return await streamFlags(ctx, () => consume(session));
+      } finally {
+        await session.dispose();
+      }
+    };
+    const responded = await turn(async (s) => (await s.respond(PROMPT)).text);
+    const evented = await turn(async (s) => {
+      let text = "";
+      for await (const e of s.events(PROMPT)) if (e.type === "text") text += e.text;
+      return text;
+    });
+    expect(responded.flags.length).toBeGreaterThan(0);
+    expect(responded.flags.every((f) => !f)).toBe(true);
+    expect(evented.flags.every((f) => f)).toBe(true);
+    expect(evented.text).toBe(responded.text);
+  });
 });

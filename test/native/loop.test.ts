@@ -68,6 +68,17 @@ describe("native generation loop", () => {
     expect(tokens).toBeLessThan(500);
     await cacheMatches(ctx);
 
+    // Abort through the signal from a timer, with nobody taking the steps one by one (complete()
+    // without onToken collects a loop's steps): the loop still halts at once.
+    await ctx.clear();
+    const timed = new AbortController();
+    const timer = setTimeout(() => timed.abort(), 30);
+    const late = await codeOf(ctx.complete(PROMPT, { maxTokens: 1000, temperature: 0, signal: timed.signal }));
+    clearTimeout(timer);
+    expect(late).toBe("ERR_ABORTED");
+    expect(ctx.lastGeneration?.generatedTokens ?? 0).toBeLessThan(1000);
+    await cacheMatches(ctx);
+
     // A throwing callback ends the generation with its own error.
     await ctx.clear();
     const boom = new Error("boom");

@@ -110,11 +110,15 @@ export async function prepareChat(model: Model, messages: readonly ChatMessage[]
   return { tokens, generate: grammar === undefined ? generate : { ...generate, grammar }, format, tools: offered, splitter };
 }
 
-/** @internal Generates the reply of a prepared chat on `sequence`. */
-export async function* runChat(sequence: Sequence, chat: PreparedChat): AsyncGenerator<ChatCompletionEvent, void, void> {
+/**
+ * @internal Generates the reply of a prepared chat on `sequence`; `consumer`: whether the caller
+ * takes the pieces as they come (a streamed response) or collects them (see Sequence.collect).
+ */
+export async function* runChat(sequence: Sequence, chat: PreparedChat, consumer = true): AsyncGenerator<ChatCompletionEvent, void, void> {
   const { format, splitter } = chat;
   const holdText = format !== undefined;
-  for await (const piece of sequence.generate(chat.tokens, chat.generate)) {
+  const pieces = consumer ? sequence.generate(chat.tokens, chat.generate) : sequence.collect(chat.tokens, chat.generate);
+  for await (const piece of pieces) {
     const part = splitter ? splitter.push(piece) : { reasoning: "", content: piece };
     if (part.reasoning) yield { type: "reasoning", text: part.reasoning };
     if (part.content && !holdText) yield { type: "text", text: part.content };

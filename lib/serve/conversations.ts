@@ -71,7 +71,7 @@ export class Conversations {
    * into its history, the last, a user message, as the prompt), and its reply streams back.
    * ERR_INVALID_ARGUMENT for messages a conversation cannot take; ERR_BUSY while it is in a turn.
    */
-  async *turn(id: string, messages: readonly ChatMessage[], options: PromptOptions): AsyncGenerator<ChatCompletionEvent, void, void> {
+  async *turn(id: string, messages: readonly ChatMessage[], options: PromptOptions, consumer = true): AsyncGenerator<ChatCompletionEvent, void, void> {
     if (typeof id !== "string" || id.length === 0 || id.length > 256) invalidArgument("a conversation id must be a string of 1 to 256 characters");
     const conv = await this.#get(id, messages);
     if (conv.busy) throw new LlamemError("ERR_BUSY", `conversation "${id}" is in a turn; wait for it to end`);
@@ -95,7 +95,8 @@ export class Conversations {
       if (earlier.length > 0) session.setHistory([...session.history, ...earlier]);
       let text = "";
       let reasoning: string | undefined;
-      for await (const e of session.events(last.content, options)) {
+      // A response sent whole collects the turn's steps (see Sequence.collect).
+      for await (const e of consumer ? session.events(last.content, options) : session.collectEvents(last.content, options)) {
         if (e.type === "text") text += e.text;
         else if (e.type === "reasoning") reasoning = (reasoning ?? "") + e.text;
         else continue;

@@ -367,7 +367,7 @@ export class LlamemServer {
     }
     const lease = await this.pool.lease(prepared.tokens, signal);
     try {
-      yield* runChat(lease.sequence, prepared);
+      yield* runChat(lease.sequence, prepared, r.stream);
     } finally {
       lease.release();
     }
@@ -383,7 +383,7 @@ export class LlamemServer {
       ...this.#generateOptions(r, signal),
       ...(o.jsonSchema === undefined ? {} : { jsonSchema: o.jsonSchema }),
       ...(o.grammar === undefined ? {} : { grammar: o.grammar }),
-    });
+    }, r.stream);
   }
 
   async #completions(body: unknown, res: ServerResponse, signal: AbortSignal): Promise<void> {
@@ -399,7 +399,8 @@ export class LlamemServer {
     const lease = await this.pool.lease(tokens, signal);
     try {
       const seq = lease.sequence;
-      const gen = seq.generate(tokens, this.#generateOptions(r, signal));
+      // A response sent whole collects the steps (see Sequence.collect).
+      const gen = r.stream ? seq.generate(tokens, this.#generateOptions(r, signal)) : seq.collect(tokens, this.#generateOptions(r, signal));
       const chunk = (text: string, finish: string | null) => ({ id, object: "text_completion", created, model: this.#o.modelId, choices: [{ index: 0, text, logprobs: null, finish_reason: finish }] });
       const finishOf = (g: GenerationResult) => (g.stopReason === "maxTokens" || g.stopReason === "contextFull" ? "length" : "stop");
       if (!r.stream) {

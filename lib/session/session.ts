@@ -391,7 +391,7 @@ export class ChatSession {
     let reasoning: string | undefined;
     const toolCalls: ToolCallRecord[] = [];
     // The pieces are collected, not taken as they come (unless options.onToken wants them).
-    for await (const e of this.#events(text, options, false)) {
+    for await (const e of this.collectEvents(text, options)) {
       if (e.type === "text") answer += e.text;
       else if (e.type === "reasoning") reasoning = (reasoning ?? "") + e.text;
       else toolCalls.push(e.call);
@@ -418,6 +418,11 @@ export class ChatSession {
    */
   events(text: string, options: PromptOptions = {}): AsyncGenerator<TurnEvent, void, void> {
     return this.#events(text, options, true);
+  }
+
+  /** {@link events} for a caller that collects the events rather than taking each as it comes (see Sequence.collect). @internal */
+  collectEvents(text: string, options: PromptOptions = {}): AsyncGenerator<TurnEvent, void, void> {
+    return this.#events(text, options, false);
   }
 
   /** {@link events}; `consumer`: whether the caller takes the pieces as they come (see GenerationJob.streams). */

@@ -11,6 +11,7 @@ import { generateObject, generateText, jsonSchema, streamText, tool } from "ai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, startServer, type Context, type LlamemServer, type Model } from "../../lib/index.js";
+import { contextSide } from "../../lib/internal/handles.js";
 import { archModel } from "../helpers/models.js";
 import { ANSWER, TEMPLATE, WEATHER } from "./fixtures.js";
 
@@ -131,6 +132,50 @@ describe("openai client", () => {
     for (const e of lp) {
       expect(e.top_logprobs.length).toBe(3);
       expect(e.logprob).toBeCloseTo(e.top_logprobs[0]?.logprob ?? NaN, 5);
+    }
+  });
+
+  it("a response sent whole collects a loop's steps; a streamed one takes them as they come (chat, a conversation, completions)", async () => {
+    const native = contextSide(context).native;
+    const evalBatch = native.evalBatch.bind(native);
+    let flags: boolean[] = [];
+    // The binding's methods are read-only on its prototype: an own property shadows this one.
+    Object.defineProperty(native, "evalBatch", {
+      configurable: true,
+      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
+        if (loop) flags.push(loop.stream);
+        return evalBatch(entries, loop);
+      },
+    });
+    const taken = async (work: () => Promise<unknown>) => {
+      flags = [];
+      await work();
+      expect(flags.length).toBeGreaterThan(0);
+      return flags;
+    };
+    const drain = async (stream: AsyncIterable<unknown>) => {
+      for await (const _ of stream) {
+        // consumed as it comes
+      }
+    };
+    try {
+      const messages = [{ role: "user" as const, content: "Tell me about rivers" }];
+      const o = { model: "tiny", messages, max_tokens: 24, temperature: 0 };
+      const conv = { headers: { "x-conversation-id": "conv-steps" } };
+      const runs = {
+        chatWhole: () => client.chat.completions.create(o),
+        chatStreamed: async () => drain(await client.chat.completions.create({ ...o, stream: true })),
+        conversationWhole: () => client.chat.completions.create(o, conv),
+        conversationStreamed: async () => drain(await client.chat.completions.create({ ...o, messages: [{ role: "user", content: "And lakes?" }], stream: true }, conv)),
+        completionWhole: () => client.completions.create({ model: "tiny", prompt: "Once upon a time", max_tokens: 24, temperature: 0 }),
+        completionStreamed: async () => drain(await client.completions.create({ model: "tiny", prompt: "Once upon a time", max_tokens: 24, temperature: 0, stream: true })),
+      };
+      for (const [name, run] of Object.entries(runs)) {
+        const seen = await taken(run);
+        expect({ name, streamed: [...new Set(seen)] }).toEqual({ name, streamed: [name.endsWith("Streamed")] });
+      }
+    } finally {
+      delete (native as { evalBatch?: unknown }).evalBatch;
     }
   });
 

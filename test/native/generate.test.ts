@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, LlamemError, type Model } from "../../lib/index.js";
-import { contextSide } from "../../lib/internal/handles.js";
+import { watchEvalBatch } from "../helpers/eval-batch.js";
 import { tinyModel } from "../helpers/models.js";
 import { codeOf } from "../helpers/errors.js";
 
@@ -205,17 +205,8 @@ describe("batching sequences", () => {
     // With a KV stream per sequence, llama.cpp splits a batch wherever the next sequence id is not
     // the previous one plus one, and each split is a forward pass of its own.
     await using ctx = await model.createContext({ contextSize: 1024, sequences: 4 });
-    const native = contextSide(ctx).native;
-    const evalBatch = native.evalBatch.bind(native);
     const orders: number[][] = [];
-    // The binding's methods are read-only on its prototype: an own property shadows this one.
-    Object.defineProperty(native, "evalBatch", {
-      configurable: true,
-      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
-        orders.push(entries.map((e) => e.seq));
-        return evalBatch(entries, loop);
-      },
-    });
+    const unwatch = watchEvalBatch(ctx, (entries) => orders.push(entries.map((e) => e.seq)));
     const prompts = ["Once upon a time", "The river", "In the morning", "A small bird"];
     const o = { maxTokens: 24, temperature: 0 };
     // Sequence 3 starts first; the others join it a moment later.
@@ -223,6 +214,7 @@ describe("batching sequences", () => {
     await new Promise((resolve) => setTimeout(resolve, 20));
     const rest = [0, 1, 2].map((i) => ctx.sequence(i).complete(prompts[i] as string, o));
     const together = await Promise.all([...rest, first]);
+    unwatch();
     const batched = orders.filter((o) => o.length > 1);
     expect(batched.length).toBeGreaterThan(0);
     for (const order of orders) expect(order).toEqual([...order].sort((a, b) => a - b));

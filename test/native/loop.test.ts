@@ -5,7 +5,7 @@
 // not the whole loop.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createSession, loadModel, type Context, type Model } from "../../lib/index.js";
-import { contextSide } from "../../lib/internal/handles.js";
+import { watchEvalBatch } from "../helpers/eval-batch.js";
 import { DEFAULTS } from "../../lib/options.js";
 import { tinyModel } from "../helpers/models.js";
 import { codeOf } from "../helpers/errors.js";
@@ -154,21 +154,12 @@ describe("native generation loop", () => {
 describe("who takes the steps as they come", () => {
   /** The `stream` flag of every loop `evalBatch` call on `ctx` while `work` runs. */
   async function streamFlags(ctx: Context, work: () => Promise<string>): Promise<{ flags: boolean[]; text: string }> {
-    const native = contextSide(ctx).native;
-    const evalBatch = native.evalBatch.bind(native);
     const flags: boolean[] = [];
-    // The binding's methods are read-only on its prototype: an own property shadows this one.
-    Object.defineProperty(native, "evalBatch", {
-      configurable: true,
-      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
-        if (loop) flags.push(loop.stream);
-        return evalBatch(entries, loop);
-      },
-    });
+    const unwatch = watchEvalBatch(ctx, (_, loop) => loop && flags.push(loop.stream));
     try {
       return { flags, text: await work() };
     } finally {
-      delete (native as { evalBatch?: unknown }).evalBatch;
+      unwatch();
     }
   }
 

@@ -11,7 +11,7 @@ import { generateObject, generateText, jsonSchema, streamText, tool } from "ai";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, startServer, type Context, type LlamemServer, type Model } from "../../lib/index.js";
-import { contextSide } from "../../lib/internal/handles.js";
+import { watchEvalBatch } from "../helpers/eval-batch.js";
 import { archModel } from "../helpers/models.js";
 import { ANSWER, TEMPLATE, WEATHER } from "./fixtures.js";
 
@@ -136,17 +136,8 @@ describe("openai client", () => {
   });
 
   it("a response sent whole collects a loop's steps; a streamed one takes them as they come (chat, a conversation, completions)", async () => {
-    const native = contextSide(context).native;
-    const evalBatch = native.evalBatch.bind(native);
     let flags: boolean[] = [];
-    // The binding's methods are read-only on its prototype: an own property shadows this one.
-    Object.defineProperty(native, "evalBatch", {
-      configurable: true,
-      value: (entries: Parameters<typeof evalBatch>[0], loop: Parameters<typeof evalBatch>[1]) => {
-        if (loop) flags.push(loop.stream);
-        return evalBatch(entries, loop);
-      },
-    });
+    const unwatch = watchEvalBatch(context, (_, loop) => loop && flags.push(loop.stream));
     const taken = async (work: () => Promise<unknown>) => {
       flags = [];
       await work();
@@ -175,7 +166,7 @@ describe("openai client", () => {
         expect({ name, streamed: [...new Set(seen)] }).toEqual({ name, streamed: [name.endsWith("Streamed")] });
       }
     } finally {
-      delete (native as { evalBatch?: unknown }).evalBatch;
+      unwatch();
     }
   });
 

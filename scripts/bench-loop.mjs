@@ -6,7 +6,11 @@
 // llama.cpp's llama-bench tg at the same depth, with flash attention off and on. Every run is a
 // child process of its own, interleaved over the repetitions.
 //
-//   npm run bench:loop -- [--model 1b:q4_0] [--gen 128] [--prompt 16] [--reps 3] [--threads N] [--out bench/results]
+//   npm run bench:loop -- [--model 1b:q4_0] [--gen 128] [--prompt 16] [--reps 3] [--threads N]
+//                         [--gpu-layers N] [--llama-bench PATH] [--out bench/results]
+//
+// On a GPU build, --gpu-layers offloads the model (llama-bench gets the same -ngl); --llama-bench
+// names a llama-bench built from the same tree (LLAMEM_BUILD_TOOLS=1, scripts/bench-gpu.sh).
 //
 // Run it on a quiet machine: ggml's threads spin, so any other CPU work slows generation.
 import { execFileSync } from "node:child_process";
@@ -20,7 +24,7 @@ import { benchModel, median } from "./bench-models.mjs";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const self = fileURLToPath(import.meta.url);
 const distLib = join(root, "dist", "lib");
-const llamaBench = join(root, "build-tools", "bin", "llama-bench");
+const defaultLlamaBench = join(root, "build-tools", "bin", "llama-bench");
 
 
 /** One llamem run, in a child: warm up, then a greedy generation of `gen` tokens after `prompt` tokens. */
@@ -28,7 +32,7 @@ async function child(spec) {
   const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
   const { DEFAULTS } = await import(pathToFileURL(join(distLib, "options.js")).href);
   DEFAULTS.generationLoop.maxSteps = spec.loop ? spec.maxSteps : 1;
-  const model = await lib.loadModel(spec.path);
+  const model = await lib.loadModel(spec.path, { gpuLayers: spec.gpuLayers });
   const ctx = await model.createContext({ contextSize: spec.prompt + spec.gen + 16, threads: spec.threads, flashAttention: spec.fa });
   const prompt = Array.from({ length: spec.prompt }, (_, i) => 100 + ((i * 7919) % 20000));
   // Generation never ends early: end-of-generation is banned.
@@ -61,13 +65,15 @@ async function main() {
       prompt: { type: "string", default: "16" },
       reps: { type: "string", default: "3" },
       threads: { type: "string" },
+      "gpu-layers": { type: "string", default: "0" },
+      "llama-bench": { type: "string", default: defaultLlamaBench },
       out: { type: "string", default: join(root, "bench", "results") },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.child) return child(JSON.parse(values.child));
   if (values.help) {
-    process.stdout.write("usage: node scripts/bench-loop.mjs [--model preset:type|file.gguf] [--gen N] [--prompt N] [--reps N] [--threads N] [--out DIR]\n");
+    process.stdout.write("usage: node scripts/bench-loop.mjs [--model preset:type|file.gguf] [--gen N] [--prompt N] [--reps N] [--threads N] [--gpu-layers N] [--llama-bench PATH] [--out DIR]\n");
     return;
   }
   const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
@@ -76,18 +82,20 @@ async function main() {
   const gen = Number(values.gen);
   const promptTokens = Number(values.prompt);
   const maxSteps = lib.DEFAULTS.generationLoop.maxSteps;
+  const gpuLayers = Number(values["gpu-layers"]);
+  const llamaBench = resolve(values["llama-bench"]);
   const run = (spec) => JSON.parse(execFileSync(process.execPath, [self, "--child", JSON.stringify(spec)], { stdio: ["ignore", "pipe", "inherit"] }).toString().trim().split("\n").pop());
   // llama-bench's tg at the depth of the prompt: the same decodes, with no sampling and no text.
   const bench = (fa) => {
     if (!existsSync(llamaBench)) return undefined;
-    const out = execFileSync(llamaBench, ["-m", path, "-p", "0", "-n", String(gen), "-d", String(promptTokens), "-t", String(threads), "-fa", fa === "on" ? "1" : "0", "-r", "1", "-o", "json"], { stdio: ["ignore", "pipe", "ignore"] });
+    const out = execFileSync(llamaBench, ["-m", path, "-p", "0", "-n", String(gen), "-d", String(promptTokens), "-t", String(threads), "-ngl", String(gpuLayers), "-fa", fa === "on" ? "1" : "0", "-r", "1", "-o", "json"], { stdio: ["ignore", "pipe", "ignore"] });
     return JSON.parse(out.toString())[0].avg_ts;
   };
   const configs = [];
   for (const fa of ["off", "on"]) {
-    configs.push({ name: `llamem, native loop, complete(), FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
-    configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }).tg });
-    configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gen, prompt: promptTokens, fa, loop: false }).tg });
+    configs.push({ name: `llamem, native loop, complete(), FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
+    configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }).tg });
+    configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: false }).tg });
     configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => bench(fa) });
   }
   const samples = Object.fromEntries(configs.map((c) => [c.name, []]));
@@ -96,6 +104,7 @@ async function main() {
     for (const c of configs) {
       const v = c.run();
       if (v !== undefined) samples[c.name].push(v);
+      if (v !== undefined) process.stderr.write(`loop: ${c.name}: ${v.toFixed(1)} tok/s\n`);
     }
     process.stderr.write(`loop: rep ${rep + 1}/${reps} done\n`);
   }
@@ -106,10 +115,12 @@ async function main() {
     return { name: c.name, tg: t, vsLlamaBench: t !== undefined && ref !== undefined ? t / ref : undefined, samples: samples[c.name] };
   });
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
-  const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length }, model: values.model, threads, gen, promptTokens, maxSteps, reps, rows };
+  const gpu = gpuLayers > 0 ? lib.listDevices().find((d) => d.type === "gpu")?.description : undefined;
+  const where = gpu ? `${gpu}, ${gpuLayers} GPU layers` : `${threads} threads, ${cpu}`;
+  const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length, gpu }, model: values.model, threads, gpuLayers, gen, promptTokens, maxSteps, reps, rows };
   const fmt = (x, d = 1) => (x === undefined ? "–" : x.toFixed(d));
   const lines = [
-    `# The last per-token cost (${values.model}, ${threads} threads, ${cpu})`,
+    `# The last per-token cost (${values.model}, ${where})`,
     "",
     `Greedy generation of ${gen} tokens after a ${promptTokens}-token prompt (sampling and detokenizing included): through \`ctx.complete()\``,
     `with the native loop (up to ${maxSteps} decodes per native call, the steps reaching JS together), streamed through \`generate()\``,
@@ -122,7 +133,7 @@ async function main() {
     "",
   ];
   mkdirSync(values.out, { recursive: true });
-  const stem = join(values.out, `${report.date.slice(0, 10)}-loop-${values.model.replace(/[^a-z0-9]+/gi, "-")}`);
+  const stem = join(values.out, `${report.date.slice(0, 10)}-loop-${values.model.replace(/[^a-z0-9]+/gi, "-")}${gpu ? "-gpu" : ""}`);
   writeFileSync(`${stem}.json`, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(`${stem}.md`, lines.join("\n"));
   process.stdout.write(lines.join("\n"));

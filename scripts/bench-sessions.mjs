@@ -163,7 +163,7 @@ async function chatChild(job) {
   const lib = await importLib();
   const contender = CHAT.find((c) => c.id === job.contender);
   const t0 = performance.now();
-  const model = await lib.loadModel(job.modelPath);
+  const model = await lib.loadModel(job.modelPath, { gpuLayers: job.gpuLayers });
   const loadMs = performance.now() - t0;
   const rssAfterLoad = process.memoryUsage().rss;
   const contextSize = contender.big ? job.bigContext : job.context;
@@ -282,7 +282,7 @@ async function chatChild(job) {
 
 async function poolChild(job) {
   const lib = await importLib();
-  const model = await lib.loadModel(job.modelPath);
+  const model = await lib.loadModel(job.modelPath, { gpuLayers: job.gpuLayers });
   const configs = [{ id: "alone", sessions: 1, pool: false }, ...POOL_SIZES.map((n) => ({ id: `pool${n}`, sessions: n, pool: true }))];
   const out = [];
   for (const cfg of configs) {
@@ -432,7 +432,7 @@ function renderMarkdown(report) {
   const lines = [];
   lines.push(`# Session memory: ${report.model.label}${s.quick ? " (quick)" : ""}`);
   lines.push("");
-  lines.push(`${report.date}, ${report.machine.cpuModel}, ${s.threads} thread(s), Node ${report.machine.node}, load average ${report.machine.loadAverageBefore.toFixed(2)} before, ${report.machine.loadAverageAfter.toFixed(2)} after.`);
+  lines.push(`${report.date}, ${report.machine.cpuModel}, ${s.threads} thread(s)${report.machine.gpu ? `, ${report.machine.gpu} with ${s.gpuLayers} layers offloaded` : ""}, Node ${report.machine.node}, load average ${report.machine.loadAverageBefore.toFixed(2)} before, ${report.machine.loadAverageAfter.toFixed(2)} after.`);
   lines.push("");
   if (report.chat.length > 0) {
     lines.push(`## Long chat: ${s.turns} turns, replies of ${s.replyTokens} tokens at temperature 0, budget ${s.budget} tokens`);
@@ -511,6 +511,7 @@ one session alone. Each contender runs in its own child process.
   --big-context N     context of noPruning and fullReeval (default ${DEFAULTS.bigContext})
   --pool-tokens N     tokens each pool session generates (default ${DEFAULTS.poolTokens})
   --threads N         threads (default: llamem's defaultThreads(), physical cores)
+  --gpu-layers N      layers to offload on a GPU build (default 0)
   --parts LIST        a subset of ${PARTS.join(",")} (default all)
   --quick             ${QUICK.model}, ${QUICK.turns} turns, ${QUICK.poolTokens} pool tokens (unless given); outputs get "-quick"
   --out DIR           where <date>-sessions.json and .md go (default bench/results)
@@ -528,6 +529,7 @@ async function main() {
       "big-context": { type: "string" },
       "pool-tokens": { type: "string" },
       threads: { type: "string" },
+      "gpu-layers": { type: "string", default: "0" },
       parts: { type: "string" },
       quick: { type: "boolean", default: false },
       out: { type: "string", default: "bench/results" },
@@ -559,6 +561,7 @@ async function main() {
     bigContext: positiveInt(values["big-context"] ?? DEFAULTS.bigContext, "--big-context"),
     poolTokens: positiveInt(values["pool-tokens"] ?? (quick ? QUICK.poolTokens : DEFAULTS.poolTokens), "--pool-tokens"),
     threads: positiveInt(values.threads ?? defaultThreads(), "--threads"),
+    gpuLayers: Number(values["gpu-layers"]),
     parts: (values.parts ?? PARTS.join(",")).split(",").map((p) => p.trim()).filter(Boolean),
     slidingWindowTurns: WINDOW_TURNS,
     summarizer: `function: the first 3 words of each folded turn's user message, at most ${SUMMARY_WORDS} words (not the model)`,
@@ -582,7 +585,7 @@ async function main() {
   warmPageCache(model.path);
 
   const tStart = Date.now();
-  const base = { modelPath: model.path, threads: settings.threads, turns: settings.turns, replyTokens: settings.replyTokens, budget: settings.budget, context: settings.context, bigContext: settings.bigContext };
+  const base = { modelPath: model.path, threads: settings.threads, gpuLayers: settings.gpuLayers, turns: settings.turns, replyTokens: settings.replyTokens, budget: settings.budget, context: settings.context, bigContext: settings.bigContext };
   const chat = [];
   for (const c of CHAT) {
     if (!settings.parts.includes(c.id)) continue;
@@ -606,6 +609,7 @@ async function main() {
     model: { id: model.id, label: model.label, path: relative(root, model.path), fileSize: model.fileSize, synthetic: model.synthetic },
     machine: {
       cpuModel: os.cpus()[0]?.model?.trim() ?? "unknown CPU",
+      gpu: settings.gpuLayers > 0 ? (await importLib()).listDevices().find((d) => d.type === "gpu")?.description : undefined,
       logicalCpus: os.availableParallelism(),
       memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
       os: `${os.type()} ${os.release()} ${os.arch()}`,
@@ -621,7 +625,7 @@ async function main() {
   };
   const md = renderMarkdown(report);
   mkdirSync(outDir, { recursive: true });
-  const name = join(outDir, `${localDate()}-sessions${quick ? "-quick" : ""}`);
+  const name = join(outDir, `${localDate()}-sessions${quick ? "-quick" : ""}${settings.gpuLayers > 0 ? "-gpu" : ""}`);
   writeFileSync(`${name}.json`, `${JSON.stringify(report, null, 1)}\n`);
   writeFileSync(`${name}.md`, `${md}\n`);
   process.stdout.write(`${md}\n`);

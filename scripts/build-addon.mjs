@@ -10,6 +10,8 @@
 //   LLAMA_CPP_DIR=/path                build against your own llama.cpp checkout
 //   LLAMEM_CUDA_ARCHS=90               CUDA architectures to build for (default: llama.cpp's list)
 //   LLAMEM_BUILD_DIR=/path             build tree (default build/, or build-asan/ with LLAMEM_ASAN)
+//   LLAMEM_BUILD_TOOLS=1               also configure llama.cpp's tools in the same tree, so that
+//                                      `cmake --build <tree> --target llama-bench` shares its ggml
 import { createHash } from "node:crypto";
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -33,6 +35,7 @@ function options() {
     portable: process.env.LLAMEM_PORTABLE === "1",
     cpuVariants: process.env.LLAMEM_CPU_VARIANTS === "1",
     cudaArchs: process.env.LLAMEM_CUDA_ARCHS ?? "",
+    tools: process.env.LLAMEM_BUILD_TOOLS === "1",
     asan,
     outDir: process.env.LLAMEM_BUILD_DIR ? resolve(process.env.LLAMEM_BUILD_DIR) : join(root, asan ? "build-asan" : "build"),
   };
@@ -68,6 +71,7 @@ export function buildAddon({ force = false } = {}) {
     `--CDLLAMEM_PORTABLE=${opts.portable ? "ON" : "OFF"}`,
     `--CDLLAMEM_CPU_VARIANTS=${opts.cpuVariants ? "ON" : "OFF"}`,
     `--CDLLAMEM_ASAN=${opts.asan ? "ON" : "OFF"}`,
+    `--CDLLAMEM_BUILD_TOOLS=${opts.tools ? "ON" : "OFF"}`,
     ...(opts.cudaArchs ? [`--CDCMAKE_CUDA_ARCHITECTURES=${opts.cudaArchs}`] : []),
   ];
   if (spawnSync("ninja", ["--version"], { stdio: "ignore" }).status === 0) args.push("--generator", "Ninja");

@@ -296,7 +296,7 @@ class EvalBatchWorker : public PromiseWorker {
       Verify(ctx, mem, entry);
       return;
     }
-    entry.token = llama_sampler_sample(entry.sampler->chain, ctx, entry.last);
+    entry.token = SampleToken(*entry.sampler, ctx, entry.last);
     if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
     entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
     if (!entry.eog) entry.piece = TokenPiece(h_->model->vocab, entry.token, false);
@@ -311,7 +311,7 @@ class EvalBatchWorker : public PromiseWorker {
     const size_t first_draft = n - static_cast<size_t>(entry.draft);
     const int32_t first = entry.last - entry.draft;
     for (int32_t i = 0; i <= entry.draft; i++) {
-      const llama_token t = llama_sampler_sample(entry.sampler->chain, ctx, first + i);
+      const llama_token t = SampleToken(*entry.sampler, ctx, first + i);
       entry.sampled.push_back(t);
       if (llama_vocab_is_eog(h_->model->vocab, t)) {
         entry.eog = true;

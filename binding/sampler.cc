@@ -1,5 +1,6 @@
 #include "sampler.h"
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -23,8 +24,9 @@ void Sampler::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
 
 namespace {
 
-// One stage of the chain from its options; `selects` tells whether it picks the token.
-llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects) {
+// One stage of the chain from its options; `selects` tells whether it picks the token. A
+// logitBias stage's pairs are also appended to `biases`.
+llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects, std::vector<llama_logit_bias>& biases) {
   const int32_t n_vocab = model.n_vocab;
   const std::string type = f.String("type");
   selects = false;
@@ -64,6 +66,7 @@ llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects)
       if (std::isnan(v) || v == INFINITY) e.Fail("bias", "must be finite or -Infinity");
       bias.push_back({token, static_cast<float>(v)});
     }
+    biases.insert(biases.end(), bias.begin(), bias.end());
     return llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(bias.size()), bias.data());
   }
   if (type == "dry") {
@@ -127,6 +130,7 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
   auto handle = std::make_shared<SamplerHandle>();
   handle->chain = llama_sampler_chain_init(cp);
   bool selected = false;
+  bool argmax = true;
   for (uint32_t i = 0; i < stages.Length(); i++) {
     const std::string where = "options.stages[" + std::to_string(i) + "]";
     Napi::Value item = stages.Get(i);
@@ -135,14 +139,82 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     // llama_sampler_sample asserts that a stage selected a token, and a stage after the one
     // that selects could cut the candidates under the selected index.
     if (selected) f.Fail("type", "follows dist, mirostatV2 or greedy, which must be the last stage");
-    const bool grammar = f.String("type") == "grammar";
+    const std::string type = f.String("type");
+    const bool grammar = type == "grammar";
     if (grammar && handle->grammar_stage >= 0) f.Fail("type", "grammar is given twice");
-    llama_sampler_chain_add(handle->chain, StageOf(f, *model, selected));
+    if (type != "logitBias" && type != "greedy") argmax = false;
+    llama_sampler_chain_add(handle->chain, StageOf(f, *model, selected, handle->biases));
     if (grammar) handle->grammar_stage = static_cast<int32_t>(i);
   }
   if (!selected) args.Fail("options.stages", "must end with a dist, mirostatV2 or greedy stage (the one that picks the token)");
+  handle->argmax = argmax;
+  std::stable_sort(handle->biases.begin(), handle->biases.end(),
+                   [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
   handle_ = std::move(handle);
   napi_type_tag_object(env, info.This(), &kTag);
+}
+
+namespace {
+
+// What a strict-> scan of x[from, to) from `best_v` selects: the first index of the largest value
+// over `best_v`, or -1 (NaN is never larger, and a NaN `best_v` stays). The maximum comes from
+// independent lanes the compiler vectorizes (x > a ? x : a is maxps), then one scan finds it.
+llama_token FirstMaxAbove(const float* x, llama_token from, llama_token to, float best_v) {
+  constexpr int kLanes = 16;
+  float lane[kLanes];
+  for (float& a : lane) a = -INFINITY;
+  llama_token t = from;
+  for (; t + kLanes <= to; t += kLanes) {
+    for (int k = 0; k < kLanes; k++) lane[k] = x[t + k] > lane[k] ? x[t + k] : lane[k];
+  }
+  float m = -INFINITY;
+  for (float a : lane) m = a > m ? a : m;
+  for (; t < to; t++) m = x[t] > m ? x[t] : m;
+  if (!(m > best_v)) return -1;
+  for (t = from; t < to; t++) {
+    if (x[t] == m) return t;
+  }
+  return -1;
+}
+
+}  // namespace
+
+llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx) {
+  if (!s.argmax) return llama_sampler_sample(s.chain, ctx, idx);
+  const float* logits = llama_get_logits_ith(ctx, idx);
+  const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+  if (logits == nullptr || n_vocab <= 0) return llama_sampler_sample(s.chain, ctx, idx);
+  // The chain's result exactly: a biased token's logit gets its biases added one by one in the
+  // chain's order (logit_bias; `biases` is sorted stably by token), then the first index whose
+  // value no later one exceeds wins (greedy: selected = 0, then a strict >), NaN included.
+  const std::vector<llama_logit_bias>& biases = s.biases;
+  size_t bi = 0;
+  auto at = [&](llama_token t) {
+    float v = logits[t];
+    for (; bi < biases.size() && biases[bi].token == t; bi++) v += biases[bi].bias;
+    return v;
+  };
+  llama_token best = 0;
+  float best_v = at(0);
+  llama_token t = 1;
+  while (t < n_vocab) {
+    const llama_token stop = bi < biases.size() ? biases[bi].token : n_vocab;
+    const llama_token first = FirstMaxAbove(logits, t, stop, best_v);
+    if (first >= 0) {
+      best = first;
+      best_v = logits[first];
+    }
+    t = stop;
+    if (t >= n_vocab) break;
+    const float v = at(t);
+    if (v > best_v) {
+      best_v = v;
+      best = t;
+    }
+    t++;
+  }
+  llama_sampler_accept(s.chain, best);
+  return best;
 }
 
 std::shared_ptr<SamplerHandle> Sampler::HandleOf(Napi::Env env, Napi::Value value) {

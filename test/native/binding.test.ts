@@ -269,6 +269,47 @@ describe("native arguments", () => {
     await invalid(() => new S({}, { stages: [{ type: "greedy" }] }));
   });
 
+  it("a chain of logit biases and greedy picks exactly what llama.cpp's sampler chain picks", async () => {
+    // The binding takes such a chain (temperature 0) as an argmax over the biased logits; a
+    // temperature of 1 in the chain divides every logit by 1, changing nothing but sending the
+    // pick through llama_sampler_sample, the reference.
+    const vocab = model.info().vocabSize;
+    const S = native().Sampler;
+    const run = async (stages: NativeSamplerStage[]): Promise<number[]> => {
+      const s = new S(model, { stages });
+      const got: number[] = [];
+      try {
+        context.clear();
+        const entry: NativeBatchEntry = { seq: 0, tokens, sampler: s, accept: true, sample: true, logprobs: -1, draft: 0, steps: 12 };
+        await context.evalBatch([entry], { steps: 12, maxMs: 0, stream: false, onStep: (rs) => got.push(rs[0]!.token!) });
+      } finally {
+        s.dispose();
+        context.clear();
+      }
+      return got;
+    };
+    const same = async (entries: { token: number; bias: number }[]) => {
+      const bias: NativeSamplerStage[] = entries.length > 0 ? [{ type: "logitBias", entries }] : [];
+      const fast = await run([...bias, { type: "greedy" }]);
+      const reference = await run([...bias, { type: "temperature", t: 1 }, { type: "greedy" }]);
+      expect(fast).toHaveLength(12);
+      expect(fast).toEqual(reference);
+      return fast;
+    };
+    const plain = await same([]);
+    // Banning what greedy picks moves every pick; a bias at token 0 and at the last token; one
+    // token biased twice (the adds in order), the entries out of order.
+    const banned = await same(plain.map((token) => ({ token, bias: -Infinity })));
+    for (const t of plain) expect(banned).not.toContain(t);
+    expect(await same([{ token: 0, bias: 1000 }])).toEqual(Array(12).fill(0));
+    expect(await same([{ token: vocab - 1, bias: 1000 }, { token: 5, bias: 3 }])).toEqual(Array(12).fill(vocab - 1));
+    expect(await same([{ token: 7, bias: 700 }, { token: 3, bias: 1 }, { token: 7, bias: -650.5 }, { token: 9, bias: 60 }])).toEqual(Array(12).fill(9));
+    // A tie (1e30 absorbs any logit): the first index wins.
+    expect(await same([{ token: 9, bias: 1e30 }, { token: 5, bias: 1e30 }])).toEqual(Array(12).fill(5));
+    // Every token banned: both pick token 0, where greedy starts.
+    expect(await same(Array.from({ length: vocab }, (_, token) => ({ token, bias: -Infinity })))).toEqual(Array(12).fill(0));
+  });
+
   it("quantize requires every option", async () => {
     const opts = { ftype: 2, threads: 1, allowRequantize: false, pure: false };
     await eachFieldRequired(opts, (o) => b().quantize(path, `${path}.never`, o));

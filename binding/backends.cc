@@ -179,6 +179,11 @@ void ggml_threadpool_free(struct ggml_threadpool* threadpool) {
   if (fn != nullptr) fn(threadpool);
 }
 
+void ggml_threadpool_pause(struct ggml_threadpool* threadpool) {
+  static auto fn = reinterpret_cast<decltype(&ggml_threadpool_pause)>(llamem::CpuProc("ggml_threadpool_pause"));
+  if (fn != nullptr) fn(threadpool);
+}
+
 // The addon loads only with a CPU variant in place, so this one always has a target.
 const struct ggml_type_traits_cpu* ggml_get_type_traits_cpu(enum ggml_type type) {
   static auto fn = reinterpret_cast<decltype(&ggml_get_type_traits_cpu)>(llamem::CpuProc("ggml_get_type_traits_cpu"));

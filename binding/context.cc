@@ -177,6 +177,11 @@ ThreadPools::~ThreadPools() {
   if (threadpool_batch != nullptr) ggml_threadpool_free(threadpool_batch);
 }
 
+void ThreadPools::Park() const {
+  if (threadpool != nullptr) ggml_threadpool_pause(threadpool);
+  if (threadpool_batch != nullptr) ggml_threadpool_pause(threadpool_batch);
+}
+
 void ContextHandle::Close() {
   abort.store(true);
   std::lock_guard<std::mutex> lock(mu);

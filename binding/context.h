@@ -25,6 +25,18 @@ struct ThreadPools {
   ggml_threadpool* threadpool = nullptr;
   ggml_threadpool* threadpool_batch = nullptr;
   ~ThreadPools();
+  // Puts the workers to sleep now (ggml_threadpool_pause). After a graph they poll for the next
+  // one before they sleep (threadpool poll 50: ~80 ms of a core after every call on a 2-core Xeon),
+  // which takes a core from the app between calls; the next graph's kickoff wakes them.
+  void Park() const;
+};
+
+// Parks the pools when a worker's Run ends, however it ends.
+struct ParkOnExit {
+  const std::shared_ptr<ThreadPools>& pools;
+  ~ParkOnExit() {
+    if (pools) pools->Park();
+  }
 };
 
 // Owns a llama_context and its batch. Every operation that touches the context holds `mu`,

@@ -31,6 +31,7 @@ class EmbedWorker : public PromiseWorker {
     std::lock_guard<std::mutex> lock(h_->mu);
     llama_context* ctx = h_->ctx;
     if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    ParkOnExit park{h_->pools};
     CheckRpcServers(h_->model->rpc, "this embedding");
     const llama_model* model = h_->model->model;
     const enum llama_pooling_type pooling = llama_pooling_type(ctx);

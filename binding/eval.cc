@@ -216,6 +216,7 @@ class EvalBatchWorker : public PromiseWorker {
     std::lock_guard<std::mutex> lock(h_->mu);
     llama_context* ctx = h_->ctx;
     if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
+    ParkOnExit park{h_->pools};
     llama_memory_t mem = llama_get_memory(ctx);
     const int64_t t_start = llama_time_us();
     for (int32_t step = 0;; step++) {

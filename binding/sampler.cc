@@ -118,7 +118,9 @@ llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects,
 
 }  // namespace
 
-// new Sampler(model, { stages }): the chain applies the stages in the order given.
+// new Sampler(model, { stages }): the chain applies the stages in the order given. Leading
+// logitBias stages followed by greedy, or by a top-k of at most kMaxPrefilterK, are applied by
+// SampleToken itself (SamplerHandle::Mode); the chain then holds only the stages after them.
 Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(info) {
   Napi::Env env = info.Env();
   Args args(info, "new Sampler(model, options)");
@@ -129,9 +131,30 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
   // Owned by the handle from the start, so a bad stage frees the stages added before it.
   auto handle = std::make_shared<SamplerHandle>();
   handle->chain = llama_sampler_chain_init(cp);
+  // The stages SampleToken applies itself: the leading logit biases, then greedy or a small top-k.
+  const uint32_t n = stages.Length();
+  auto type_at = [&](uint32_t i) {
+    Napi::Value item = stages.Get(i);
+    if (!item.IsObject()) return std::string();
+    Napi::Value t = item.As<Napi::Object>().Get("type");
+    return t.IsString() ? t.As<Napi::String>().Utf8Value() : std::string();
+  };
+  uint32_t head = 0;
+  while (head < n && type_at(head) == "logitBias") head++;
+  SamplerHandle::Mode mode = SamplerHandle::Mode::kChain;
+  if (head + 1 == n && type_at(head) == "greedy") {
+    mode = SamplerHandle::Mode::kArgmax;
+  } else if (head + 1 < n && type_at(head) == "topK") {
+    Napi::Value k = stages.Get(head).As<Napi::Object>().Get("k");
+    const double kv = k.IsNumber() ? k.As<Napi::Number>().DoubleValue() : 0;
+    if (kv >= 1 && kv <= SamplerHandle::kMaxPrefilterK && kv == static_cast<int32_t>(kv)) {
+      mode = SamplerHandle::Mode::kTopK;
+      head++;
+    }
+  }
+  if (mode == SamplerHandle::Mode::kChain) head = 0;
   bool selected = false;
-  bool argmax = true;
-  for (uint32_t i = 0; i < stages.Length(); i++) {
+  for (uint32_t i = 0; i < n; i++) {
     const std::string where = "options.stages[" + std::to_string(i) + "]";
     Napi::Value item = stages.Get(i);
     if (!item.IsObject()) args.Fail(where.c_str(), "must be an object { type, ... }");
@@ -142,12 +165,20 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     const std::string type = f.String("type");
     const bool grammar = type == "grammar";
     if (grammar && handle->grammar_stage >= 0) f.Fail("type", "grammar is given twice");
-    if (type != "logitBias" && type != "greedy") argmax = false;
-    llama_sampler_chain_add(handle->chain, StageOf(f, *model, selected, handle->biases));
-    if (grammar) handle->grammar_stage = static_cast<int32_t>(i);
+    llama_sampler* stage = StageOf(f, *model, selected, handle->biases);
+    // A head stage is checked like any other, then applied by SampleToken instead of the chain
+    // (the greedy of kArgmax stays in it: it is the stage that accepts).
+    if (i < head && mode != SamplerHandle::Mode::kChain) {
+      if (type == "topK") handle->top_k = static_cast<int32_t>(f.Int("k", 1, SamplerHandle::kMaxPrefilterK));
+      llama_sampler_free(stage);
+      continue;
+    }
+    llama_sampler_chain_add(handle->chain, stage);
+    if (grammar) handle->grammar_stage = llama_sampler_chain_n(handle->chain) - 1;
   }
   if (!selected) args.Fail("options.stages", "must end with a dist, mirostatV2 or greedy stage (the one that picks the token)");
-  handle->argmax = argmax;
+  handle->mode = mode;
+  if (mode == SamplerHandle::Mode::kChain) handle->biases.clear();
   std::stable_sort(handle->biases.begin(), handle->biases.end(),
                    [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
   handle_ = std::move(handle);
@@ -177,28 +208,34 @@ llama_token FirstMaxAbove(const float* x, llama_token from, llama_token to, floa
   return -1;
 }
 
-}  // namespace
-
-llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx) {
-  if (!s.argmax) return llama_sampler_sample(s.chain, ctx, idx);
-  const float* logits = llama_get_logits_ith(ctx, idx);
-  const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
-  if (logits == nullptr || n_vocab <= 0) return llama_sampler_sample(s.chain, ctx, idx);
-  // The chain's result exactly: a biased token's logit gets its biases added one by one in the
-  // chain's order (logit_bias; `biases` is sorted stably by token), then the first index whose
-  // value no later one exceeds wins (greedy: selected = 0, then a strict >), NaN included.
-  const std::vector<llama_logit_bias>& biases = s.biases;
-  size_t bi = 0;
-  auto at = [&](llama_token t) {
-    float v = logits[t];
-    for (; bi < biases.size() && biases[bi].token == t; bi++) v += biases[bi].bias;
+// The biased logits token by token, in id order: `biases` sorted stably by token, each token's
+// added one by one in the chain's order (as llama_sampler_logit_bias does).
+class BiasedLogits {
+ public:
+  BiasedLogits(const float* logits, const std::vector<llama_logit_bias>& biases) : logits_(logits), biases_(biases) {}
+  // The next biased token at or after the scan, or `end`.
+  llama_token NextBiased(llama_token end) const { return bi_ < biases_.size() ? biases_[bi_].token : end; }
+  // The value of biased token `t` (the next one), moving past it.
+  float TakeBiased(llama_token t) {
+    float v = logits_[t];
+    for (; bi_ < biases_.size() && biases_[bi_].token == t; bi_++) v += biases_[bi_].bias;
     return v;
-  };
+  }
+
+ private:
+  const float* logits_;
+  const std::vector<llama_logit_bias>& biases_;
+  size_t bi_ = 0;
+};
+
+// llama_sampler_greedy over the biased logits: the first index of the largest value.
+llama_token Argmax(const float* logits, int32_t n_vocab, const std::vector<llama_logit_bias>& biases) {
+  BiasedLogits b(logits, biases);
   llama_token best = 0;
-  float best_v = at(0);
+  float best_v = b.NextBiased(n_vocab) == 0 ? b.TakeBiased(0) : logits[0];
   llama_token t = 1;
   while (t < n_vocab) {
-    const llama_token stop = bi < biases.size() ? biases[bi].token : n_vocab;
+    const llama_token stop = b.NextBiased(n_vocab);
     const llama_token first = FirstMaxAbove(logits, t, stop, best_v);
     if (first >= 0) {
       best = first;
@@ -206,15 +243,87 @@ llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx) {
     }
     t = stop;
     if (t >= n_vocab) break;
-    const float v = at(t);
+    const float v = b.TakeBiased(t);
     if (v > best_v) {
       best_v = v;
       best = t;
     }
     t++;
   }
-  llama_sampler_accept(s.chain, best);
   return best;
+}
+
+// The `k` most likely tokens of the biased logits into `out`, best first, as
+// llama_sampler_top_k leaves them (a partial sort by logit), except that exactly equal logits
+// keep id order. A min-heap of the k best so far; a run of unbiased tokens whose maximum is not
+// above the k-th best is passed over whole.
+void TopK(const float* logits, int32_t n_vocab, const std::vector<llama_logit_bias>& biases, int32_t k,
+          std::vector<llama_token_data>& out) {
+  k = std::min(k, n_vocab);
+  out.clear();
+  // Whether a comes before b in the result: the higher logit, or on a tie the lower id. The heap's
+  // front is then the one that comes last, the k-th best so far.
+  auto before = [](const llama_token_data& a, const llama_token_data& b) { return a.logit > b.logit || (a.logit == b.logit && a.id < b.id); };
+  BiasedLogits b(logits, biases);
+  auto offer = [&](llama_token t, float v) {
+    if (std::isnan(v)) v = -INFINITY;  // keeps the heap's order total
+    if (static_cast<int32_t>(out.size()) < k) {
+      out.push_back({t, v, 0.0f});
+      std::push_heap(out.begin(), out.end(), before);
+    } else if (v > out.front().logit) {
+      std::pop_heap(out.begin(), out.end(), before);
+      out.back() = {t, v, 0.0f};
+      std::push_heap(out.begin(), out.end(), before);
+    }
+  };
+  constexpr int kBlock = 64;
+  llama_token t = 0;
+  while (t < n_vocab) {
+    const llama_token stop = b.NextBiased(n_vocab);
+    while (t < stop) {
+      const llama_token end = std::min<llama_token>(stop, t + kBlock);
+      if (static_cast<int32_t>(out.size()) == k && FirstMaxAbove(logits, t, end, out.front().logit) < 0) {
+        t = end;
+        continue;
+      }
+      if (static_cast<int32_t>(out.size()) < k) {
+        for (; t < end; t++) offer(t, logits[t]);
+        continue;
+      }
+      // Full: only a value above the k-th best gets in (a tie comes later, so after it).
+      for (float kth = out.front().logit; t < end; t++) {
+        if (logits[t] > kth) {
+          offer(t, logits[t]);
+          kth = out.front().logit;
+        }
+      }
+    }
+    if (t >= n_vocab) break;
+    offer(t, b.TakeBiased(t));
+    t++;
+  }
+  std::sort_heap(out.begin(), out.end(), before);
+}
+
+}  // namespace
+
+llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx) {
+  if (s.mode == SamplerHandle::Mode::kChain) return llama_sampler_sample(s.chain, ctx, idx);
+  const float* logits = llama_get_logits_ith(ctx, idx);
+  const int32_t n_vocab = llama_vocab_n_tokens(llama_model_get_vocab(llama_get_model(ctx)));
+  if (logits == nullptr || n_vocab <= 0) Throw("ERR_DECODE", "no logits at batch index " + std::to_string(idx) + " to sample from");
+  llama_token token;
+  if (s.mode == SamplerHandle::Mode::kArgmax) {
+    token = Argmax(logits, n_vocab, s.biases);
+  } else {
+    TopK(logits, n_vocab, s.biases, s.top_k, s.candidates);
+    llama_token_data_array cur = {s.candidates.data(), s.candidates.size(), -1, true};
+    llama_sampler_apply(s.chain, &cur);
+    if (cur.selected < 0 || cur.selected >= static_cast<int64_t>(cur.size)) Throw("ERR_DECODE", "the sampler chain selected no token");
+    token = cur.data[cur.selected].id;
+  }
+  llama_sampler_accept(s.chain, token);
+  return token;
 }
 
 std::shared_ptr<SamplerHandle> Sampler::HandleOf(Napi::Env env, Napi::Value value) {

@@ -17,20 +17,27 @@ struct SamplerHandle {
   // The index of the grammar stage in the chain, or -1. A prompt's tokens are accepted by every
   // stage but this one: the grammar constrains the reply, not the prompt before it.
   int32_t grammar_stage = -1;
-  // Set when the chain is logit biases and a greedy pick, nothing else (temperature 0): then
-  // SampleToken finds the chain's token without llama.cpp's candidate array. `biases` are the
-  // chain's (token, bias) pairs sorted stably by token, so each token's keep the chain's order.
-  bool argmax = false;
+  // How SampleToken picks. kChain: llama_sampler_sample over the whole chain. The other two
+  // avoid the n_vocab candidates llama_sampler_sample writes each token: kArgmax, for leading
+  // logit biases then greedy (temperature 0), takes the first largest biased logit; kTopK, for
+  // leading logit biases then a top-k of at most kMaxPrefilterK, gives the chain (the stages after
+  // the top-k) only the k best. `biases` are the leading stages' (token, bias) pairs sorted
+  // stably by token, so each token's keep the chain's order.
+  enum class Mode { kChain, kArgmax, kTopK };
+  static constexpr int32_t kMaxPrefilterK = 128;
+  Mode mode = Mode::kChain;
   std::vector<llama_logit_bias> biases;
+  int32_t top_k = 0;
+  std::vector<llama_token_data> candidates;  // kTopK's array, reused token to token
   ~SamplerHandle() {
     if (chain != nullptr) llama_sampler_free(chain);
   }
 };
 
-// llama_sampler_sample(s.chain, ctx, idx), the token accepted by the chain. For an `argmax`
-// chain it reads the logits at `idx` directly: the n_vocab entries that llama_sampler_sample
-// writes before greedy scans them cost ~70 µs a token at 32k tokens (the array is cold after a
-// decode), which is most of llamem's per-token overhead over llama-bench on a GPU.
+// The token the stages pick at batch index `idx`, accepted by the chain: llama_sampler_sample,
+// or for kArgmax and kTopK a read of the logits themselves. The n_vocab entries that
+// llama_sampler_sample writes first cost ~70 µs a token at 32k tokens (the array is cold after a
+// decode), most of llamem's per-token overhead over llama-bench on a GPU.
 llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx);
 
 class Sampler : public Napi::ObjectWrap<Sampler> {

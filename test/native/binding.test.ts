@@ -310,6 +310,44 @@ describe("native arguments", () => {
     expect(await same(Array.from({ length: vocab }, (_, token) => ({ token, bias: -Infinity })))).toEqual(Array(12).fill(0));
   });
 
+  it("a chain of logit biases and a top-k draws exactly what llama.cpp's sampler chain draws", async () => {
+    // The binding hands the stages after such a top-k only the k best tokens; the reference puts
+    // a temperature of 1 (no change) first, so the same stages run through llama_sampler_sample.
+    const S = native().Sampler;
+    const draw = async (stages: NativeSamplerStage[]): Promise<number[]> => {
+      const s = new S(model, { stages });
+      const got: number[] = [];
+      try {
+        context.clear();
+        const entry: NativeBatchEntry = { seq: 0, tokens, sampler: s, accept: true, sample: true, logprobs: -1, draft: 0, steps: 24 };
+        await context.evalBatch([entry], { steps: 24, maxMs: 0, stream: false, onStep: (rs) => got.push(rs[0]!.token!) });
+      } finally {
+        s.dispose();
+        context.clear();
+      }
+      return got;
+    };
+    const same = async (bias: { token: number; bias: number }[], k: number, tail: NativeSamplerStage[]) => {
+      const head: NativeSamplerStage[] = bias.length > 0 ? [{ type: "logitBias", entries: bias }] : [];
+      const fast = await draw([...head, { type: "topK", k }, ...tail]);
+      const reference = await draw([...head, { type: "temperature", t: 1 }, { type: "topK", k }, ...tail]);
+      expect(fast).toHaveLength(24);
+      expect(fast).toEqual(reference);
+      return fast;
+    };
+    const defaults: NativeSamplerStage[] = [{ type: "topP", p: 0.95, minKeep: 1 }, { type: "minP", p: 0.05, minKeep: 1 }, { type: "temperature", t: 0.8 }, { type: "dist", seed: 7 }];
+    const hot: NativeSamplerStage[] = [{ type: "temperature", t: 3 }, { type: "dist", seed: 11 }];
+    const a = await same([], 40, defaults);
+    const b = await same([], 40, hot);
+    expect(new Set(b).size).toBeGreaterThan(3);
+    // A top-k of 1 is greedy; 128 is the largest the binding takes itself; the biases come first.
+    await same([], 1, hot);
+    await same([], 128, hot);
+    const banned = await same(a.map((token) => ({ token, bias: -Infinity })), 40, defaults);
+    for (const t of a) expect(banned).not.toContain(t);
+    expect(await same([{ token: 3, bias: 500 }, { token: 3, bias: -480 }, { token: 77, bias: 1e30 }], 40, defaults)).toEqual(Array(24).fill(77));
+  });
+
   it("quantize requires every option", async () => {
     const opts = { ftype: 2, threads: 1, allowRequantize: false, pure: false };
     await eachFieldRequired(opts, (o) => b().quantize(path, `${path}.never`, o));

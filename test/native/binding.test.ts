@@ -269,33 +269,38 @@ describe("native arguments", () => {
     await invalid(() => new S({}, { stages: [{ type: "greedy" }] }));
   });
 
+  /** The tokens a sampler of `stages` picks over `steps` decodes after the prompt, on a cleared sequence 0. */
+  async function picks(stages: NativeSamplerStage[], steps: number): Promise<number[]> {
+    const s = new (native().Sampler)(model, { stages });
+    const got: number[] = [];
+    try {
+      context.clear();
+      const entry: NativeBatchEntry = { seq: 0, tokens, sampler: s, accept: true, sample: true, logprobs: -1, draft: 0, steps };
+      await context.evalBatch([entry], { steps, maxMs: 0, stream: false, onStep: (rs) => got.push(rs[0]!.token!) });
+    } finally {
+      s.dispose();
+      context.clear();
+    }
+    return got;
+  }
+
+  /**
+   * Logit biases then `rest`, whose shortcut in the binding must pick what llama.cpp's chain picks:
+   * the reference puts a temperature of 1 after the biases, which divides every logit by 1 and
+   * sends the same stages through llama_sampler_sample.
+   */
+  async function sameAsChain(entries: { token: number; bias: number }[], rest: NativeSamplerStage[], steps: number): Promise<number[]> {
+    const head: NativeSamplerStage[] = entries.length > 0 ? [{ type: "logitBias", entries }] : [];
+    const fast = await picks([...head, ...rest], steps);
+    expect(fast).toHaveLength(steps);
+    expect(fast).toEqual(await picks([...head, { type: "temperature", t: 1 }, ...rest], steps));
+    return fast;
+  }
+
   it("a chain of logit biases and greedy picks exactly what llama.cpp's sampler chain picks", async () => {
-    // The binding takes such a chain (temperature 0) as an argmax over the biased logits; a
-    // temperature of 1 in the chain divides every logit by 1, changing nothing but sending the
-    // pick through llama_sampler_sample, the reference.
+    // The binding takes such a chain (temperature 0) as an argmax over the biased logits.
     const vocab = model.info().vocabSize;
-    const S = native().Sampler;
-    const run = async (stages: NativeSamplerStage[]): Promise<number[]> => {
-      const s = new S(model, { stages });
-      const got: number[] = [];
-      try {
-        context.clear();
-        const entry: NativeBatchEntry = { seq: 0, tokens, sampler: s, accept: true, sample: true, logprobs: -1, draft: 0, steps: 12 };
-        await context.evalBatch([entry], { steps: 12, maxMs: 0, stream: false, onStep: (rs) => got.push(rs[0]!.token!) });
-      } finally {
-        s.dispose();
-        context.clear();
-      }
-      return got;
-    };
-    const same = async (entries: { token: number; bias: number }[]) => {
-      const bias: NativeSamplerStage[] = entries.length > 0 ? [{ type: "logitBias", entries }] : [];
-      const fast = await run([...bias, { type: "greedy" }]);
-      const reference = await run([...bias, { type: "temperature", t: 1 }, { type: "greedy" }]);
-      expect(fast).toHaveLength(12);
-      expect(fast).toEqual(reference);
-      return fast;
-    };
+    const same = (entries: { token: number; bias: number }[]) => sameAsChain(entries, [{ type: "greedy" }], 12);
     const plain = await same([]);
     // Banning what greedy picks moves every pick; a bias at token 0 and at the last token; one
     // token biased twice (the adds in order), the entries out of order.
@@ -311,30 +316,8 @@ describe("native arguments", () => {
   });
 
   it("a chain of logit biases and a top-k draws exactly what llama.cpp's sampler chain draws", async () => {
-    // The binding hands the stages after such a top-k only the k best tokens; the reference puts
-    // a temperature of 1 (no change) first, so the same stages run through llama_sampler_sample.
-    const S = native().Sampler;
-    const draw = async (stages: NativeSamplerStage[]): Promise<number[]> => {
-      const s = new S(model, { stages });
-      const got: number[] = [];
-      try {
-        context.clear();
-        const entry: NativeBatchEntry = { seq: 0, tokens, sampler: s, accept: true, sample: true, logprobs: -1, draft: 0, steps: 24 };
-        await context.evalBatch([entry], { steps: 24, maxMs: 0, stream: false, onStep: (rs) => got.push(rs[0]!.token!) });
-      } finally {
-        s.dispose();
-        context.clear();
-      }
-      return got;
-    };
-    const same = async (bias: { token: number; bias: number }[], k: number, tail: NativeSamplerStage[]) => {
-      const head: NativeSamplerStage[] = bias.length > 0 ? [{ type: "logitBias", entries: bias }] : [];
-      const fast = await draw([...head, { type: "topK", k }, ...tail]);
-      const reference = await draw([...head, { type: "temperature", t: 1 }, { type: "topK", k }, ...tail]);
-      expect(fast).toHaveLength(24);
-      expect(fast).toEqual(reference);
-      return fast;
-    };
+    // The binding hands the stages after such a top-k only the k best tokens.
+    const same = (bias: { token: number; bias: number }[], k: number, tail: NativeSamplerStage[]) => sameAsChain(bias, [{ type: "topK", k }, ...tail], 24);
     const defaults: NativeSamplerStage[] = [{ type: "topP", p: 0.95, minKeep: 1 }, { type: "minP", p: 0.05, minKeep: 1 }, { type: "temperature", t: 0.8 }, { type: "dist", seed: 7 }];
     const hot: NativeSamplerStage[] = [{ type: "temperature", t: 3 }, { type: "dist", seed: 11 }];
     const a = await same([], 40, defaults);

@@ -149,6 +149,7 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     const double kv = k.IsNumber() ? k.As<Napi::Number>().DoubleValue() : 0;
     if (kv >= 1 && kv <= SamplerHandle::kMaxPrefilterK && kv == static_cast<int32_t>(kv)) {
       mode = SamplerHandle::Mode::kTopK;
+      handle->top_k = static_cast<int32_t>(kv);
       head++;
     }
   }
@@ -168,8 +169,7 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     llama_sampler* stage = StageOf(f, *model, selected, handle->biases);
     // A head stage is checked like any other, then applied by SampleToken instead of the chain
     // (the greedy of kArgmax stays in it: it is the stage that accepts).
-    if (i < head && mode != SamplerHandle::Mode::kChain) {
-      if (type == "topK") handle->top_k = static_cast<int32_t>(f.Int("k", 1, SamplerHandle::kMaxPrefilterK));
+    if (i < head) {
       llama_sampler_free(stage);
       continue;
     }
@@ -187,10 +187,9 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
 
 namespace {
 
-// What a strict-> scan of x[from, to) from `best_v` selects: the first index of the largest value
-// over `best_v`, or -1 (NaN is never larger, and a NaN `best_v` stays). The maximum comes from
-// independent lanes the compiler vectorizes (x > a ? x : a is maxps), then one scan finds it.
-llama_token FirstMaxAbove(const float* x, llama_token from, llama_token to, float best_v) {
+// The largest value of x[from, to), NaN left out (-Infinity if none): independent lanes the
+// compiler vectorizes (x > a ? x : a is maxps), then their maximum.
+float MaxOf(const float* x, llama_token from, llama_token to) {
   constexpr int kLanes = 16;
   float lane[kLanes];
   for (float& a : lane) a = -INFINITY;
@@ -201,8 +200,15 @@ llama_token FirstMaxAbove(const float* x, llama_token from, llama_token to, floa
   float m = -INFINITY;
   for (float a : lane) m = a > m ? a : m;
   for (; t < to; t++) m = x[t] > m ? x[t] : m;
+  return m;
+}
+
+// What a strict-> scan of x[from, to) from `best_v` selects: the first index of the largest value
+// over `best_v`, or -1 (NaN is never larger, and a NaN `best_v` stays).
+llama_token FirstMaxAbove(const float* x, llama_token from, llama_token to, float best_v) {
+  const float m = MaxOf(x, from, to);
   if (!(m > best_v)) return -1;
-  for (t = from; t < to; t++) {
+  for (llama_token t = from; t < to; t++) {
     if (x[t] == m) return t;
   }
   return -1;
@@ -282,7 +288,7 @@ void TopK(const float* logits, int32_t n_vocab, const std::vector<llama_logit_bi
     const llama_token stop = b.NextBiased(n_vocab);
     while (t < stop) {
       const llama_token end = std::min<llama_token>(stop, t + kBlock);
-      if (static_cast<int32_t>(out.size()) == k && FirstMaxAbove(logits, t, end, out.front().logit) < 0) {
+      if (static_cast<int32_t>(out.size()) == k && !(MaxOf(logits, t, end) > out.front().logit)) {
         t = end;
         continue;
       }

@@ -103,8 +103,9 @@ async function main() {
   for (let rep = 0; rep < reps; rep++) {
     for (const c of configs) {
       const v = c.run();
-      if (v !== undefined) samples[c.name].push(v);
-      if (v !== undefined) process.stderr.write(`loop: ${c.name}: ${v.toFixed(1)} tok/s\n`);
+      if (v === undefined) continue;
+      samples[c.name].push(v);
+      process.stderr.write(`loop: ${c.name}: ${v.toFixed(1)} tok/s\n`);
     }
     process.stderr.write(`loop: rep ${rep + 1}/${reps} done\n`);
   }

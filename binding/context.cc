@@ -80,7 +80,9 @@ class CreateWorker : public PromiseWorker {
     handle_->n_ctx = static_cast<int32_t>(llama_n_ctx(ctx));
     handle_->n_ctx_seq = static_cast<int32_t>(llama_n_ctx_seq(ctx));
     handle_->n_seq_max = static_cast<int32_t>(llama_n_seq_max(ctx));
+    handle_->backend_samplers.resize(static_cast<size_t>(handle_->n_seq_max));
     handle_->n_ubatch = static_cast<int32_t>(llama_n_ubatch(ctx));
+    handle_->n_outputs_max = static_cast<int32_t>(params_.n_outputs_max);
     handle_->embeddings = params_.embeddings;
     handle_->batch = llama_batch_init(handle_->n_batch, 0, 1);
     handle_->can_shift = CanShift(ctx, model_->model, params_);
@@ -195,8 +197,9 @@ void ContextHandle::Close() {
       std::fprintf(stderr, "llamem: the RPC server %s is gone: the context's memory is kept (freeing it would abort)\n", gone.c_str());
     }
     ctx = nullptr;
-    // Only now may the adapters it pointed at be freed.
+    // Only now may the adapters and samplers it pointed at be freed.
     adapters.clear();
+    backend_samplers.clear();
     llama_batch_free(batch);
     batch = llama_batch{};
   }
@@ -287,6 +290,10 @@ llama_context_params ParseContextParams(Napi::Object o, const char* where) {
   p.embeddings = f.Bool("embeddings");
   p.pooling_type = static_cast<enum llama_pooling_type>(f.Int("pooling", LLAMA_POOLING_TYPE_UNSPECIFIED, LLAMA_POOLING_TYPE_RANK));
   p.no_perf = true;
+  // The logits rows one batch may ask for. llama.cpp reserves its graphs for this many (a
+  // vocabulary-wide row each, and with backend sampling a padded copy of them all), and
+  // GGML_ASSERTs that a batch fits (output_reserve); evalBatch checks each batch against it.
+  p.n_outputs_max = static_cast<uint32_t>(f.Int("outputs", p.n_seq_max, p.n_batch));
   return p;
 }
 

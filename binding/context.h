@@ -41,6 +41,8 @@ struct ParkOnExit {
 
 // Owns a llama_context and its batch. Every operation that touches the context holds `mu`,
 // so work on one context is serialized and Close() waits for the worker in flight.
+struct SamplerHandle;
+
 struct ContextHandle : public Closable {
   std::shared_ptr<ModelHandle> model;
   llama_context* ctx = nullptr;
@@ -51,6 +53,7 @@ struct ContextHandle : public Closable {
   int32_t n_ctx_seq = 0;
   int32_t n_seq_max = 0;
   int32_t n_ubatch = 0;
+  int32_t n_outputs_max = 0;  // logits rows a batch may ask for (options.outputs)
   // Created with embeddings on: the context pools (embedBatch) rather than generates.
   bool embeddings = false;
   // Whether positions can be shifted (llama_memory_can_shift, minus the cases below).
@@ -61,6 +64,9 @@ struct ContextHandle : public Closable {
   std::atomic<bool> halt{false};
   // The LoRA adapters set on the context (llama.cpp keeps pointers to them): held until replaced.
   std::vector<std::shared_ptr<AdapterHandle>> adapters;
+  // Each sequence's backend sampler (llama_set_sampler), or null: held while attached, since
+  // llama.cpp keeps the pointer (eval.cc's AttachSamplers).
+  std::vector<std::shared_ptr<SamplerHandle>> backend_samplers;
 
   ~ContextHandle() override { Close(); }
   void Close() override;

@@ -50,6 +50,7 @@ struct BatchEntry {
   int32_t draft = 0;
   llama_token token = -1;
   bool eog = false;
+  bool backend = false;  // the token came from the backend sampler (llama_get_sampled_token_ith)
   std::string piece;
   // With a draft: every token sampled (the first `size - 1` equal the accepted drafts) and the
   // pieces of those that are not end-of-generation.
@@ -122,6 +123,7 @@ Napi::Object EntryToJs(Napi::Env env, const BatchEntry& entry, int64_t decode_us
   } else if (entry.sample) {
     r.Set("token", entry.token);
     r.Set("eog", entry.eog);
+    r.Set("backend", entry.backend);
     r.Set("piece", Napi::Buffer<char>::Copy(env, entry.piece.data(), entry.piece.size()));
     if (entry.logprobs >= 0) {
       r.Set("logprob", entry.logprob);
@@ -233,6 +235,7 @@ class EvalBatchWorker : public PromiseWorker {
                                         "; use a larger contextSize or remove tokens");
         }
       }
+      AttachSamplers(ctx, entries_);
       FillBatch(h_->batch, entries_);
       // A stale error line from earlier work on this thread must not explain this decode.
       TakeLastNativeError();
@@ -251,6 +254,32 @@ class EvalBatchWorker : public PromiseWorker {
       if (step + 1 >= steps_ || h_->halt.load() || h_->abort.load()) return;
       if (max_us_ > 0 && llama_time_us() - t_start >= max_us_) return;
       if (!NextStep(step + 1)) return;
+    }
+  }
+
+  // Each sampling entry's sequence gets the backend sampler it should have before the decode:
+  // its own chain when it asked for one (SamplerHandle::Backend) and reads neither logits
+  // (logprobs) nor several outputs (a draft), else none. A change makes llama.cpp reserve its
+  // graphs again at the next decode, so a sampler stays attached until its sequence samples with
+  // another one; a decode-only entry leaves it be (its output is not read).
+  void AttachSamplers(llama_context* ctx, std::vector<BatchEntry>& entries) {
+    using B = SamplerHandle::Backend;
+    for (BatchEntry& e : entries) {
+      if (!e.sampler || !e.sample) continue;
+      std::shared_ptr<SamplerHandle>& slot = h_->backend_samplers[static_cast<size_t>(e.seq)];
+      const bool want = e.draft == 0 && e.logprobs < 0 && (slot == e.sampler || e.sampler->backend == B::kWanted);
+      if (want ? slot == e.sampler : slot == nullptr) continue;
+      if (slot) {
+        llama_set_sampler(ctx, e.seq, nullptr);
+        slot->backend = B::kSpent;
+        slot.reset();
+      }
+      if (!want) continue;
+      e.sampler->backend = B::kSpent;  // whatever happens, its backend state is initialized now
+      if (llama_set_sampler(ctx, e.seq, e.sampler->chain)) {
+        e.sampler->backend = B::kAttached;
+        slot = e.sampler;
+      }
     }
   }
 
@@ -297,6 +326,7 @@ class EvalBatchWorker : public PromiseWorker {
       Verify(ctx, mem, entry);
       return;
     }
+    entry.backend = llama_get_sampled_token_ith(ctx, entry.last) != LLAMA_TOKEN_NULL;
     entry.token = SampleToken(*entry.sampler, ctx, entry.last);
     if (entry.logprobs >= 0) LogProbs(ctx, h_->model->n_vocab, entry);
     entry.eog = llama_vocab_is_eog(h_->model->vocab, entry.token);
@@ -385,6 +415,7 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
   if (arr.Length() == 0) args.Fail("entries", "must not be empty");
   std::vector<BatchEntry> entries;
   int64_t total = 0;
+  int64_t outputs = 0;  // the last token of each entry, and each draft token
   std::vector<bool> seen(static_cast<size_t>(h->n_seq_max), false);
   for (uint32_t i = 0; i < arr.Length(); i++) {
     const std::string where = "entries[" + std::to_string(i) + "]";
@@ -414,6 +445,11 @@ Napi::Value Context::EvalBatch(const Napi::CallbackInfo& info) {
       if (e.logprobs >= 0) f.Fail("draft", "cannot be given with logprobs");
       // A recurrent state cannot drop the rejected drafts' steps.
       if (llama_model_is_recurrent(h->model->model) || llama_model_is_hybrid(h->model->model)) f.Fail("draft", "is not supported on recurrent or hybrid models");
+    }
+    outputs += 1 + e.draft;
+    if (outputs > h->n_outputs_max) {
+      f.Fail("draft", "makes the batch ask for more than the context's " + std::to_string(h->n_outputs_max) +
+                          " outputs (options.outputs: its sequences times one plus the most draft tokens)");
     }
     entries.push_back(std::move(e));
   }

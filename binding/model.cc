@@ -437,6 +437,8 @@ Napi::Value Model::Info(const Napi::CallbackInfo& info) {
   out.Set("hasEncoder", llama_model_has_encoder(m));
   out.Set("hasDecoder", llama_model_has_decoder(m));
   out.Set("recurrent", llama_model_is_recurrent(m));
+  ggml_backend_dev_t out_dev = m->dev_output();
+  out.Set("outputDevice", out_dev != nullptr ? ggml_backend_dev_name(out_dev) : "");
   const char* tmpl = llama_model_chat_template(m, nullptr);
   out.Set("chatTemplate", tmpl != nullptr ? Napi::Value(Napi::String::New(env, tmpl)) : env.Null());
   Napi::Object meta = Napi::Object::New(env);

@@ -118,7 +118,7 @@ llama_sampler* StageOf(const Fields& f, const ModelHandle& model, bool& selects,
 
 }  // namespace
 
-// new Sampler(model, { stages }): the chain applies the stages in the order given. Leading
+// new Sampler(model, { stages, backend }): the chain applies the stages in the order given. Leading
 // logitBias stages followed by greedy, or by a top-k of at most kMaxPrefilterK, are applied by
 // SampleToken itself (SamplerHandle::Mode); the chain then holds only the stages after them.
 Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(info) {
@@ -139,10 +139,24 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
     Napi::Value t = item.As<Napi::Object>().Get("type");
     return t.IsString() ? t.As<Napi::String>().Utf8Value() : std::string();
   };
+  // Backend sampling takes the whole chain into the graph: only the stages whose backend version
+  // needs no per-sequence output limit (penalties does: llama_sampler_penalties_backend_init).
+  const bool backend = Fields(args.Object(1, "options"), "options").Bool("backend");
+  if (backend) {
+    for (uint32_t i = 0; i < n; i++) {
+      const std::string t = type_at(i);
+      if (t != "logitBias" && t != "topK" && t != "topP" && t != "minP" && t != "temperature" && t != "dist" && t != "greedy") {
+        args.Fail("options.backend", "is true but stage " + std::to_string(i) + " (" + (t.empty() ? "?" : t) +
+                                         ") cannot run on the backend (only logitBias, topK, topP, minP, temperature, dist, greedy)");
+      }
+    }
+  }
   uint32_t head = 0;
-  while (head < n && type_at(head) == "logitBias") head++;
+  while (!backend && head < n && type_at(head) == "logitBias") head++;
   SamplerHandle::Mode mode = SamplerHandle::Mode::kChain;
-  if (head + 1 == n && type_at(head) == "greedy") {
+  if (backend) {
+    // kChain: llama_sampler_sample returns the token the graph sampled, or samples on the CPU.
+  } else if (head + 1 == n && type_at(head) == "greedy") {
     mode = SamplerHandle::Mode::kArgmax;
   } else if (head + 1 < n && type_at(head) == "topK") {
     Napi::Value k = stages.Get(head).As<Napi::Object>().Get("k");
@@ -178,6 +192,7 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
   }
   if (!selected) args.Fail("options.stages", "must end with a dist, mirostatV2 or greedy stage (the one that picks the token)");
   handle->mode = mode;
+  handle->backend = backend ? SamplerHandle::Backend::kWanted : SamplerHandle::Backend::kOff;
   if (mode == SamplerHandle::Mode::kChain) handle->biases.clear();
   std::stable_sort(handle->biases.begin(), handle->biases.end(),
                    [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });

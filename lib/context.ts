@@ -144,7 +144,7 @@ export class Context {
     const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
     const fit = budgeted ? await fitContextSize(model, o) : undefined;
     const contextSize = fit?.contextSize ?? (o.contextSize === undefined || o.contextSize === "auto" ? defaultContextSize(model.info.trainedContextSize) : o.contextSize);
-    const baton = contextBaton(o, contextSize, model.gpuLayers !== 0 && hasAccelerator());
+    const baton = contextBaton(o, contextSize, model.gpuLayers !== 0 && hasAccelerator(), draft?.maxDraftTokens ?? 0);
     const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
     let handle: NativeContext;
     try {

@@ -67,6 +67,11 @@ export interface GenerationResult {
   logprobs?: TokenLogprob[];
   /** On a context with a draft model: the tokens drafted for this generation and those accepted. */
   draft?: DraftStats;
+  /**
+   * Generated tokens the device sampled inside the decode (see `backendSampling`); the others
+   * were sampled on the CPU.
+   */
+  backendSampledTokens: number;
 }
 
 /** A generated token's log-probability, and the most likely tokens' at its position. */
@@ -267,6 +272,7 @@ export class GenerationJob {
   drafting = false;
   #drafted = 0;
   #accepted = 0;
+  #backendSampled = 0;
   #promptStart = 0;
   #promptMs = 0;
   #firstMs = 0;
@@ -418,6 +424,7 @@ export class GenerationJob {
       this.#genStartUs = r.doneUs;
       if (!this.#sampler || this.#options.maxTokens === 0) return this.finish("maxTokens");
     }
+    if (r.backend === true) this.#backendSampled++;
     if (r.eog || r.token === undefined) return this.finish("eog");
     if (r.logprob !== undefined) {
       const top = Array.from(r.topTokens ?? [], (token, i) => ({ token, logprob: r.topLogprobs?.[i] as number }));
@@ -492,6 +499,7 @@ export class GenerationJob {
       generatedTokensPerSecond: genMs > 0 && this.#generated > 1 ? ((this.#generated - 1) / genMs) * 1000 : 0,
       ...(this.#options.logprobs >= 0 ? { logprobs: this.#logprobs } : {}),
       ...(this.drafting ? { draft: { drafted: this.#drafted, accepted: this.#accepted } } : {}),
+      backendSampledTokens: this.#backendSampled,
     };
     const end = () => {
       this.queue.end(error === undefined ? undefined : { error });

@@ -99,6 +99,11 @@ export interface ModelInfo {
   slidingWindow: number;
   /** True for recurrent and hybrid models (their cache cannot shift positions). */
   recurrent: boolean;
+  /**
+   * The device that holds the output layer ("CPU", "CUDA0", …; "" without one, as for a
+   * vocabulary-only load): where logits are made, and where backend sampling runs.
+   */
+  outputDevice: string;
   /** True for encoder-decoder models; `hasDecoder` false for encoder-only ones. */
   hasEncoder: boolean;
   hasDecoder: boolean;

@@ -161,6 +161,8 @@ export const DEFAULTS = {
     /** Mirostat 2.0's target surprise and learning rate, when `mirostat` is on. */
     mirostatTau: 5,
     mirostatEta: 0.1,
+    /** Backend sampling where the output layer is on a GPU (see SamplingOptions.backendSampling). */
+    backendSampling: "auto" as boolean | "auto",
   },
 } as const;
 
@@ -217,6 +219,16 @@ export interface SamplingOptions {
   /** Mirostat's target surprise (default 5) and learning rate (default 0.1). */
   mirostatTau?: number;
   mirostatEta?: number;
+  /**
+   * Sample inside the decode, on the device that holds the output layer (llama.cpp's backend
+   * sampling), so that only the chosen token comes back instead of every logit. It applies when
+   * every stage in use has a device version: logitBias, topK, topP, minP, temperature and the
+   * draw or greedy pick (not penalties, DRY, XTC, typical, top-n-sigma, mirostat or a grammar),
+   * and not to a generation that asks for log-probabilities or verifies a draft; otherwise the CPU
+   * samples. "auto" (the default) turns it on when the output layer is on a GPU; `true` also on
+   * the CPU. A seeded draw on the device gives other text than the same seed on the CPU.
+   */
+  backendSampling?: boolean | "auto";
 }
 
 /** One logit bias: a token id, or a text whose tokens all get the bias. */
@@ -226,7 +238,7 @@ export type LogitBiasEntry = { readonly token: number; readonly bias: number } |
 export const SAMPLING_KEYS = [
   "temperature", "topK", "topP", "minP", "repeatPenalty", "repeatLastN", "frequencyPenalty", "presencePenalty", "seed",
   "logitBias", "dryMultiplier", "dryBase", "dryAllowedLength", "dryLastN", "drySequenceBreakers", "xtcProbability", "xtcThreshold",
-  "typicalP", "topNSigma", "mirostat", "mirostatTau", "mirostatEta",
+  "typicalP", "topNSigma", "mirostat", "mirostatTau", "mirostatEta", "backendSampling",
 ] as const;
 
 /** The sampling options set in `o`, so that unset ones do not override defaults given elsewhere. */
@@ -246,17 +258,22 @@ function intIn(value: number, name: string, min: number, max: number): number {
   return value;
 }
 
+/** The stages llama.cpp can run inside the decode's graph without a per-sequence output limit. */
+const BACKEND_STAGES: ReadonlySet<NativeSamplerStage["type"]> = new Set(["logitBias", "topK", "topP", "minP", "temperature", "dist", "greedy"]);
+
 /**
  * The sampler chain for `o`, in {@link SAMPLER_ORDER}: stages that are off are left out, and
- * temperature 0 is a greedy pick. @internal
+ * temperature 0 is a greedy pick. `contextSize` resolves DRY's -1; `outputOnAccelerator` (the
+ * output layer is on a GPU) turns "auto" backend sampling on. @internal
  */
 export function samplerBaton(
   o: SamplingOptions,
   vocabSize: number,
   grammar?: string,
   textBias?: readonly { token: number; bias: number }[],
-  contextSize: number = DEFAULTS.contextSizeCap,
+  where: { contextSize?: number; outputOnAccelerator?: boolean } = {},
 ): NativeSamplerOptions {
+  const contextSize = where.contextSize ?? DEFAULTS.contextSizeCap;
   const d = DEFAULTS.sampling;
   const temperature = numberIn(o.temperature ?? d.temperature, "temperature", 0, 100);
   const topK = intIn(o.topK ?? d.topK, "topK", 0, vocabSize);
@@ -310,7 +327,10 @@ export function samplerBaton(
   }
   if (mirostat) stages.push({ type: "mirostatV2", seed, tau: mirostatTau, eta: mirostatEta });
   if (temperature <= 0) stages.push({ type: "greedy" });
-  return { stages };
+  const backendSampling = o.backendSampling ?? d.backendSampling;
+  if (backendSampling !== true && backendSampling !== false && backendSampling !== "auto") invalidArgument('backendSampling must be true, false or "auto"');
+  const wanted = backendSampling === true || (backendSampling === "auto" && where.outputOnAccelerator === true);
+  return { stages, backend: wanted && stages.every((s) => BACKEND_STAGES.has(s.type)) };
 }
 
 /** Whether `logitBias` names tokens by text (they must be tokenized first, asynchronously). @internal */
@@ -404,9 +424,10 @@ function autoFlashAttention(gpuOffload: boolean, typeV: number): number {
 
 /**
  * The context baton for `o` at `contextSize` (already resolved from "auto"); `gpuOffload` says
- * whether any layer runs on a GPU, which decides flash attention's "auto". @internal
+ * whether any layer runs on a GPU, which decides flash attention's "auto"; `draftTokens` is the
+ * most draft tokens one sequence verifies in a batch (speculative decoding), 0 without. @internal
  */
-export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOffload: boolean): NativeContextOptions {
+export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOffload: boolean, draftTokens = 0): NativeContextOptions {
   if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument('contextSize must be a positive integer or "auto"');
   const fa = o.flashAttention ?? DEFAULTS.flashAttention;
   if (typeof fa !== "string" || !Object.hasOwn(FLASH_ATTENTION, fa)) invalidArgument('flashAttention must be "auto", "on" or "off"');
@@ -419,11 +440,12 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
   if (typeof pooling !== "string" || !Object.hasOwn(POOLING_TYPES, pooling)) invalidArgument(`pooling must be one of ${Object.keys(POOLING_TYPES).join(", ")}`);
   if (o.pooling !== undefined && !embeddings) invalidArgument("pooling applies to embedding contexts (embeddings: true)");
   const ubatchSize = intIn(o.ubatchSize ?? (embeddings ? batchSize : Math.min(batchSize, DEFAULTS.ubatchSizeCap)), "ubatchSize", 1, batchSize);
+  const sequences = intIn(o.sequences ?? DEFAULTS.sequences, "sequences", 1, 1 << 16);
   return {
     contextSize,
     batchSize,
     ubatchSize,
-    sequences: intIn(o.sequences ?? DEFAULTS.sequences, "sequences", 1, 1 << 16),
+    sequences,
     threads,
     threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
     flashAttention: fa === "auto" ? autoFlashAttention(gpuOffload, typeV) : FLASH_ATTENTION[fa],
@@ -437,6 +459,11 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
     kvUnified: embeddings ? embeddingsUnified(o.kvUnified) : boolOpt(o.kvUnified, "kvUnified", DEFAULTS.kvUnified),
     embeddings,
     pooling: POOLING_TYPES[pooling],
+    // A generating batch asks for the logits of each sequence's last token and its draft tokens
+    // only, so llama.cpp need not reserve a vocabulary-wide row for every token of a batch (17 MB
+    // of compute buffer for a 32k vocabulary at batch 512; 68 MB more with backend sampling). An
+    // embedding batch outputs every token. (The native side refuses a batch size below `sequences`.)
+    outputs: embeddings ? batchSize : Math.max(1, Math.min(batchSize, sequences * (1 + draftTokens))),
   };
 }
 

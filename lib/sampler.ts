@@ -5,6 +5,7 @@
 import { fromNative } from "./errors.js";
 import { native, type NativeSampler } from "./internal/native.js";
 import { nativeModel } from "./internal/handles.js";
+import { listDevices } from "./devices.js";
 import { samplerBaton, type SamplingOptions } from "./options.js";
 import type { Model } from "./model.js";
 
@@ -19,7 +20,7 @@ export class Sampler {
    * `logitBias` entries given by text, tokenized ({@link resolveTextBias}).
    */
   constructor(model: Model, o: SamplingOptions, grammar?: string, textBias?: readonly { token: number; bias: number }[], contextSize?: number) {
-    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, contextSize);
+    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, { contextSize, outputOnAccelerator: outputOnAccelerator(model) });
     try {
       this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {
@@ -30,6 +31,19 @@ export class Sampler {
   dispose(): void {
     this.native.dispose();
   }
+}
+
+const onAccelerator = new WeakMap<Model, boolean>();
+
+/** Whether the model's output layer is on a device other than the CPU (asked once per model). */
+function outputOnAccelerator(model: Model): boolean {
+  let on = onAccelerator.get(model);
+  if (on === undefined) {
+    const name = model.info.outputDevice;
+    on = name !== "" && listDevices().some((d) => d.name === name && d.type !== "cpu" && d.type !== "accel");
+    onAccelerator.set(model, on);
+  }
+  return on;
 }
 
 /** The `logitBias` entries given by text, as token ids: each of the text's tokens gets the bias. @internal */

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU figures of issue 11 on a CUDA machine: builds the addon and llama-bench against the same
 # ggml in one tree (build-cuda/), then times generation with the native loop against llama-bench
-# (scripts/bench-loop.mjs) and the throughput of a pool of 1, 4 and 8 sessions against one session
+# (scripts/bench-loop.mjs, with backend sampling and with CPU sampling) and the throughput of a pool of 1, 4 and 8 sessions against one session
 # alone (scripts/bench-sessions.mjs --parts pool), every layer offloaded.
 #
 #   LLAMEM_CUDA_ARCHS=90 bash scripts/bench-gpu.sh [out-dir]      (default out-dir: bench/results)
@@ -24,4 +24,5 @@ bench=$(find build-cuda -type f -name llama-bench -perm -u+x | head -n 1)
 export LLAMEM_BINARY="$root/build-cuda/Release/llamem.node"
 threads=(${LLAMEM_GPU_THREADS:+--threads "$LLAMEM_GPU_THREADS"})
 node scripts/bench-sessions.mjs --parts pool --gpu-layers 99 "${threads[@]}" --pool-tokens "${LLAMEM_GPU_POOL_TOKENS:-128}" --out "$out"
-node scripts/bench-loop.mjs --gpu-layers 99 "${threads[@]}" --llama-bench "$bench" --gen "${LLAMEM_GPU_GEN:-512}" --reps "${LLAMEM_GPU_REPS:-3}" --out "$out"
+# complete() twice: with the default ("auto": backend sampling on the GPU) and with CPU sampling.
+node scripts/bench-loop.mjs --gpu-layers 99 "${threads[@]}" --llama-bench "$bench" --gen "${LLAMEM_GPU_GEN:-512}" --reps "${LLAMEM_GPU_REPS:-3}" --sampling auto,cpu --out "$out"

@@ -7,8 +7,11 @@
 // child process of its own, interleaved over the repetitions.
 //
 //   npm run bench:loop -- [--model 1b:q4_0] [--gen 128] [--prompt 16] [--reps 3] [--threads N]
-//                         [--gpu-layers N] [--llama-bench PATH] [--out bench/results]
+//                         [--gpu-layers N] [--llama-bench PATH] [--sampling auto,cpu,backend]
+//                         [--out bench/results]
 //
+// --sampling lists the backendSampling settings complete() runs with: auto (the default: on where
+// the output layer is on a GPU), cpu (false) and backend (true, on the CPU too).
 // On a GPU build, --gpu-layers offloads the model (llama-bench gets the same -ngl); --llama-bench
 // names a llama-bench built from the same tree (LLAMEM_BUILD_TOOLS=1, scripts/bench-gpu.sh).
 //
@@ -36,7 +39,7 @@ async function child(spec) {
   const ctx = await model.createContext({ contextSize: spec.prompt + spec.gen + 16, threads: spec.threads, flashAttention: spec.fa });
   const prompt = Array.from({ length: spec.prompt }, (_, i) => 100 + ((i * 7919) % 20000));
   // Generation never ends early: end-of-generation is banned.
-  const o = { maxTokens: spec.gen, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }] };
+  const o = { maxTokens: spec.gen, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }], backendSampling: spec.backendSampling ?? "auto" };
   await ctx.complete(prompt, { ...o, maxTokens: 8 });
   const seq = ctx.sequence(0);
   await seq.clear();
@@ -67,13 +70,14 @@ async function main() {
       threads: { type: "string" },
       "gpu-layers": { type: "string", default: "0" },
       "llama-bench": { type: "string", default: defaultLlamaBench },
+      sampling: { type: "string", default: "auto" },
       out: { type: "string", default: join(root, "bench", "results") },
       help: { type: "boolean", short: "h", default: false },
     },
   });
   if (values.child) return child(JSON.parse(values.child));
   if (values.help) {
-    process.stdout.write("usage: node scripts/bench-loop.mjs [--model preset:type|file.gguf] [--gen N] [--prompt N] [--reps N] [--threads N] [--gpu-layers N] [--llama-bench PATH] [--out DIR]\n");
+    process.stdout.write("usage: node scripts/bench-loop.mjs [--model preset:type|file.gguf] [--gen N] [--prompt N] [--reps N] [--threads N] [--gpu-layers N] [--llama-bench PATH] [--sampling auto,cpu,backend] [--out DIR]\n");
     return;
   }
   const lib = await import(pathToFileURL(join(distLib, "index.js")).href);
@@ -93,7 +97,12 @@ async function main() {
   };
   const configs = [];
   for (const fa of ["off", "on"]) {
-    configs.push({ name: `llamem, native loop, complete(), FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps }).tg });
+    for (const sampling of values.sampling.split(",")) {
+      const backendSampling = { auto: "auto", cpu: false, backend: true }[sampling];
+      if (backendSampling === undefined) throw new Error(`--sampling: unknown setting ${sampling} (auto, cpu, backend)`);
+      const label = sampling === "auto" ? "" : sampling === "cpu" ? ", CPU sampling" : ", backend sampling";
+      configs.push({ name: `llamem, native loop, complete()${label}, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, backendSampling }).tg });
+    }
     configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }).tg });
     configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: false }).tg });
     configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => bench(fa) });

@@ -75,6 +75,8 @@ export interface NativeContextOptions {
   kvUnified: boolean;
   embeddings: boolean;
   pooling: number;
+  /** Logits rows one batch may ask for (llama_context_params.n_outputs_max). */
+  outputs: number;
 }
 
 /** One sequence's part of a batched decode. @internal */
@@ -122,6 +124,8 @@ export interface NativeBatchResult {
   doneUs: number;
   token?: number;
   eog?: boolean;
+  /** The token came from the backend sampler in the decode's graph (not sampled on the CPU). */
+  backend?: boolean;
   piece?: Buffer;
   logprob?: number;
   topTokens?: Int32Array;
@@ -186,6 +190,8 @@ export type NativeSamplerStage =
 /** @internal */
 export interface NativeSamplerOptions {
   stages: NativeSamplerStage[];
+  /** Sample in the decode's graph (llama_set_sampler); every stage must have a backend version. */
+  backend: boolean;
 }
 
 /** @internal */

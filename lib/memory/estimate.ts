@@ -175,7 +175,8 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
   const gpuLayers = options.gpuLayers ?? DEFAULTS.gpuLayers;
   if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
   const contextSize = options.contextSize ?? defaultContextSize(trainedContextSize);
-  const ctx = contextBaton(options, contextSize, gpuLayers !== 0 && hasAccelerator());
+  // A draft's verification asks for more outputs per batch: the default number of draft tokens.
+  const ctx = contextBaton(options, contextSize, gpuLayers !== 0 && hasAccelerator(), options.draft !== undefined ? DEFAULTS.draft.maxDraftTokens : 0);
   const load = loadBaton(options, { gpuLayers, loadMode: "mmap", repack: options.repack ?? DEFAULTS.repack, vocabOnly: false });
   let est: NativeEstimate;
   try {

@@ -46,6 +46,8 @@ describe("speculative decoding on the command line", () => {
     const b = JSON.parse(both.stdout) as { total: number; draft: number };
     expect(a.draft).toBe(0);
     expect(b.draft).toBe(a.total);
-    expect(b.total).toBe(2 * a.total);
+    // Doubled, but for the main context's logits rows of the drafts it verifies (bytes).
+    expect(b.total - 2 * a.total).toBeGreaterThanOrEqual(0);
+    expect(b.total - 2 * a.total).toBeLessThan(1 << 20);
   });
 });

@@ -81,6 +81,7 @@ const CONTEXT: NativeContextOptions = {
   kvUnified: false,
   embeddings: false,
   pooling: -1,
+  outputs: BATCH,
 };
 
 /** A wrong value of another type for each kind of field. */
@@ -129,7 +130,7 @@ describe("native arguments", () => {
     path = await tinyModel("f16");
     model = await native().Model.load(path, LOAD, null).promise;
     context = await native().Context.create(model, CONTEXT, null);
-    sampler = new (native().Sampler)(model, { stages: [{ type: "greedy" }] });
+    sampler = new (native().Sampler)(model, { stages: [{ type: "greedy" }], backend: false });
     tokens = await model.tokenize("Hello world, hello memory", true, false);
   });
 
@@ -155,7 +156,7 @@ describe("native arguments", () => {
       [
         "description", "size", "parameters", "trainedContextSize", "embeddingSize", "layers", "heads", "kvHeads",
         "slidingWindow", "vocabSize", "vocabType", "bos", "eos", "eot", "addBos", "addEos", "sep", "addSep", "hasEncoder", "hasDecoder",
-        "recurrent", "chatTemplate", "metadata",
+        "recurrent", "outputDevice", "chatTemplate", "metadata",
       ].sort(),
     );
   });
@@ -235,7 +236,7 @@ describe("native arguments", () => {
 
   it("Sampler takes the stages in order, each checked", async () => {
     const S = b().Sampler;
-    const make = (stages: unknown) => new S(model, { stages });
+    const make = (stages: unknown, backend = false) => new S(model, { stages, backend });
     const ok: NativeSamplerStage[] = [
       { type: "penalties", lastN: 64, repeat: 1.1, frequency: 0, presence: 0 },
       { type: "topK", k: 40 },
@@ -266,12 +267,17 @@ describe("native arguments", () => {
     await invalid(() => make(undefined));
     await invalid(() => new S(model, {}));
     await invalid(() => new S(model));
-    await invalid(() => new S({}, { stages: [{ type: "greedy" }] }));
+    await invalid(() => new S({}, { stages: [{ type: "greedy" }], backend: false }));
+    await eachFieldRequired({ stages: [{ type: "greedy" }], backend: false }, (o) => new S(model, o));
+    // Backend sampling takes only stages with a backend version that needs no output limit.
+    (make([{ type: "logitBias", entries: [{ token: 5, bias: 1 }] }, ...ok.slice(1)], true) as NativeSampler).dispose();
+    expect(await invalid(() => make(ok, true))).toMatch(/backend.*penalties/);
+    expect(await invalid(() => make([{ type: "typicalP", p: 0.9, minKeep: 1 }, { type: "greedy" }], true))).toMatch(/backend.*typicalP/);
   });
 
   /** The tokens a sampler of `stages` picks over `steps` decodes after the prompt, on a cleared sequence 0. */
   async function picks(stages: NativeSamplerStage[], steps: number): Promise<number[]> {
-    const s = new (native().Sampler)(model, { stages });
+    const s = new (native().Sampler)(model, { stages, backend: false });
     const got: number[] = [];
     try {
       context.clear();
@@ -344,6 +350,25 @@ describe("native arguments", () => {
       expect(await invalid(() => (model as Loose).applyChatTemplate(messages, true, bad))).toContain("template");
     }
     await invalid(() => (model as Loose).applyChatTemplate(messages, "yes", null));
+  });
+
+  it("a context reserves `outputs` logits rows, and a batch that asks for more is refused before llama.cpp's assert", async () => {
+    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, outputs: CONTEXT.sequences - 1 }, null))).toContain("outputs");
+    expect(await invalid(() => b().Context.create(model, { ...CONTEXT, outputs: BATCH + 1 }, null))).toContain("outputs");
+    const small: NativeContext = await native().Context.create(model, { ...CONTEXT, outputs: 3 }, null);
+    try {
+      const some = tokens.subarray(0, 4);
+      const entry: NativeBatchEntry = { seq: 0, tokens: some, sampler, accept: false, sample: true, logprobs: -1, draft: 2, steps: 1 };
+      // 3 rows for the draft entry, and 1 for each other sequence's entry.
+      const two = await small.evalBatch([entry], null);
+      expect(two[0]!.sampled!.length).toBeGreaterThanOrEqual(1);
+      small.clear();
+      const msg = await invalid(() => small.evalBatch([entry, { ...entry, seq: 1, sample: false, sampler: null, draft: 0 }], null));
+      expect(msg).toMatch(/more than the context's 3 outputs/);
+      expect(small.seqPosRange(0)).toEqual([-1, -1]);
+    } finally {
+      await small.dispose();
+    }
   });
 
   it("evalBatch checks every entry before anything is decoded", async () => {

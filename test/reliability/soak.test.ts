@@ -4,7 +4,7 @@
  * process with glibc's arena count and mmap threshold fixed (see the script: otherwise RSS climbs
  * in allocator steps that level off and hide what matters).
  *
- * Bounds, against what a leak would cost: one context holds ~8 MiB of KV cache and compute
+ * Bounds, against what a leak would cost: one context (8192 tokens) holds ~8 MiB of KV cache and compute
  * buffers, and a model with its context ~17 MiB of RSS (tiny preset, 32000-token vocabulary).
  * - contexts: RSS growth < 8 MiB over 500 cycles: a single leaked context, or 16 KiB per cycle,
  *   fails;

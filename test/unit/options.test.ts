@@ -33,6 +33,14 @@ describe("context baton", () => {
     expect(b.threadsBatch).toBe(b.threads);
   });
 
+  it("reserves logits rows for each sequence's last token and drafts, every token for embeddings", () => {
+    expect(contextBaton({}, 1024, false).outputs).toBe(DEFAULTS.sequences);
+    expect(contextBaton({ sequences: 4 }, 1024, false).outputs).toBe(4);
+    expect(contextBaton({ sequences: 4 }, 1024, false, 8).outputs).toBe(36);
+    expect(contextBaton({ sequences: 64, batchSize: 512 }, 4096, false, 16).outputs).toBe(512);
+    expect(contextBaton({ embeddings: true, batchSize: 256 }, 1024, false).outputs).toBe(256);
+  });
+
   it('resolves flashAttention "auto": off on the CPU, on for a quantized V cache, llama.cpp\'s choice with a GPU', () => {
     expect(contextBaton({}, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
     expect(contextBaton({ kvType: "bf16" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
@@ -74,6 +82,21 @@ describe("sampler baton", () => {
   it("is a greedy pick at temperature 0, after the penalties", () => {
     expect(samplerBaton({ temperature: 0 }, 1000).stages).toEqual([{ type: "greedy" }]);
     expect(samplerBaton({ temperature: 0, presencePenalty: 0.5 }, 1000).stages.map((s) => s.type)).toEqual(["penalties", "greedy"]);
+  });
+
+  it("asks for backend sampling when every stage has a backend version: by default where the output layer is on a GPU", () => {
+    const gpu = { outputOnAccelerator: true };
+    expect(samplerBaton({ temperature: 0 }, 1000).backend).toBe(false);
+    expect(samplerBaton({ temperature: 0 }, 1000, undefined, undefined, gpu).backend).toBe(true);
+    expect(samplerBaton({ seed: 1, logitBias: [{ token: 3, bias: 1 }] }, 1000, undefined, undefined, gpu).backend).toBe(true);
+    expect(samplerBaton({ temperature: 0, backendSampling: true }, 1000).backend).toBe(true);
+    expect(samplerBaton({ temperature: 0, backendSampling: false }, 1000, undefined, undefined, gpu).backend).toBe(false);
+    // Stages without one keep the chain on the CPU, whatever was asked.
+    expect(samplerBaton({ temperature: 0, repeatPenalty: 1.1, backendSampling: true }, 1000).backend).toBe(false);
+    expect(samplerBaton({ typicalP: 0.9, backendSampling: true }, 1000).backend).toBe(false);
+    expect(samplerBaton({ mirostat: true }, 1000, undefined, undefined, gpu).backend).toBe(false);
+    expect(samplerBaton({ temperature: 0 }, 1000, "root ::= \"a\"", undefined, gpu).backend).toBe(false);
+    expect(code(() => samplerBaton({ backendSampling: "yes" as never }, 1000))).toBe("ERR_INVALID_ARGUMENT");
   });
 
   it("refuses out-of-range values", () => {

@@ -6,8 +6,9 @@
 #
 #   LLAMEM_CUDA_ARCHS=90 bash scripts/bench-gpu.sh [out-dir]      (default out-dir: bench/results)
 #
-# LLAMEM_GPU_THREADS sets the CPU threads of both (default: llamem's defaultThreads()), and
-# LLAMEM_GPU_GEN, LLAMEM_GPU_REPS and LLAMEM_GPU_POOL_TOKENS the sizes.
+# LLAMEM_GPU_THREADS sets the CPU threads of both (default: llamem's defaultThreads()),
+# LLAMEM_GPU_GEN, LLAMEM_GPU_REPS and LLAMEM_GPU_POOL_TOKENS the sizes, and LLAMEM_GPU_PARTS which
+# benchmarks run (default "pool loop").
 #
 # Needs node, cmake, ninja, nvcc and a C++ compiler; `npx tsc -p tsconfig.json` must have built dist/.
 # Run it with nothing else on the machine.
@@ -23,6 +24,7 @@ echo "bench-gpu: built in $((SECONDS - t0)) s" >&2
 bench=$(find build-cuda -type f -name llama-bench -perm -u+x | head -n 1)
 export LLAMEM_BINARY="$root/build-cuda/Release/llamem.node"
 threads=(${LLAMEM_GPU_THREADS:+--threads "$LLAMEM_GPU_THREADS"})
-node scripts/bench-sessions.mjs --parts pool --gpu-layers 99 "${threads[@]}" --pool-tokens "${LLAMEM_GPU_POOL_TOKENS:-128}" --out "$out"
+parts=" ${LLAMEM_GPU_PARTS:-pool loop} "
+[[ $parts != *" pool "* ]] || node scripts/bench-sessions.mjs --parts pool --gpu-layers 99 "${threads[@]}" --pool-tokens "${LLAMEM_GPU_POOL_TOKENS:-128}" --out "$out"
 # complete() twice: with the default ("auto": backend sampling on the GPU) and with CPU sampling.
-node scripts/bench-loop.mjs --gpu-layers 99 "${threads[@]}" --llama-bench "$bench" --gen "${LLAMEM_GPU_GEN:-512}" --reps "${LLAMEM_GPU_REPS:-3}" --sampling auto,cpu --out "$out"
+[[ $parts != *" loop "* ]] || node scripts/bench-loop.mjs --gpu-layers 99 "${threads[@]}" --llama-bench "$bench" --gen "${LLAMEM_GPU_GEN:-512}" --reps "${LLAMEM_GPU_REPS:-3}" --sampling auto,cpu --out "$out"

@@ -556,6 +556,11 @@ export class Engine {
   #haltWanted = false;
   readonly stats: EngineStats = { steps: 0, batchedTokens: 0 };
 
+  /** Whether generations verify drafts (speculative decoding), which samples on the CPU. */
+  get drafts(): boolean {
+    return this.#ctx.drafter !== undefined;
+  }
+
   constructor(ctx: EngineContext) {
     this.#ctx = ctx;
   }

@@ -264,14 +264,15 @@ const BACKEND_STAGES: ReadonlySet<NativeSamplerStage["type"]> = new Set(["logitB
 /**
  * The sampler chain for `o`, in {@link SAMPLER_ORDER}: stages that are off are left out, and
  * temperature 0 is a greedy pick. `contextSize` resolves DRY's -1; `outputOnAccelerator` (the
- * output layer is on a GPU) turns "auto" backend sampling on. @internal
+ * output layer is on a GPU) turns "auto" backend sampling on, and `cpu` (the generation reads
+ * log-probabilities or verifies drafts, which need the CPU) keeps it off. @internal
  */
 export function samplerBaton(
   o: SamplingOptions,
   vocabSize: number,
   grammar?: string,
   textBias?: readonly { token: number; bias: number }[],
-  where: { contextSize?: number; outputOnAccelerator?: boolean } = {},
+  where: { contextSize?: number; outputOnAccelerator?: boolean; cpu?: boolean } = {},
 ): NativeSamplerOptions {
   const contextSize = where.contextSize ?? DEFAULTS.contextSizeCap;
   const d = DEFAULTS.sampling;
@@ -329,7 +330,7 @@ export function samplerBaton(
   if (temperature <= 0) stages.push({ type: "greedy" });
   const backendSampling = o.backendSampling ?? d.backendSampling;
   if (backendSampling !== true && backendSampling !== false && backendSampling !== "auto") invalidArgument('backendSampling must be true, false or "auto"');
-  const wanted = backendSampling === true || (backendSampling === "auto" && where.outputOnAccelerator === true);
+  const wanted = where.cpu !== true && (backendSampling === true || (backendSampling === "auto" && where.outputOnAccelerator === true));
   return { stages, backend: wanted && stages.every((s) => BACKEND_STAGES.has(s.type)) };
 }
 

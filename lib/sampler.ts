@@ -17,10 +17,12 @@ export class Sampler {
 
   /**
    * `grammar`: GBNF text with a `root` rule that the reply must follow. `textBias`: the
-   * `logitBias` entries given by text, tokenized ({@link resolveTextBias}).
+   * `logitBias` entries given by text, tokenized ({@link resolveTextBias}). `cpu`: the generation
+   * reads log-probabilities or verifies drafts, which only the CPU samples, so the chain is built
+   * for the CPU whatever `backendSampling` says.
    */
-  constructor(model: Model, o: SamplingOptions, grammar?: string, textBias?: readonly { token: number; bias: number }[], contextSize?: number) {
-    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, { contextSize, outputOnAccelerator: outputOnAccelerator(model) });
+  constructor(model: Model, o: SamplingOptions, grammar?: string, textBias?: readonly { token: number; bias: number }[], contextSize?: number, cpu = false) {
+    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, { contextSize, outputOnAccelerator: outputOnAccelerator(model), cpu });
     try {
       this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {

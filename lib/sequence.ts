@@ -294,13 +294,15 @@ export class Sequence {
     // given by text is tokenized first, so that sampler is built once the sequence is marked busy).
     const textBias = checked.maxTokens > 0 && hasTextBias(options.logitBias);
     const window = this.#inner.context.info.sequenceContextSize;
-    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar, undefined, window) : undefined;
+    // Log-probabilities and drafts are sampled on the CPU: the chain is built for it then.
+    const cpu = checked.logprobs >= 0 || this.#inner.engine.drafts;
+    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar, undefined, window, cpu) : undefined;
     this.#busy = true;
     try {
       if (textBias && sampler) {
         sampler.dispose();
         sampler = undefined;
-        sampler = new Sampler(model, options, checked.grammar, await resolveTextBias(model, options), window);
+        sampler = new Sampler(model, options, checked.grammar, await resolveTextBias(model, options), window, cpu);
       }
       const tokens = ids ?? (await model.tokenizeRaw(prompt as string, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false }));
       if (tokens.length === 0) invalidArgument("the prompt is empty");

@@ -65,6 +65,16 @@ describe("backend sampling", () => {
     }
   });
 
+  it("a context that verifies drafts samples on the CPU", async () => {
+    const greedy = (await run({ temperature: 0, backendSampling: false })).ids;
+    await using drafting = await model.createContext({ contextSize: 512, threads: 1, draft: { model, maxDraftTokens: 4, minProbability: 0 } });
+    const ids: number[] = [];
+    const r = await drafting.complete(prompt, { maxTokens: 8, temperature: 0, backendSampling: true, onToken: (t) => ids.push(t) });
+    expect(r.draft?.drafted).toBeGreaterThan(0);
+    expect(r.backendSampledTokens).toBe(0);
+    expect(ids).toEqual(greedy);
+  });
+
   it("a sequence goes from device to CPU sampling and back, and two sequences sample on the device in one batch", async () => {
     const greedy = (await run({ temperature: 0, backendSampling: false })).ids;
     for (const backendSampling of [true, false, true, true]) {

@@ -91,6 +91,8 @@ describe("sampler baton", () => {
     expect(samplerBaton({ seed: 1, logitBias: [{ token: 3, bias: 1 }] }, 1000, undefined, undefined, gpu).backend).toBe(true);
     expect(samplerBaton({ temperature: 0, backendSampling: true }, 1000).backend).toBe(true);
     expect(samplerBaton({ temperature: 0, backendSampling: false }, 1000, undefined, undefined, gpu).backend).toBe(false);
+    // A generation that reads log-probabilities or verifies drafts samples on the CPU.
+    expect(samplerBaton({ temperature: 0, backendSampling: true }, 1000, undefined, undefined, { ...gpu, cpu: true }).backend).toBe(false);
     // Stages without one keep the chain on the CPU, whatever was asked.
     expect(samplerBaton({ temperature: 0, repeatPenalty: 1.1, backendSampling: true }, 1000).backend).toBe(false);
     expect(samplerBaton({ typicalP: 0.9, backendSampling: true }, 1000).backend).toBe(false);

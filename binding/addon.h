@@ -12,8 +12,9 @@
 namespace llamem {
 
 // The version of the contract between this binary and lib/ (NATIVE_API_VERSION in
-// lib/internal/native.ts): 2 added evalBatch's loop and haltLoop, 3 the loop's `stream`.
-constexpr int32_t kApiVersion = 3;
+// lib/internal/native.ts): 2 added evalBatch's loop and haltLoop, 3 the loop's `stream`, 4 the
+// context's `outputs`, the sampler's `backend`, the results' `backend`, `outputDevice` and park().
+constexpr int32_t kApiVersion = 4;
 
 // Anything that owns llama.cpp objects and must be closed at environment teardown.
 class Closable {

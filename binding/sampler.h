@@ -42,11 +42,13 @@ struct SamplerHandle {
   }
 };
 
-// The token the stages pick at batch index `idx`, accepted by the chain: llama_sampler_sample,
-// or for kArgmax and kTopK a read of the logits themselves. The n_vocab entries that
+// The token the stages pick at batch index `idx`, accepted by the chain: the token the graph
+// sampled (Backend::kAttached), llama_sampler_sample, or for kArgmax and kTopK a read of the
+// logits themselves. The n_vocab entries that
 // llama_sampler_sample writes first cost ~70 µs a token at 32k tokens (the array is cold after a
 // decode), most of llamem's per-token overhead over llama-bench on a GPU.
-llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx);
+// With `backend`, says whether the token is the one the decode's graph sampled (backend sampling).
+llama_token SampleToken(SamplerHandle& s, llama_context* ctx, int32_t idx, bool* backend = nullptr);
 
 class Sampler : public Napi::ObjectWrap<Sampler> {
  public:

@@ -144,6 +144,8 @@ export interface NativeContext {
   evalBatch(entries: NativeBatchEntry[], loop: NativeLoop): Promise<undefined>;
   /** A loop in flight stops after its current step. */
   haltLoop(): void;
+  /** Puts the context's CPU threads to sleep (the engine calls it, through the queue, when it has no more work). */
+  park(): void;
   /** Each entry's pooled vector (an embedding context). */
   embedBatch(entries: { seq: number; tokens: Int32Array }[]): Promise<Float32Array[]>;
   abort(): void;
@@ -216,7 +218,7 @@ export interface NativeSystemInfo {
  * The contract version this lib/ expects of the binary (kApiVersion in binding/addon.h): a
  * binary built for another one is refused at load. @internal
  */
-export const NATIVE_API_VERSION = 3;
+export const NATIVE_API_VERSION = 4;
 
 /** @internal */
 export interface NativeBinding {

@@ -273,17 +273,6 @@ export function resolveMemory(o: MemoryOptions = {}): ResolvedMemory {
   };
 }
 
-/** The prompt budget in tokens for a sequence of `contextSize` tokens and replies of `maxTokens`. @internal */
-export function budgetTokens(memory: ResolvedMemory, contextSize: number, maxTokens: number): number {
-  const b = memory.budget;
-  const tokens = b === undefined ? contextSize - maxTokens - 16 : b < 1 ? Math.floor(b * contextSize) : b;
-  if (tokens < 1) {
-    invalidArgument(`the prompt budget is ${tokens} tokens: the sequence holds ${contextSize} and a reply takes up to ${maxTokens}; set memory.budget or a smaller maxTokens`);
-  }
-  // A prompt must leave room for at least one generated token.
-  return Math.min(tokens, contextSize - 1);
-}
-
 /** Whether `m` has the shape of a {@link SessionMessage} (for data read back from files). @internal */
 export function isSessionMessage(m: unknown): m is SessionMessage {
   if (typeof m !== "object" || m === null) return false;

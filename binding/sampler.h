@@ -31,7 +31,7 @@ struct SamplerHandle {
   std::vector<llama_token_data> candidates;  // kTopK's array, reused token to token
   // Backend sampling (options.backend): the whole chain joins the decode's graph on the device
   // of the output layer (llama_set_sampler), and only the sampled token comes back, not the
-  // n_vocab logits. kWanted: not attached yet. kAttached: attached to `seq` of one context.
+  // n_vocab logits. kWanted: not attached yet. kAttached: attached to one sequence of one context.
   // kSpent: attached once and since detached, or refused; llama.cpp initializes a chain's backend
   // state only once (a second llama_sampler_chain_backend_init is a GGML_ASSERT), so from then on
   // it samples on the CPU.

@@ -229,7 +229,8 @@ export interface SamplingOptions {
    * draw or greedy pick (not penalties, DRY, XTC, typical, top-n-sigma, mirostat or a grammar),
    * and not to a generation that asks for log-probabilities or verifies a draft; otherwise the CPU
    * samples. "auto" (the default) turns it on when the output layer is on a GPU; `true` also on
-   * the CPU. A seeded draw on the device gives other text than the same seed on the CPU.
+   * the CPU. A seed repeats its text on the same device; the device's draw is llama.cpp's backend
+   * version, so it need not give the CPU's text for the same seed.
    */
   backendSampling?: boolean | "auto";
 }

@@ -13,7 +13,7 @@ namespace llamem {
 
 // The version of the contract between this binary and lib/ (NATIVE_API_VERSION in
 // lib/internal/native.ts): 2 added evalBatch's loop and haltLoop, 3 the loop's `stream`, 4 the
-// context's `outputs`, the sampler's `backend`, the results' `backend`, `outputDevice` and park().
+// context's `outputs`, the sampler's `backend`, the results' `backend` and `outputDevice`.
 constexpr int32_t kApiVersion = 4;
 
 // Anything that owns llama.cpp objects and must be closed at environment teardown.

@@ -214,7 +214,6 @@ void Context::Init(Napi::Env env, Napi::Object exports, Addon& addon) {
       InstanceMethod("info", &Context::Info),
       InstanceMethod("abort", &Context::Abort),
       InstanceMethod("haltLoop", &Context::HaltLoop),
-      InstanceMethod("park", &Context::Park),
       InstanceMethod("seqPosRange", &Context::SeqPosRange),
       InstanceMethod("seqRemove", &Context::SeqRemove),
       InstanceMethod("seqShift", &Context::SeqShift),
@@ -427,18 +426,6 @@ Napi::Value Context::HaltLoop(const Napi::CallbackInfo& info) {
   CheckTag(info.Env(), info.This(), kTag, "Context");
   if (handle_) handle_->halt.store(true);
   return info.Env().Undefined();
-}
-
-// park(): puts the context's ggml workers to sleep now (ThreadPools::Park). lib/'s engine calls
-// it through the context's queue once it has no more work, so nothing is in flight; if something
-// is (the lock is taken), the workers are left to ggml's own polling, which ends in a sleep too.
-// Never blocks: ggml_threadpool_pause only sets a flag under the pool's lock.
-Napi::Value Context::Park(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto h = Live(env, info);
-  std::unique_lock<std::mutex> lock(h->mu, std::try_to_lock);
-  if (lock.owns_lock() && h->pools) h->pools->Park();
-  return env.Undefined();
 }
 
 Napi::Value Context::SeqPosRange(const Napi::CallbackInfo& info) {

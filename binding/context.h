@@ -117,7 +117,6 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value Info(const Napi::CallbackInfo& info);
   Napi::Value Abort(const Napi::CallbackInfo& info);
   Napi::Value HaltLoop(const Napi::CallbackInfo& info);
-  Napi::Value Park(const Napi::CallbackInfo& info);
   Napi::Value SeqPosRange(const Napi::CallbackInfo& info);
   Napi::Value SeqRemove(const Napi::CallbackInfo& info);
   Napi::Value SeqShift(const Napi::CallbackInfo& info);

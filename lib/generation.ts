@@ -617,9 +617,6 @@ export class Engine {
       // Reset in the same tick as the last check of #jobs, so a job added after it starts a new loop.
       this.#running = false;
     }
-    // Nothing left to decode: ggml's workers sleep now instead of polling a core for the next
-    // graph. Between the calls of a generation they stay awake (evalBatch does not park them).
-    if (this.#jobs.length === 0) void this.#ctx.enqueue(() => this.#ctx.native.park()).catch(() => undefined);
   }
 
   /**

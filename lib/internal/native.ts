@@ -144,8 +144,6 @@ export interface NativeContext {
   evalBatch(entries: NativeBatchEntry[], loop: NativeLoop): Promise<undefined>;
   /** A loop in flight stops after its current step. */
   haltLoop(): void;
-  /** Puts the context's CPU threads to sleep (the engine calls it, through the queue, when it has no more work). */
-  park(): void;
   /** Each entry's pooled vector (an embedding context). */
   embedBatch(entries: { seq: number; tokens: Int32Array }[]): Promise<Float32Array[]>;
   abort(): void;

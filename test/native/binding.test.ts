@@ -147,7 +147,6 @@ describe("native arguments", () => {
     expect((sampler as Loose).reset).toBeUndefined();
     expect(typeof ctx.evalBatch).toBe("function");
     expect(typeof ctx.haltLoop).toBe("function");
-    expect(typeof ctx.park).toBe("function");
     // The version lib/ checks at load, so a stale binary is refused instead of misread.
     expect(native().apiVersion).toBe(NATIVE_API_VERSION);
   });

@@ -5,7 +5,7 @@
  * checks that the device did sample (`backendSampledTokens`) and picked what the CPU picks.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadModel, type Context, type GenerateOptions, type Model } from "../../lib/index.js";
+import { createPool, loadModel, type Context, type GenerateOptions, type Model } from "../../lib/index.js";
 import { tinyModel } from "../helpers/models.js";
 
 let model: Model;
@@ -85,6 +85,32 @@ describe("backend sampling", () => {
     expect(both).toEqual([{ ids: greedy, backend: 8 }, { ids: greedy, backend: 8 }]);
     const mixed = await Promise.all([run({ temperature: 0, backendSampling: false }, 0), run({ temperature: 0, logprobs: 1, backendSampling: true }, 1)]);
     expect(mixed).toEqual([{ ids: greedy, backend: 0 }, { ids: greedy, backend: 0 }]);
+  });
+
+  it("a pool of 4 sessions on 2 sequences (spilling) replies as with CPU sampling", async () => {
+    const chat = async (backendSampling: boolean) => {
+      await using pooled = await model.createContext({ contextSize: 2048, sequences: 2, threads: 1 });
+      await using pool = createPool(pooled);
+      const sessions = await Promise.all([0, 1, 2, 3].map((i) => pool.createSession({ temperature: 0, backendSampling, system: `You are assistant ${i}.` })));
+      const texts: string[] = [];
+      let device = 0;
+      let generated = 0;
+      for (let turn = 0; turn < 3; turn++) {
+        for (const r of await Promise.all(sessions.map((s, i) => s.respond(`turn ${turn} from ${i}`, { maxTokens: 6 })))) {
+          texts.push(r.text);
+          device += r.generation.backendSampledTokens;
+          generated += r.generation.generatedTokens;
+        }
+      }
+      const stats = await pool.stats();
+      return { texts, device, generated, spilled: stats.spilledMemory + stats.spilledDisk };
+    };
+    const cpu = await chat(false);
+    const dev = await chat(true);
+    expect(cpu.spilled).toBeGreaterThan(0);
+    expect(cpu.device).toBe(0);
+    expect(cpu.generated).toBeGreaterThan(12);
+    expect(dev).toEqual({ texts: cpu.texts, device: cpu.generated, generated: cpu.generated, spilled: cpu.spilled });
   });
 
   it("costs no compute memory: the context reserves logits rows for its sequences only", async () => {

@@ -220,7 +220,7 @@ class EvalBatchWorker : public PromiseWorker {
     if (ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
     // Parked when the call ends, however it ends. Left awake between the calls of a generation,
     // ggml's polling workers took the cores while the JS thread queued the next call: on 2 cores
-    // that call then blocked the JS thread for 2-6 ms (uv_queue_work), against 0.1 ms parked.
+    // that call then blocked the JS thread for 1.5-6.7 ms (uv_queue_work), against 0.1 ms parked.
     ParkOnExit park{h_->pools};
     llama_memory_t mem = llama_get_memory(ctx);
     const int64_t t_start = llama_time_us();

@@ -151,14 +151,14 @@ Sampler::Sampler(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Sampler>(inf
       }
     }
   }
+  // A backend chain stays whole (kChain, no head): the graph runs all of it, and so does the CPU
+  // when it samples instead.
   uint32_t head = 0;
   while (!backend && head < n && type_at(head) == "logitBias") head++;
   SamplerHandle::Mode mode = SamplerHandle::Mode::kChain;
-  if (backend) {
-    // kChain: llama_sampler_sample returns the token the graph sampled, or samples on the CPU.
-  } else if (head + 1 == n && type_at(head) == "greedy") {
+  if (!backend && head + 1 == n && type_at(head) == "greedy") {
     mode = SamplerHandle::Mode::kArgmax;
-  } else if (head + 1 < n && type_at(head) == "topK") {
+  } else if (!backend && head + 1 < n && type_at(head) == "topK") {
     Napi::Value k = stages.Get(head).As<Napi::Object>().Get("k");
     const double kv = k.IsNumber() ? k.As<Napi::Number>().DoubleValue() : 0;
     if (kv >= 1 && kv <= SamplerHandle::kMaxPrefilterK && kv == static_cast<int32_t>(kv)) {

@@ -25,9 +25,14 @@ export function listDevices(): Device[] {
   }
 }
 
-/** True when layers can be offloaded from the CPU: a GPU, an integrated GPU or an RPC server. @internal */
+/** Whether layers on `d` are offloaded from the CPU: a GPU, an integrated GPU or an RPC server. @internal */
+export function isAccelerator(d: Device): boolean {
+  return d.type === "gpu" || d.type === "igpu" || d.backend === "RPC";
+}
+
+/** True when layers can be offloaded from the CPU (some device {@link isAccelerator}). @internal */
 export function hasAccelerator(): boolean {
-  return listDevices().some((d) => d.type === "gpu" || d.type === "igpu" || d.backend === "RPC");
+  return listDevices().some(isAccelerator);
 }
 
 /** The CPU backend this process runs, as `llamem devices` names it. @internal */

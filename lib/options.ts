@@ -468,7 +468,7 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
     // only, so llama.cpp need not reserve a vocabulary-wide row for every token of a batch (17 MB
     // of compute buffer for a 32k vocabulary at batch 512; 68 MB more with backend sampling). An
     // embedding batch outputs every token. (The native side refuses a batch size below `sequences`.)
-    outputs: embeddings ? batchSize : Math.max(1, Math.min(batchSize, sequences * (1 + draftTokens))),
+    outputs: embeddings ? batchSize : Math.min(batchSize, sequences * (1 + draftTokens)),
   };
 }
 

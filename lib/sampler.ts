@@ -5,7 +5,7 @@
 import { fromNative } from "./errors.js";
 import { native, type NativeSampler } from "./internal/native.js";
 import { nativeModel } from "./internal/handles.js";
-import { listDevices } from "./devices.js";
+import { isAccelerator, listDevices } from "./devices.js";
 import { samplerBaton, type SamplingOptions } from "./options.js";
 import type { Model } from "./model.js";
 
@@ -17,12 +17,12 @@ export class Sampler {
 
   /**
    * `grammar`: GBNF text with a `root` rule that the reply must follow. `textBias`: the
-   * `logitBias` entries given by text, tokenized ({@link resolveTextBias}). `cpu`: the generation
-   * reads log-probabilities or verifies drafts, which only the CPU samples, so the chain is built
-   * for the CPU whatever `backendSampling` says.
+   * `logitBias` entries given by text, tokenized ({@link resolveTextBias}). `contextSize`
+   * resolves DRY's -1. `cpu`: the generation reads log-probabilities or verifies drafts, which
+   * only the CPU samples, so the chain is built for the CPU whatever `backendSampling` says.
    */
-  constructor(model: Model, o: SamplingOptions, grammar?: string, textBias?: readonly { token: number; bias: number }[], contextSize?: number, cpu = false) {
-    const baton = samplerBaton(o, model.info.vocabSize, grammar, textBias, { contextSize, outputOnAccelerator: outputOnAccelerator(model), cpu });
+  constructor(model: Model, o: SamplingOptions, x: { grammar?: string; textBias?: readonly { token: number; bias: number }[]; contextSize?: number; cpu?: boolean } = {}) {
+    const baton = samplerBaton(o, model.info.vocabSize, x.grammar, x.textBias, { contextSize: x.contextSize, outputOnAccelerator: outputOnAccelerator(model), cpu: x.cpu });
     try {
       this.native = new (native().Sampler)(nativeModel(model), baton);
     } catch (err) {
@@ -42,7 +42,7 @@ function outputOnAccelerator(model: Model): boolean {
   let on = onAccelerator.get(model);
   if (on === undefined) {
     const name = model.info.outputDevice;
-    on = name !== "" && listDevices().some((d) => d.name === name && d.type !== "cpu" && d.type !== "accel");
+    on = name !== "" && listDevices().some((d) => d.name === name && isAccelerator(d));
     onAccelerator.set(model, on);
   }
   return on;

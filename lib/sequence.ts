@@ -296,13 +296,13 @@ export class Sequence {
     const window = this.#inner.context.info.sequenceContextSize;
     // Log-probabilities and drafts are sampled on the CPU: the chain is built for it then.
     const cpu = checked.logprobs >= 0 || this.#inner.engine.drafts;
-    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, checked.grammar, undefined, window, cpu) : undefined;
+    let sampler = checked.maxTokens > 0 ? new Sampler(model, options, { grammar: checked.grammar, contextSize: window, cpu }) : undefined;
     this.#busy = true;
     try {
       if (textBias && sampler) {
         sampler.dispose();
         sampler = undefined;
-        sampler = new Sampler(model, options, checked.grammar, await resolveTextBias(model, options), window, cpu);
+        sampler = new Sampler(model, options, { grammar: checked.grammar, textBias: await resolveTextBias(model, options), contextSize: window, cpu });
       }
       const tokens = ids ?? (await model.tokenizeRaw(prompt as string, { addSpecial: options.addSpecial ?? true, parseSpecial: options.parseSpecial ?? false }));
       if (tokens.length === 0) invalidArgument("the prompt is empty");

@@ -131,7 +131,7 @@ export class Drafter {
   static async create(o: CheckedDraftOptions, baton: NativeContextOptions, target: NativeContext): Promise<Drafter> {
     // The draft's own pick (greedy, no penalties): it guesses what the target most likely says.
     // Drafts read the top token's probability (logprobs), which only the CPU samples give.
-    const sampler = new Sampler(o.model, { temperature: 0, repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, dryMultiplier: 0 }, undefined, undefined, undefined, true);
+    const sampler = new Sampler(o.model, { temperature: 0, repeatPenalty: 1, frequencyPenalty: 0, presencePenalty: 0, dryMultiplier: 0 }, { cpu: true });
     try {
       const handle = await native().Context.create(nativeModel(o.model), { ...baton, embeddings: false }, target);
       return new Drafter(handle, sampler, o, baton.sequences, handle.info().batchSize);

@@ -22,7 +22,7 @@ import os from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { benchModel, median } from "./bench-models.mjs";
+import { benchModel, gpuDescription, median } from "./bench-models.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const self = fileURLToPath(import.meta.url);
@@ -125,7 +125,7 @@ async function main() {
     return { name: c.name, tg: t, vsLlamaBench: t !== undefined && ref !== undefined ? t / ref : undefined, samples: samples[c.name] };
   });
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
-  const gpu = gpuLayers > 0 ? lib.listDevices().find((d) => d.type === "gpu")?.description : undefined;
+  const gpu = gpuDescription(lib, gpuLayers);
   const where = gpu ? `${gpu}, ${gpuLayers} GPU layers` : `${threads} threads, ${cpu}`;
   const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length, gpu }, model: values.model, threads, gpuLayers, gen, promptTokens, maxSteps, reps, rows };
   const fmt = (x, d = 1) => (x === undefined ? "–" : x.toFixed(d));

@@ -12,6 +12,11 @@ export function median(xs) {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
+/** The GPU a run with `gpuLayers` offloaded used (the first one listed), for its report; undefined without. */
+export function gpuDescription(lib, gpuLayers) {
+  return gpuLayers > 0 ? lib.listDevices().find((d) => d.type === "gpu")?.description : undefined;
+}
+
 /** A model path: `file.gguf` as given, or `preset:type` (seed 1) written to bench/work/ if not there yet. */
 export async function benchModel(spec) {
   if (spec.endsWith(".gguf")) return spec;

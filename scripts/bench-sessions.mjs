@@ -35,6 +35,7 @@ import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { execFileSync } from "node:child_process";
+import { gpuDescription } from "./bench-models.mjs";
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const selfScript = fileURLToPath(import.meta.url);
@@ -609,7 +610,7 @@ async function main() {
     model: { id: model.id, label: model.label, path: relative(root, model.path), fileSize: model.fileSize, synthetic: model.synthetic },
     machine: {
       cpuModel: os.cpus()[0]?.model?.trim() ?? "unknown CPU",
-      gpu: settings.gpuLayers > 0 ? (await importLib()).listDevices().find((d) => d.type === "gpu")?.description : undefined,
+      gpu: gpuDescription(await importLib(), settings.gpuLayers),
       logicalCpus: os.availableParallelism(),
       memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
       os: `${os.type()} ${os.release()} ${os.arch()}`,

@@ -8,7 +8,7 @@
 import type { Context } from "../context.js";
 import type { Sequence } from "../sequence.js";
 import type { SessionMessage } from "./memory.js";
-import { commonPrefix, type Rendered } from "./render.js";
+import { commonPrefix, keyOf, type Rendered } from "./render.js";
 
 /** Copying another sequence's cells pays off only for a prefix at least this long. */
 const MIN_SHARED_PREFIX = 16;
@@ -82,7 +82,7 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
   const prompt = r.tokens;
   const max = prompt.length - 1;
   const cached = seq.tokens;
-  const keys = new Set(r.items.map((it) => it.key));
+  const keys = new Set(r.items.map(keyOf));
   const valid = before !== undefined && sameTokens(before.tokens, cached);
   const gone = valid ? before.items.filter((it) => !keys.has(it.key)) : [];
   const run = valid && o.shift && seq.context.info.canShift ? insertedRun(r, before) : undefined;
@@ -132,7 +132,7 @@ export async function fitCache(seq: Sequence, r: Rendered, before: Layout | unde
   let keptEnd = 0;
   r.items.forEach((it, i) => {
     const span = r.spans[i];
-    if (span && kept.has(it.key)) keptEnd = span.end;
+    if (span && kept.has(keyOf(it))) keptEnd = span.end;
   });
   const reevaluatedTokens = Math.max(0, keptEnd - reused);
   return { kvReused: reevaluatedTokens === 0, reevaluatedTokens };
@@ -150,7 +150,7 @@ function insertedRun(r: Rendered, before: Layout): { start: number; end: number 
   for (const [i, it] of r.items.entries()) {
     const span = r.spans[i];
     if (!span) return undefined;
-    if (had.has(it.key)) {
+    if (had.has(keyOf(it))) {
       if (run) keptAfter = true;
       continue;
     }
@@ -220,7 +220,7 @@ export function layoutAfter(r: Rendered, reply: SessionMessage, tokens: readonly
       complete = false;
       return;
     }
-    items.push({ key: it.key, start: span.start, end: span.end, prompt: true });
+    items.push({ key: keyOf(it), start: span.start, end: span.end, prompt: true });
     end = span.end;
   });
   // The reply's message starts with the assistant header that closes the prompt.

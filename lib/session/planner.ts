@@ -8,7 +8,7 @@
  */
 import { invalidArgument } from "../errors.js";
 import type { ResolvedMemory, SessionMessage, Turn } from "./memory.js";
-import type { Rendered, RenderItem, Span } from "./render.js";
+import { keyOf, type Rendered, type RenderItem, type Span } from "./render.js";
 
 /** A turn of the history as the planner sees it. */
 export interface TurnFacts {
@@ -83,13 +83,13 @@ export function describeTurns(turns: readonly Turn[], rendered: Rendered, isPinn
         let span: Span | undefined;
         if (!byKey) {
           let k = next;
-          while (k < items.length && (items[k] as RenderItem).key !== m) k++;
+          while (k < items.length && keyOf(items[k] as RenderItem) !== m) k++;
           if (k < items.length) {
             span = spans[k];
             next = k + 1;
           } else {
             byKey = new Map();
-            for (let j = 0; j < items.length; j++) byKey.set((items[j] as RenderItem).key, spans[j]);
+            for (let j = 0; j < items.length; j++) byKey.set(keyOf(items[j] as RenderItem), spans[j]);
           }
         }
         if (byKey) span = byKey.get(m);

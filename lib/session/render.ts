@@ -7,10 +7,18 @@ import type { ChatMessage, ChatTemplateOptions, Model } from "../model.js";
 import { checkTemplateOptions, isJinja, renderChatInSlices, StagedChat, templateContextOf, withBos } from "../chat/template.js";
 import type { LlamemError } from "../errors.js";
 
-/** A message to render, with the identity the session tracks it by. */
+/**
+ * A message to render. A render tracks it by its identity ({@link keyOf}): the item itself (a
+ * history entry renders as it is), or `key` for an item built for one render (the system,
+ * summary or recalled message; an entry rendered without its reasoning).
+ */
 export interface RenderItem extends Readonly<ChatMessage> {
-  /** Identity of the message across renders (the history entry, the system or summary message). */
-  readonly key: object;
+  readonly key?: object;
+}
+
+/** The identity a render tracks `item` by, the same across renders. */
+export function keyOf(item: RenderItem): object {
+  return item.key ?? item;
 }
 
 /** How a session's messages are formatted: the template, and what it is told besides the messages. */
@@ -27,16 +35,17 @@ export function messageOf(m: Readonly<ChatMessage>): ChatMessage {
 }
 
 /**
- * The item of message `m`, keyed by it, with its reasoning only when `withReasoning`: the fields
- * messageOf copies (the reasoning last), built in one object (a session builds one for every
- * message of its history on every render).
+ * The item of message `m`, with its reasoning only when `withReasoning`: `m` itself where it has
+ * none to leave out (a session renders every message of its history on every render, and an
+ * object per message made a 10,000-message history's first render copy them all in a scavenge),
+ * else a copy keyed by `m`, without it.
  */
 export function itemOf(m: Readonly<ChatMessage>, withReasoning: boolean): RenderItem {
+  if (withReasoning || m.reasoning === undefined) return m;
   const it: ChatMessage & { key: object } = { key: m, role: m.role, content: m.content };
   if (m.toolCalls !== undefined) it.toolCalls = m.toolCalls;
   if (m.toolCallId !== undefined) it.toolCallId = m.toolCallId;
   if (m.name !== undefined) it.name = m.name;
-  if (withReasoning && m.reasoning !== undefined) it.reasoning = m.reasoning;
   return it;
 }
 
@@ -403,7 +412,7 @@ export class Renderer {
       const first = i === 0;
       at += text.length;
       byteAt += Buffer.byteLength(text);
-      const c = this.#cache.get(item.key);
+      const c = this.#cache.get(keyOf(item));
       let length: number;
       if (c && c.pieceText === text && c.pieceFirst === first && matchesAt(raw, pos, c.buffer, c.start, c.length)) length = c.length;
       else {
@@ -483,7 +492,7 @@ export class Renderer {
     for (let i = 0; i < items.length; i++) {
       if ((i & 255) === 0 && slicer.due()) await slicer.pause();
       const it = items[i] as RenderItem;
-      const c = this.#cache.get(it.key);
+      const c = this.#cache.get(keyOf(it));
       if (c && c.text !== undefined && c.textFirst === (i === 0) && sameFields(c, it)) known[i] = c.text;
       else unknown.push(i);
     }
@@ -589,10 +598,11 @@ export class Renderer {
 
   /** The record of `item`'s message, a new one (knowing nothing yet) if it has none. */
   #record(item: RenderItem): Cached {
-    let c = this.#cache.get(item.key);
+    const key = keyOf(item);
+    let c = this.#cache.get(key);
     if (!c) {
       c = { role: undefined, content: undefined, reasoning: undefined, toolCalls: undefined, toolCallId: undefined, name: undefined, text: undefined, textFirst: false, pieceText: undefined, pieceFirst: false, buffer: NO_TOKENS, start: 0, length: 0 };
-      this.#cache.set(item.key, c);
+      this.#cache.set(key, c);
     }
     return c;
   }

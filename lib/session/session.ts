@@ -35,7 +35,7 @@ import {
 } from "./memory.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
 import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
-import { Renderer, itemOf, messageOf, yieldToLoop, type RenderItem, type Rendered } from "./render.js";
+import { Renderer, itemOf, keyOf, messageOf, yieldToLoop, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
 import { SUMMARY_LABEL, summarizeTurns, summaryMaxTokens, untilAborted } from "./summarizer.js";
 
@@ -676,7 +676,7 @@ export class ChatSession {
     let known = true;
     r.items.forEach((it, i) => {
       const span = r.spans[i];
-      if (!held.has(it.key)) return;
+      if (!held.has(keyOf(it))) return;
       if (span) keptEnd = span.end;
       else known = false;
     });
@@ -860,7 +860,7 @@ export class ChatSession {
 
   /** Tokens of the system prompt in `r` (0 without one), undefined when its span is unknown. */
   #systemTokens(r: Rendered): number | undefined {
-    const i = r.items.findIndex((it) => it.key === this.#systemKey);
+    const i = r.items.findIndex((it) => keyOf(it) === this.#systemKey);
     if (i < 0) return 0;
     const span = r.spans[i];
     return span ? span.end - span.start : undefined;
@@ -1023,7 +1023,7 @@ export class ChatSession {
     const text = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
       renderer: this.#renderer,
       // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
-      base: this.#items(true).filter((it) => it.key === this.#systemKey || it.key === this.#summary?.key),
+      base: this.#items(true).filter((it) => keyOf(it) === this.#systemKey || keyOf(it) === this.#summary?.key),
       complete: generate,
       tail: (instruction, maxTokens, sig) => this.#onTail(seq, turns, instruction, maxTokens, sig, generate, sink?.partial),
     });
@@ -1049,7 +1049,7 @@ export class ChatSession {
     const layout = this.#layout;
     const cached = seq.tokens.slice();
     if (!items || !layout || cached.length === 0 || !sameTokens(layout.tokens, cached)) return undefined;
-    const keys = new Set(items.map((it) => it.key));
+    const keys = new Set(items.map(keyOf));
     if (!turns.every((t) => t.every((m) => keys.has(m)))) return undefined;
     const reply = items[items.length - 1];
     if (!reply || reply.role !== "assistant" || reply.content.length === 0) return undefined;
@@ -1143,8 +1143,8 @@ export class ChatSession {
     if (this.#memory.kvReuse !== "shift" || !beside.context.info.canShift) return false;
     const gone = new Set<object>(fold.flat());
     const current = this.#summary?.key;
-    const items = this.#items(true).filter((it) => !gone.has(it.key) && it.key !== current);
-    const at = items[0]?.key === this.#systemKey ? 1 : 0;
+    const items = this.#items(true).filter((it) => !gone.has(keyOf(it)) && keyOf(it) !== current);
+    const at = items[0] !== undefined && keyOf(items[0]) === this.#systemKey ? 1 : 0;
     items.splice(at, 0, { key: {}, role: "system", content: SUMMARY_LABEL + text });
     const r = await this.#renderer.render(items);
     const span = r.spans[at];

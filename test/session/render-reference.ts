@@ -5,7 +5,7 @@
  */
 import type { ChatMessage, Model } from "../../lib/model.js";
 import { withBos } from "../../lib/chat/template.js";
-import { messageOf, type RenderFormat, type RenderItem, type Rendered, type Span } from "../../lib/session/render.js";
+import { keyOf, messageOf, type RenderFormat, type RenderItem, type Rendered, type Span } from "../../lib/session/render.js";
 
 /** What identifies a message's rendering: every field the template reads. */
 function signature(m: Readonly<ChatMessage>): string {
@@ -68,7 +68,7 @@ export class ReferenceRenderer {
       const first = i === 0;
       at += text.length;
       byteAt += Buffer.byteLength(text);
-      let piece = this.#pieces.get(item.key);
+      let piece = this.#pieces.get(keyOf(item));
       if (!piece || piece.text !== text || piece.first !== first || !matchesAt(raw, pos, piece.tokens)) {
         // Where the prompt's tokens render back to its text, a piece's tokens are those up to the
         // token that ends where the piece's text ends (none ends there: a token merges across).
@@ -86,7 +86,7 @@ export class ReferenceRenderer {
           if (!matchesAt(raw, pos, own)) break;
         }
         piece = { text, first, tokens: own };
-        this.#pieces.set(item.key, piece);
+        this.#pieces.set(keyOf(item), piece);
       }
       spans[i] = { start: lead + pos, end: lead + pos + piece.tokens.length };
       pos += piece.tokens.length;
@@ -104,7 +104,7 @@ export class ReferenceRenderer {
    */
   async #pieceTexts(items: readonly RenderItem[], full: string, format: (n: number, assistant: boolean) => Promise<string>): Promise<string[]> {
     const known = items.map((it, i) => {
-      const c = this.#texts.get(it.key);
+      const c = this.#texts.get(keyOf(it));
       return c && c.signature === signature(it) && c.first === (i === 0) ? c.text : undefined;
     });
     const prefixes = new Map<number, string>([[0, ""]]);
@@ -157,7 +157,7 @@ export class ReferenceRenderer {
       at += t.length;
     }
     if (!consistent) return this.#allPrefixes(items, full, prefix);
-    items.forEach((it, i) => this.#texts.set(it.key, { signature: signature(it), first: i === 0, text: known[i] as string }));
+    items.forEach((it, i) => this.#texts.set(keyOf(it), { signature: signature(it), first: i === 0, text: known[i] as string }));
     return known as string[];
   }
 
@@ -173,7 +173,7 @@ export class ReferenceRenderer {
       before = text;
     }
     if (!full.startsWith(before)) return [];
-    items.slice(0, texts.length).forEach((it, i) => this.#texts.set(it.key, { signature: signature(it), first: i === 0, text: texts[i] as string }));
+    items.slice(0, texts.length).forEach((it, i) => this.#texts.set(keyOf(it), { signature: signature(it), first: i === 0, text: texts[i] as string }));
     return texts;
   }
 

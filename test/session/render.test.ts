@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { LlamemError, loadModel, type Model } from "../../lib/index.js";
 import { renderChat, StagedChat, templateContextOf } from "../../lib/chat/template.js";
 import { renderTemplate } from "../../lib/chat/sandbox.js";
-import { Renderer, itemOf, type RenderFormat, type RenderItem, type Rendered } from "../../lib/session/render.js";
+import { Renderer, itemOf, keyOf, type RenderFormat, type RenderItem, type Rendered } from "../../lib/session/render.js";
 import { archModel, tinyModel } from "../helpers/models.js";
 import { ReferenceRenderer } from "./render-reference.js";
 
@@ -76,7 +76,7 @@ async function compareSequence(model: Model, format: RenderFormat, base: RenderI
   // A message changed in place (the same key, other content), and the first one dropped.
   const changed = longer.slice(1);
   const k = Math.floor(changed.length / 2);
-  changed[k] = { ...(changed[k] as RenderItem), content: "changed in place" };
+  changed[k] = { ...(changed[k] as RenderItem), key: keyOf(changed[k] as RenderItem), content: "changed in place" };
   await both(changed, true, "changed and shifted");
   await both(changed.slice(-40), true, "short again");
   await both(changed, false, "without the assistant's header");

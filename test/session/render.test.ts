@@ -203,3 +203,20 @@ describe("staged conversations", () => {
     await expect(StagedChat.create("{{ messages|length }}", messages as { role: string; content: string }[], templateContextOf(tiny))).rejects.toThrow(/messages\[1100\]\.content must be a string/);
   });
 });
+
+describe("render items", () => {
+  it("a history entry is its own item, and its identity; an entry without its reasoning is a copy keyed by it", () => {
+    const plain = { role: "user", content: "hi", timestamp: 1 };
+    expect(itemOf(plain, false)).toBe(plain);
+    expect(keyOf(itemOf(plain, false))).toBe(plain);
+    const thought = { role: "assistant", content: "yes", reasoning: "because", timestamp: 2 };
+    expect(itemOf(thought, true)).toBe(thought);
+    const without = itemOf(thought, false);
+    expect(without).not.toBe(thought);
+    expect(without.reasoning).toBeUndefined();
+    expect(without.content).toBe("yes");
+    expect(keyOf(without)).toBe(thought);
+    const built: RenderItem = { key: plain, role: "system", content: "note" };
+    expect(keyOf(built)).toBe(plain);
+  });
+});

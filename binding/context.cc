@@ -125,6 +125,8 @@ class StateGetWorker : public PromiseWorker {
     std::lock_guard<std::mutex> lock(h_->mu);
     if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
     CheckRpcServers(h_->model->rpc, "saving the state");
+    // A pending K-shift runs a graph on ggml's workers: they must not poll on after it.
+    ParkOnExit park{h_->pools};
     ApplyPendingKv(h_->ctx);
     const size_t size = llama_state_seq_get_size(h_->ctx, seq_);
     data_.resize(size);
@@ -151,6 +153,7 @@ class StateSetWorker : public PromiseWorker {
     if (h_->ctx == nullptr) Throw("ERR_DISPOSED", "the context was disposed");
     CheckRpcServers(h_->model->rpc, "restoring the state");
     // A pending copy into this sequence's stream would overwrite the restored cells later.
+    ParkOnExit park{h_->pools};
     ApplyPendingKv(h_->ctx);
     llama_memory_seq_rm(llama_get_memory(h_->ctx), seq_, -1, -1);
     TakeLastNativeError();

@@ -127,9 +127,10 @@ class Sandbox {
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const w = new Worker(workerPath(), {
+      // The thread's output (nothing but a runtime warning: a template cannot print) goes to the
+      // process's own. Taken apart (stdout/stderr: true), one write left the thread's port
+      // referenced for good, so the process never exited after its renders (Node 20).
       resourceLimits: { maxOldGenerationSizeMb: DEFAULTS.template.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 },
-      stdout: true,
-      stderr: true,
     });
     w.unref();
     w.on("message", (reply: RenderReply) => {

@@ -3,6 +3,9 @@
  * loops, huge outputs, deep recursion, memory exhaustion, attempts at I/O or at host objects.
  * Each ends in ERR_TEMPLATE within its limit, the process lives on, and the next render works.
  */
+import { spawnSync } from "node:child_process";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, expect, it } from "vitest";
 import { renderTemplate } from "../../lib/chat/sandbox.js";
 
@@ -81,5 +84,24 @@ describe("chat template sandbox", () => {
   it("variables that cannot cross to the thread are ERR_TEMPLATE, not a crash", async () => {
     const r = await outcome("{{ x }}", { x: () => 1 });
     expect(r.code).toBe("ERR_TEMPLATE");
+  });
+});
+
+describe("the sandbox's thread and the process", () => {
+  const fixtures = join(dirname(fileURLToPath(import.meta.url)), "fixtures");
+  const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
+  it("lets the process exit after a render, though the thread wrote to its stderr (which reaches the process's)", () => {
+    // With the thread's output taken apart, one write kept its port referenced: the process never exited.
+    const r = spawnSync(process.execPath, ["--import", pathToFileURL(join(fixtures, "worker-writes.mjs")).href, join(fixtures, "render-once.mjs")], {
+      cwd: root,
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(r.error).toBeUndefined();
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe("1+2\n");
+    expect(r.stderr).toContain("a line from a worker thread");
   });
 });

@@ -574,7 +574,7 @@ export class Engine {
       else this.interrupt();
     };
     signal?.addEventListener("abort", onAbort, { once: true });
-    job.drafting = this.#ctx.drafter !== undefined && job.generatesText;
+    job.drafting = this.drafts && job.generatesText;
     this.#jobs.push(job);
     // The new job joins at the next step, so a native loop in flight ends after its current one.
     this.interrupt();
@@ -637,7 +637,7 @@ export class Engine {
     await this.#draft(parts);
     const capacity = this.#ctx.sequenceContextSize;
     const { maxSteps, maxMs } = DEFAULTS.generationLoop;
-    const loops = this.#ctx.loops && !this.#ctx.drafter && parts.length === this.#jobs.length && parts.every((p) => p.sample && p.draft === 0);
+    const loops = this.#ctx.loops && !this.drafts && parts.length === this.#jobs.length && parts.every((p) => p.sample && p.draft === 0);
     const steps = loops ? maxSteps : 1;
     const entries = parts.map((p) => p.job.entry(p, loops ? p.job.loopSteps(p, capacity, maxSteps) : 1));
     const bySeq = new Map(parts.map((p) => [p.job.seq.id, p]));

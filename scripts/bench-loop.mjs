@@ -38,8 +38,10 @@ async function child(spec) {
   const model = await lib.loadModel(spec.path, { gpuLayers: spec.gpuLayers });
   const ctx = await model.createContext({ contextSize: spec.prompt + spec.gen + 16, threads: spec.threads, flashAttention: spec.fa });
   const prompt = Array.from({ length: spec.prompt }, (_, i) => 100 + ((i * 7919) % 20000));
-  // Generation never ends early: end-of-generation is banned.
-  const o = { maxTokens: spec.gen, temperature: 0, logitBias: [{ token: model.info.eos, bias: -100 }], backendSampling: spec.backendSampling ?? "auto" };
+  // Greedy, as llama-bench decodes: the synthetic model's greedy continuation of this prompt never
+  // reaches end-of-generation (each run reports how many tokens it made). With banEos, a logit
+  // bias bans it, which adds a stage to the sampler (on the GPU: two uploads per token).
+  const o = { maxTokens: spec.gen, temperature: 0, ...(spec.banEos ? { logitBias: [{ token: model.info.eos, bias: -100 }] } : {}), backendSampling: spec.backendSampling ?? "auto" };
   await ctx.complete(prompt, { ...o, maxTokens: 8 });
   const seq = ctx.sequence(0);
   await seq.clear();
@@ -101,20 +103,30 @@ async function main() {
       const backendSampling = { auto: "auto", cpu: false, backend: true }[sampling];
       if (backendSampling === undefined) throw new Error(`--sampling: unknown setting ${sampling} (auto, cpu, backend)`);
       const label = sampling === "auto" ? "" : sampling === "cpu" ? ", CPU sampling" : ", backend sampling";
-      configs.push({ name: `llamem, native loop, complete()${label}, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, backendSampling }).tg });
+      configs.push({ name: `llamem, native loop, complete()${label}, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, backendSampling }) });
+      if (sampling === "auto") {
+        configs.push({ name: `llamem, native loop, complete(), EOS banned by a logit bias, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, backendSampling, banEos: true }) });
+      }
     }
-    configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }).tg });
-    configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: false }).tg });
-    configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => bench(fa) });
+    configs.push({ name: `llamem, native loop, streamed, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: true, maxSteps, stream: true }) });
+    configs.push({ name: `llamem, a JS round trip per token, FA ${fa}`, fa, run: () => run({ path, threads, gpuLayers, gen, prompt: promptTokens, fa, loop: false }) });
+    configs.push({ name: `llama-bench, FA ${fa}`, fa, run: () => { const tg = bench(fa); return tg === undefined ? undefined : { tg, generated: gen }; } });
   }
   const samples = Object.fromEntries(configs.map((c) => [c.name, []]));
   const reps = Number(values.reps);
+  const early = [];
   for (let rep = 0; rep < reps; rep++) {
     for (const c of configs) {
-      const v = c.run();
-      if (v === undefined) continue;
-      samples[c.name].push(v);
-      process.stderr.write(`loop: ${c.name}: ${v.toFixed(1)} tok/s\n`);
+      const r = c.run();
+      if (r === undefined) continue;
+      // A generation that stopped early ran at a smaller depth: it would not compare, so it is left out and named.
+      if (r.generated !== gen) {
+        early.push(`${c.name}: ${r.generated} tokens`);
+        process.stderr.write(`loop: ${c.name}: stopped after ${r.generated} tokens, left out\n`);
+        continue;
+      }
+      samples[c.name].push(r.tg);
+      process.stderr.write(`loop: ${c.name}: ${r.tg.toFixed(1)} tok/s\n`);
     }
     process.stderr.write(`loop: rep ${rep + 1}/${reps} done\n`);
   }
@@ -127,7 +139,7 @@ async function main() {
   const cpu = os.cpus()[0]?.model ?? "unknown CPU";
   const gpu = gpuDescription(lib, gpuLayers);
   const where = gpu ? `${gpu}, ${gpuLayers} GPU layers` : `${threads} threads, ${cpu}`;
-  const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length, gpu }, model: values.model, threads, gpuLayers, gen, promptTokens, maxSteps, reps, rows };
+  const report = { date: new Date().toISOString(), machine: { cpu, cores: os.cpus().length, gpu }, model: values.model, threads, gpuLayers, gen, promptTokens, maxSteps, reps, rows, early };
   const fmt = (x, d = 1) => (x === undefined ? "–" : x.toFixed(d));
   const lines = [
     `# The last per-token cost (${values.model}, ${where})`,
@@ -141,6 +153,7 @@ async function main() {
     "|---|---|---|",
     ...rows.map((r) => `| ${r.name} | ${fmt(r.tg)} | ${r.vsLlamaBench === undefined ? "–" : fmt(r.vsLlamaBench, 3) + "×"} |`),
     "",
+    ...(early.length ? ["Runs left out because end-of-generation stopped them early: " + early.join("; ") + ".", ""] : []),
   ];
   mkdirSync(values.out, { recursive: true });
   const stem = join(values.out, `${report.date.slice(0, 10)}-loop-${values.model.replace(/[^a-z0-9]+/gi, "-")}${gpu ? "-gpu" : ""}`);

@@ -4,7 +4,7 @@
 //
 //   node scripts/bench-summary.mjs [--model PATH] [--turns 60] [--context 1024] [--reply-tokens 16]
 //                                  [--runs inline,ahead-pause,ahead-nopause,beside-pause,beside-nopause]
-//                                  [--pause-ms 3000] [--threads N]
+//                                  [--pause-ms 3000] [--threads N] [--summary-tokens N]
 //
 // Runs, each on a fresh context, the same user messages (about 60 tokens each), temperature 0:
 //   inline          summarizeAhead: false, no pause (every summary is written in the turn that needs it)
@@ -13,6 +13,8 @@
 //   beside-pause    as ahead-pause, the summary written on a second sequence of a unified-KV
 //                   context (memory.summarySequence), beside the turns instead of between them
 //   beside-nopause  as ahead-nopause, on the second sequence
+// --summary-tokens sets memory.summarize.maxTokens (default: the library's, a quarter of the
+// budget, at most 128; random weights always write that many).
 // Reports per run: the median of turns 5-15, the slowest turn after the first fold (the context
 // filled), the mean of the turns after it, their ratios, and the memory events' summary kinds.
 // Prints JSON and a table; progress to stderr. Run on a quiet machine.
@@ -32,6 +34,7 @@ const { values } = parseArgs({
     runs: { type: "string", default: "inline,ahead-pause,ahead-nopause,beside-pause,beside-nopause" },
     "pause-ms": { type: "string", default: "3000" },
     threads: { type: "string" },
+    "summary-tokens": { type: "string" },
   },
 });
 const turns = Number(values.turns);
@@ -39,6 +42,7 @@ const contextSize = Number(values.context);
 const replyTokens = Number(values["reply-tokens"]);
 const pauseMs = Number(values["pause-ms"]);
 const threads = values.threads === undefined ? undefined : Number(values.threads);
+const summarize = values["summary-tokens"] === undefined ? {} : { summarize: { maxTokens: Number(values["summary-tokens"]) } };
 
 const SYSTEM = "You are a concise assistant. Answer every question in one short sentence.";
 const SUBJECTS = ["the weather in Lisbon", "my tomato plants", "the night train to Vienna", "learning the cello", "sourdough bread", "the chess opening I tried", "our team meeting", "a cheap mechanical keyboard"];
@@ -77,7 +81,7 @@ for (const id of values.runs.split(",")) {
     system: SYSTEM,
     maxTokens: replyTokens,
     temperature: 0,
-    memory: { strategy: "summarize", summarizeAhead: run.ahead, ...(run.beside ? { summarySequence: ctx.sequence(1) } : {}) },
+    memory: { strategy: "summarize", ...summarize, summarizeAhead: run.ahead, ...(run.beside ? { summarySequence: ctx.sequence(1) } : {}) },
     onMemoryEvent: (e) => (process.env.DEBUG_EVENTS && process.stderr.write(JSON.stringify({ turn, summary: e.summary, summaryTokens: e.summaryTokens, ms: Math.round(e.ms), dropped: e.dropped.length }) + "\n"), events.push({ turn, kind: e.kind, summary: e.summary, summaryTokens: e.summaryTokens, ms: e.ms, reevaluatedTokens: e.reevaluatedTokens })),
   });
   const ms = [];
@@ -94,7 +98,7 @@ for (const id of values.runs.split(",")) {
   const base = median(ms.slice(4, 15));
   const late = ms.slice(firstFold);
   const r = {
-    id, turns, contextSize, replyTokens, pauseMs: run.pause ? pauseMs : 0, summarizeAhead: run.ahead,
+    id, turns, contextSize, replyTokens, summaryMaxTokens: summarize.summarize?.maxTokens ?? "default", pauseMs: run.pause ? pauseMs : 0, summarizeAhead: run.ahead,
     medianTurns5to15Ms: base, firstFoldTurn: firstFold + 1,
     slowestLateMs: late.length ? Math.max(...late) : NaN, meanLateMs: late.length ? mean(late) : NaN,
     summaries: { inline: events.filter((e) => e.summary === "inline").length, ahead: events.filter((e) => e.summary === "ahead").length, cancelled: events.filter((e) => e.summary === "cancelled").length },

@@ -8,6 +8,10 @@ import { appendFile, readFile } from "node:fs/promises";
 import { LlamemError } from "../errors.js";
 import { DEFAULTS } from "../options.js";
 import { MEMORY_EVENT_KINDS, copyMessage, isSessionMessage, type ArchivedTurn, type MemoryEventKind, type Turn } from "./memory.js";
+import { yieldToLoop } from "./render.js";
+
+/** Turns the in-memory archive takes between turns of the event loop. */
+const ARCHIVE_SLICE = 1024;
 
 /** Why `x` is not an {@link ArchivedTurn}, or undefined when it is one. */
 export function archivedTurnProblem(x: unknown): string | undefined {
@@ -41,7 +45,11 @@ export class Archive {
   /** Archives `turns`; returns how many older in-memory entries were forgotten to stay within `maxTurns` (0 for a file). */
   async add(turns: readonly Turn[], reason: MemoryEventKind, at: number): Promise<number> {
     if (this.path === undefined) {
-      for (const messages of turns) this.#memory.push({ messages, archivedAt: at, reason });
+      for (let i = 0; i < turns.length; i++) {
+        this.#memory.push({ messages: turns[i] as Turn, archivedAt: at, reason });
+        // Thousands of turns at once (a long history's first prompt) take milliseconds.
+        if (i % ARCHIVE_SLICE === ARCHIVE_SLICE - 1) await yieldToLoop();
+      }
       return this.#trim();
     }
     let text = "";

@@ -147,6 +147,9 @@ export interface SessionStats {
 /** A memory decision before the KV outcome is known. */
 type PendingEvent = Omit<MemoryEvent, "kvReused" | "reevaluatedTokens">;
 
+/** Turns an eviction handles between turns of the event loop (about a millisecond's work). */
+const EVICT_SLICE = 1024;
+
 /** A summary written in the background after a turn (summarizing ahead of need). */
 interface Ahead {
   readonly abort: AbortController;
@@ -845,7 +848,11 @@ export class ChatSession {
    */
   async #evict(turns: readonly Turn[], kind: MemoryEventKind): Promise<Partial<PendingEvent>> {
     const gone = new Set<SessionMessage>();
-    for (const t of turns) for (const m of t) gone.add(m);
+    for (let t = 0; t < turns.length; t++) {
+      for (const m of turns[t] as Turn) gone.add(m);
+      // A long history's first prompt evicts thousands of turns at once: 5,000 took 2-4 ms here.
+      if (t % EVICT_SLICE === EVICT_SLICE - 1) await yieldToLoop();
+    }
     this.#history = this.#history.filter((m) => !gone.has(m));
     this.#counters.turnsEvicted += turns.length;
     const archiveForgot = await this.#archive.add(turns, kind, Date.now());

@@ -162,7 +162,11 @@ export interface MemoryEvent {
   readonly reason: string;
   /** The turns taken out of the prompt (for "omitSystem", the system message). */
   readonly dropped: readonly Turn[];
-  /** Prompt tokens before and after this decision. */
+  /**
+   * Prompt tokens before and after this decision. A "prune" of a long history's oldest turns that
+   * could not fit, made before they were rendered (its reason says "evicted unrendered"), gives
+   * an estimate for `tokensBefore`: the rendered messages' mean tokens times the evicted ones.
+   */
   readonly tokensBefore: number;
   readonly tokensAfter: number;
   /** Time taken by the decision (summarizing included) in ms. */

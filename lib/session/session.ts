@@ -150,6 +150,13 @@ type PendingEvent = Omit<MemoryEvent, "kvReused" | "reevaluatedTokens">;
 /** Turns an eviction handles between turns of the event loop (about a millisecond's work). */
 const EVICT_SLICE = 1024;
 
+/**
+ * A "tokenBudget" history longer than this many messages is checked for old turns that cannot
+ * fit before it is rendered whole (Session#pruneUnfit), starting from this many newest turns.
+ */
+const UNFIT_CHECK_MESSAGES = 512;
+const UNFIT_FIRST_TURNS = 64;
+
 /** A summary written in the background after a turn (summarizing ahead of need). */
 interface Ahead {
   readonly abort: AbortController;
@@ -828,11 +835,11 @@ export class ChatSession {
     if (this.#busy) throw new LlamemError("ERR_BUSY", "the session is busy with another turn; await it or abort it first");
   }
 
-  #items(withSystem: boolean): RenderItem[] {
+  /** The items of the prompt: the system prompt (when `withSystem`), the summary, `history` (the session's by default) with the recalled block. */
+  #items(withSystem: boolean, history: readonly SessionMessage[] = this.#history): RenderItem[] {
     const items: RenderItem[] = [];
     if (withSystem && this.#system !== undefined) items.push({ key: this.#systemKey, role: "system", content: this.#system });
     if (this.#summary) items.push({ key: this.#summary.key, role: "system", content: SUMMARY_LABEL + this.#summary.text });
-    const history = this.#history;
     for (let i = 0; i < history.length; i++) {
       const m = history[i] as SessionMessage;
       if (this.#recalled && m === this.#recalled.before) items.push({ key: this.#recalled.key, role: "system", content: this.#recalled.text });
@@ -874,6 +881,77 @@ export class ChatSession {
   }
 
   /**
+   * Evicts, before the whole history is rendered, the oldest turns of a long history that cannot
+   * fit: those before the newest turns whose prompt (with the system prompt and the pinned turns)
+   * is over the budget without them. The token budget would shed every one of them; rendering
+   * them only to count their tokens took most of the first prompt after a 10,000-message
+   * setHistory (0.9 of 1.1 s, its template renders holding a core). The newest turns are rendered
+   * in growing numbers, up to half the history; the oldest of them is left out of the count, as
+   * the first message its tokens may differ from the whole prompt's. Undefined when nothing was
+   * evicted (the turns may fit, or the template gives its messages no spans).
+   */
+  async #pruneUnfit(budget: number, contextSize: number, isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<PendingEvent | undefined> {
+    const t0 = performance.now();
+    const history = this.#history;
+    // The turns as index ranges (splitTurns' rule: each user message starts one) and which are
+    // pinned, without a slice per turn: on 10,000 messages the slices alone took 3-4 ms.
+    const starts: number[] = [];
+    const pinnedAt: boolean[] = [];
+    for (let i = 0; i < history.length; i++) {
+      const m = history[i] as SessionMessage;
+      if (i === 0 || m.role === "user") {
+        starts.push(i);
+        pinnedAt.push(false);
+      }
+      if (m.pinned === true || m.role === "system" || isPinned?.(m) === true) pinnedAt[pinnedAt.length - 1] = true;
+      if (i % (4 * EVICT_SLICE) === 4 * EVICT_SLICE - 1) await yieldToLoop();
+    }
+    starts.push(history.length);
+    const turnCount = starts.length - 1;
+    for (let n = UNFIT_FIRST_TURNS; 2 * n < turnCount; n *= 2) {
+      const from = turnCount - n;
+      // The prompt without the older turns that are not pinned: the pinned ones, then the newest n.
+      const kept: SessionMessage[] = [];
+      for (let t = 0; t < from; t++) if (pinnedAt[t] === true) for (let i = starts[t] as number; i < (starts[t + 1] as number); i++) kept.push(history[i] as SessionMessage);
+      for (let i = starts[from] as number; i < history.length; i++) kept.push(history[i] as SessionMessage);
+      const items = this.#items(true, kept);
+      const r = await this.#renderer.render(items);
+      const firstKept = history[starts[from] as number] as SessionMessage;
+      const span = r.spans[items.findIndex((it) => keyOf(it) === firstKept)];
+      if (!span) return undefined;
+      // A prompt that cannot fit even with every evictable turn gone is refused by the planner, which then evicts nothing: so nothing here either.
+      const droppable = this.#memory.keepSystem ? 0 : this.#systemTokens(r);
+      const floor = droppable === undefined ? undefined : promptFloor(r.tokens.length, describeTurns(splitTurns(kept), r, isPinned), droppable);
+      if (floor === undefined || floor >= contextSize) return undefined;
+      const without = r.tokens.length - (span.end - span.start);
+      if (without <= budget) continue;
+      const drop: Turn[] = [];
+      let dropped = 0;
+      for (let t = 0; t < from; t++) {
+        if (pinnedAt[t] === true) continue;
+        drop.push(history.slice(starts[t], starts[t + 1]));
+        dropped += (starts[t + 1] as number) - (starts[t] as number);
+        if (drop.length % EVICT_SLICE === 0) await yieldToLoop();
+      }
+      if (drop.length === 0) return undefined;
+      const extra = await this.#evict(drop, "prune");
+      // The evicted turns were never rendered: their tokens are estimated from the rendered messages'.
+      const estimate = Math.round((r.tokens.length * dropped) / Math.max(1, items.length));
+      return {
+        kind: "prune",
+        reason: `the newest ${n - 1} turn(s) and the kept messages take ${without} tokens without the oldest of them, over the budget of ${budget}: the ${drop.length} older turn(s) cannot fit (evicted unrendered; tokensBefore is estimated)`,
+        dropped: drop,
+        tokensBefore: r.tokens.length + estimate,
+        tokensAfter: r.tokens.length,
+        ms: performance.now() - t0,
+        ...extra,
+      };
+    }
+    return undefined;
+  }
+
+
+  /**
    * Applies the memory policy to the history with the new user message and returns the prompt to
    * send. The planner decides which turns go; this performs it, rendering again after each step.
    */
@@ -883,11 +961,15 @@ export class ChatSession {
     const budget = this.#budget(maxTokens);
     const events: PendingEvent[] = [];
     let withSystem = true;
-    let r = await this.#renderer.render(this.#items(withSystem));
-    let turns: Turn[] = splitTurns(this.#history);
     const pinned = this.#pinToolCalls
       ? (m: SessionMessage) => m.toolCalls !== undefined || m.role === "tool" || mem.pinned?.(m) === true
       : mem.pinned;
+    if (mem.strategy === "tokenBudget" && mem.maxAge === undefined && this.#history.length > UNFIT_CHECK_MESSAGES) {
+      const unfit = await this.#pruneUnfit(budget, contextSize, pinned);
+      if (unfit) events.push(unfit);
+    }
+    let r = await this.#renderer.render(this.#items(withSystem));
+    let turns: Turn[] = splitTurns(this.#history);
     let facts: TurnFacts[] = describeTurns(turns, r, pinned);
     // Describing, then evicting, a long history's turns each take milliseconds: the event loop
     // runs between them, and before the next render.

@@ -329,4 +329,61 @@ describe("memory strategies", () => {
     expect(await codeOf(createSession(ctx))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(createSession(ctx.sequence(0), { memory: { strategy: "lru" as never } }))).toBe("ERR_INVALID_ARGUMENT");
   });
+  it("a long history's turns that cannot fit are evicted before it is rendered whole, as the budget would evict them", async () => {
+    // 2,400 messages; one old turn pinned. The second session's archive.maxAge (which nothing
+    // reaches) turns the check off: the budget alone, after rendering everything, must keep the same.
+    const history = Array.from({ length: 2400 }, (_, i) => ({
+      role: i % 2 ? ("assistant" as const) : ("user" as const),
+      content: i === 20 ? PINNED : `note ${i} about topic ${i % 7}`,
+      ...(i === 20 ? { pinned: true } : {}),
+    }));
+    const run = async (maxAge: number | undefined) => {
+      const events: MemoryEvent[] = [];
+      await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
+      const session = await createSession(ctx, {
+        system: SYSTEM,
+        maxTokens: 2,
+        temperature: 0,
+        memory: { strategy: "tokenBudget", budget: 600, ...(maxAge === undefined ? {} : { archive: { maxAge } }) },
+        onMemoryEvent: (e) => events.push(e),
+      });
+      session.setHistory(history);
+      await session.prompt("and now?");
+      return { events, kept: session.history.map((m) => m.content), prompt: session.lastGeneration?.promptTokens, archived: (await session.readArchive()).length };
+    };
+    const early = await run(undefined);
+    const whole = await run(Number.MAX_SAFE_INTEGER);
+    expect(early.kept).toEqual(whole.kept);
+    expect(early.prompt).toBe(whole.prompt);
+    expect(early.prompt).toBeLessThanOrEqual(600);
+    expect(early.kept).toContain(PINNED);
+    expect(early.kept.length).toBeLessThan(200);
+    expect(early.archived).toBe(whole.archived);
+    // The first event evicted the turns that could not fit, unrendered; the budget then shed the rest.
+    const [first, ...rest] = early.events;
+    expect(first?.kind).toBe("prune");
+    expect(first?.reason).toMatch(/evicted unrendered/);
+    expect(first?.tokensAfter).toBeGreaterThan(600);
+    expect(first?.tokensBefore).toBeGreaterThan(first?.tokensAfter ?? Infinity);
+    const droppedTurns = (events: MemoryEvent[]) => events.reduce((n, e) => n + e.dropped.length, 0);
+    expect(droppedTurns(early.events)).toBe(droppedTurns(whole.events));
+    expect(rest.every((e) => !/evicted unrendered/.test(e.reason))).toBe(true);
+    expect(whole.events.every((e) => !/evicted unrendered/.test(e.reason))).toBe(true);
+  });
+  it("a long history that cannot fit even without its evictable turns is refused with nothing evicted", async () => {
+    const long = Array.from({ length: 300 }, () => "Remember every word of this.").join(" ");
+    const history = Array.from({ length: 1200 }, (_, i) => ({
+      role: i % 2 ? ("assistant" as const) : ("user" as const),
+      content: i === 1198 ? long : `note ${i}`,
+      ...(i === 1198 ? { pinned: true } : {}),
+    }));
+    const events: MemoryEvent[] = [];
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const session = await createSession(ctx, { maxTokens: 2, memory: { strategy: "tokenBudget" }, onMemoryEvent: (e) => events.push(e) });
+    session.setHistory(history);
+    expect(await codeOf(session.prompt("and now?"))).toBe("ERR_CONTEXT_FULL");
+    expect(events).toEqual([]);
+    expect(session.history.map((m) => m.content)).toEqual(history.map((m) => m.content));
+    expect((await session.readArchive()).length).toBe(0);
+  });
 });

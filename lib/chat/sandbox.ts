@@ -56,6 +56,8 @@ export class StageLost extends Error {
 
 class Sandbox {
   #worker: Worker | undefined;
+  /** Settles once the thread runs (or has stopped). */
+  #running: Promise<void> = Promise.resolve();
   readonly #pending = new Map<number, Pending>();
   #nextId = 1;
 
@@ -124,6 +126,12 @@ class Sandbox {
     });
   }
 
+  /** Starts the thread if it is not running; resolves once it runs (or has stopped: the next render reports why). */
+  start(): Promise<void> {
+    this.#start();
+    return this.#running;
+  }
+
   #start(): Worker {
     if (this.#worker) return this.#worker;
     const w = new Worker(workerPath(), {
@@ -133,6 +141,10 @@ class Sandbox {
       resourceLimits: { maxOldGenerationSizeMb: DEFAULTS.template.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 },
     });
     w.unref();
+    this.#running = new Promise<void>((resolve) => {
+      w.once("online", () => resolve());
+      w.once("exit", () => resolve());
+    });
     w.on("message", (reply: RenderReply) => {
       this.#settle(reply.id)?.resolve(reply.results);
     });
@@ -174,6 +186,14 @@ class Sandbox {
 
 /** The process's sandbox: one thread, shared by every model and session. */
 const sandbox = new Sandbox();
+
+/**
+ * Starts the sandbox's thread ahead of the first render, which would otherwise wait while the
+ * thread starts (it holds a core for milliseconds). Resolves once it runs, or has stopped.
+ */
+export function startSandbox(): Promise<void> {
+  return sandbox.start();
+}
 
 /**
  * Renders the Jinja template `source` with `variables` (plain JSON-like data) in the sandbox.

@@ -716,6 +716,11 @@ export class ChatSession {
     });
   }
 
+  /** @internal Starts the template sandbox's thread for a Jinja template, ahead of the first prompt (Renderer.warm). */
+  warm(): Promise<void> {
+    return this.#renderer.warm();
+  }
+
   /** Tokens in the KV cache, bytes, summaries and evictions. */
   async stats(): Promise<SessionStats> {
     const f = await this.#runner.footprint();
@@ -1386,7 +1391,10 @@ function sessionOn(seq: Sequence, options: SessionOptions, owned: Context | unde
 export async function createSession(target: Model | Context | Sequence, options: SessionOptions = {}): Promise<ChatSession> {
   const { seq, owned, options: o } = await sequenceFor(target, options);
   try {
-    return sessionOn(seq, o, owned);
+    const session = sessionOn(seq, o, owned);
+    // A sandbox that cannot start fails the first render, which says why.
+    await session.warm().catch(() => undefined);
+    return session;
   } catch (err) {
     await owned?.dispose();
     throw err;
@@ -1424,6 +1432,7 @@ export async function loadSession(target: Model | Context | Sequence, path: stri
   try {
     session = sessionOn(seq, o, owned);
     await session.restore(header, state);
+    await session.warm().catch(() => undefined);
     return session;
   } catch (err) {
     // Disposing the session unregisters it and disposes the context it owns.

@@ -891,8 +891,10 @@ export class ChatSession {
    * is over the budget without them. The token budget would shed every one of them; rendering
    * them only to count their tokens took most of the first prompt after a 10,000-message
    * setHistory (0.9 of 1.1 s, its template renders holding a core). The newest turns are rendered
-   * in growing numbers, up to half the history; the oldest of them is left out of the count, as
-   * the first message its tokens may differ from the whole prompt's. Undefined when nothing was
+   * in growing numbers, up to half the history; the first message of the oldest of them is left
+   * out of the count (as the first message after the system prompt, or first of all, its tokens
+   * may differ from the whole prompt's), so the count never exceeds what the whole prompt would
+   * give those turns. Undefined when nothing was
    * evicted (the turns may fit, or the template gives its messages no spans).
    */
   async #pruneUnfit(budget: number, contextSize: number, isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<PendingEvent | undefined> {
@@ -944,7 +946,7 @@ export class ChatSession {
       const estimate = Math.round((r.tokens.length * dropped) / Math.max(1, items.length));
       return {
         kind: "prune",
-        reason: `the newest ${n - 1} turn(s) and the kept messages take ${without} tokens without the oldest of them, over the budget of ${budget}: the ${drop.length} older turn(s) cannot fit (evicted unrendered; tokensBefore is estimated)`,
+        reason: `the newest ${n} turn(s) with the system prompt and the pinned turns take at least ${without} tokens, over the budget of ${budget}: the ${drop.length} older turn(s) cannot fit (evicted unrendered; tokensBefore is estimated)`,
         dropped: drop,
         tokensBefore: r.tokens.length + estimate,
         tokensAfter: r.tokens.length,
@@ -954,7 +956,6 @@ export class ChatSession {
     }
     return undefined;
   }
-
 
   /**
    * Applies the memory policy to the history with the new user message and returns the prompt to

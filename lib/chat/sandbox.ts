@@ -128,8 +128,13 @@ class Sandbox {
 
   /** Starts the thread if it is not running; resolves once it runs (or has stopped: the next render reports why). */
   start(): Promise<void> {
-    this.#start();
-    return this.#running;
+    const w = this.#start();
+    // The thread is unreferenced: without this, a process with nothing else to do would exit
+    // while its caller waits for the thread to run.
+    w.ref();
+    return this.#running.finally(() => {
+      if (this.#pending.size === 0) w.unref();
+    });
   }
 
   #start(): Worker {
@@ -140,7 +145,6 @@ class Sandbox {
       // referenced for good, so the process never exited after its renders (Node 20).
       resourceLimits: { maxOldGenerationSizeMb: DEFAULTS.template.heapMb, maxYoungGenerationSizeMb: 32, stackSizeMb: 4 },
     });
-    w.unref();
     this.#running = new Promise<void>((resolve) => {
       w.once("online", () => resolve());
       w.once("exit", () => resolve());
@@ -148,6 +152,9 @@ class Sandbox {
     w.on("message", (reply: RenderReply) => {
       this.#settle(reply.id)?.resolve(reply.results);
     });
+    // After the "message" listener, which references the thread's port (Node 20): unref() here
+    // unreferences both, so a thread that never renders does not keep the process alive.
+    w.unref();
     w.on("error", (err: Error & { code?: string }) => {
       const why = err.code === "ERR_WORKER_OUT_OF_MEMORY" ? `rendering ran out of the sandbox's ${DEFAULTS.template.heapMb} MiB heap` : `the sandbox failed: ${err.message}`;
       this.#kill(templateError(why, err));

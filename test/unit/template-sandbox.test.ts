@@ -104,4 +104,15 @@ describe("the sandbox's thread and the process", () => {
     expect(r.stdout).toBe("1+2\n");
     expect(r.stderr).toContain("a line from a worker thread");
   });
+
+  it("a thread started ahead of any render (as createSession does) neither ends the process early nor keeps it alive", () => {
+    // Its "message" listener referenced its port until a render unreferenced the thread: a
+    // process that created a session and never prompted did not exit (Node 20). And the thread
+    // being unreferenced, the wait for it to run must hold the process itself.
+    const r = spawnSync(process.execPath, [join(fixtures, "start-only.mjs")], { cwd: root, encoding: "utf8", timeout: 60_000 });
+    expect(r.error).toBeUndefined();
+    expect(r.signal).toBeNull();
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe("started\n");
+  });
 });

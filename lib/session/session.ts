@@ -1115,10 +1115,13 @@ export class ChatSession {
         count(result ?? (seq.lastGeneration !== last ? seq.lastGeneration : undefined));
       }
     };
+    // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
+    const head = this.#items(true, []);
     const text = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
       renderer: this.#renderer,
-      // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
-      base: this.#items(true).filter((it) => keyOf(it) === this.#systemKey || keyOf(it) === this.#summary?.key),
+      system: head.filter((it) => keyOf(it) === this.#systemKey),
+      summary: head.find((it) => keyOf(it) === this.#summary?.key),
+      contextSize: this.#runner.context.info.sequenceContextSize,
       complete: generate,
       tail: (instruction, maxTokens, sig) => this.#onTail(seq, turns, instruction, maxTokens, sig, generate, sink?.partial),
     });

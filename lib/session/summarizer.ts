@@ -5,7 +5,7 @@
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import type { ModelSummaryOptions, Summarizer, Turn } from "./memory.js";
-import type { RenderItem, Renderer } from "./render.js";
+import type { RenderItem, Rendered, Renderer } from "./render.js";
 
 /** The label of the summary message, which is sent as a system message after the system prompt. */
 export const SUMMARY_LABEL = "Summary of the earlier conversation:\n";
@@ -22,8 +22,12 @@ export function summaryMaxTokens(o: ModelSummaryOptions, budget: number): number
 /** What writing a summary with the session's model needs. */
 export interface ModelSummaryHost {
   readonly renderer: Renderer;
-  /** The system prompt and the previous summary as the prompt has them, so their cells are reused. */
-  readonly base: readonly RenderItem[];
+  /** The system prompt as the prompt has it (none, or one item), so its cells are reused. */
+  readonly system: readonly RenderItem[];
+  /** The previous summary as the prompt has it, so its cells are reused. */
+  readonly summary: RenderItem | undefined;
+  /** Tokens the sequence holds: a request and its summary must fit in them. */
+  readonly contextSize: number;
   /** Generates greedily after `prompt`, at most `maxTokens` tokens, and resolves with the text. */
   complete(prompt: Int32Array, maxTokens: number, signal: AbortSignal | undefined): Promise<string>;
   /**
@@ -67,14 +71,61 @@ export async function summarizeTurns(
     const maxTokens = summaryMaxTokens(how, budget);
     const onTail = host.tail ? await host.tail(tailInstruction(prompt, turns), maxTokens, signal) : undefined;
     if (onTail !== undefined) return onTail.trim();
-    const messages: RenderItem[] = [];
-    for (const m of turns.flat()) messages.push({ key: m, role: m.role, content: m.content });
     const ask: RenderItem = { key: {}, role: "user", content: prompt };
-    const r = await host.renderer.render(host.base.concat(messages, [ask]));
-    text = (await host.complete(r.tokens, maxTokens, signal)).trim();
+    // A fold whose request does not fit the context (a long history set at once) is written in
+    // parts, oldest first, each part's summary going on from the one before.
+    let base: readonly RenderItem[] = host.summary ? [...host.system, host.summary] : host.system;
+    let rest = turns;
+    do {
+      let n = rest.length;
+      let r = await host.renderer.render(base.concat(messagesOf(rest.slice(0, n)), [ask]));
+      while (r.tokens.length + maxTokens >= host.contextSize) {
+        if (n === 1) {
+          throw new LlamemError("ERR_CONTEXT_FULL", `a turn to summarize takes ${r.tokens.length} tokens with the instruction and the summary's ${maxTokens}; the context holds ${host.contextSize} per sequence`);
+        }
+        n = turnsThatFit(r, base.length, rest.slice(0, n), r.tokens.length + maxTokens - host.contextSize);
+        r = await host.renderer.render(base.concat(messagesOf(rest.slice(0, n)), [ask]));
+      }
+      text = (await host.complete(r.tokens, maxTokens, signal)).trim();
+      rest = rest.slice(n);
+      base = [...host.system, { key: {}, role: "system", content: SUMMARY_LABEL + (text as string) }];
+    } while (rest.length > 0);
   }
   if (typeof text !== "string") invalidArgument("the summarizer must resolve with a string");
   return text;
+}
+
+/** The items of the messages of `turns`, keyed by the messages. */
+function messagesOf(turns: readonly Turn[]): RenderItem[] {
+  const out: RenderItem[] = [];
+  for (const t of turns) for (const m of t) out.push({ key: m, role: m.role, content: m.content });
+  return out;
+}
+
+/**
+ * How many of the oldest of `turns` to ask for so that the request `r` (`lead` items, then the
+ * turns' messages, then the instruction) sheds `excess` tokens: from the messages' spans, at
+ * least one fewer than now and at least one; half as many where the spans are unknown.
+ */
+function turnsThatFit(r: Rendered, lead: number, turns: readonly Turn[], excess: number): number {
+  let end = lead;
+  const ends: number[] = [];
+  for (const t of turns) {
+    end += t.length;
+    ends.push(end);
+  }
+  const last = r.spans[end - 1];
+  if (!last) return Math.max(1, turns.length >> 1);
+  // Tokens to keep of the turns: where the last message ends, less the excess.
+  const limit = last.end - excess;
+  let n = 0;
+  for (let k = 0; k < ends.length - 1; k++) {
+    const span = r.spans[(ends[k] as number) - 1];
+    if (!span) return Math.max(1, turns.length >> 1);
+    if (span.end > limit) break;
+    n = k + 1;
+  }
+  return Math.max(1, Math.min(n, turns.length - 1));
 }
 
 /**

@@ -386,4 +386,23 @@ describe("memory strategies", () => {
     expect(session.history.map((m) => m.content)).toEqual(history.map((m) => m.content));
     expect((await session.readArchive()).length).toBe(0);
   });
+  it("a fold too long for one request is summarized by the model in parts, each request fitting the context", async () => {
+    // 1,200 messages set at once take about 27,000 tokens: far more than one request can hold.
+    const events: MemoryEvent[] = [];
+    await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 2, temperature: 0, memory: { strategy: "summarize", summarize: { maxTokens: 8 } }, onMemoryEvent: (e) => events.push(e) });
+    session.setHistory(Array.from({ length: 1200 }, (_, i) => ({ role: i % 2 ? ("assistant" as const) : ("user" as const), content: `note ${i} about topic ${i % 7}` })));
+    await session.prompt("and now?");
+    const folds = events.filter((e) => e.kind === "summarize");
+    expect(folds).toHaveLength(1);
+    const fold = folds[0] as MemoryEvent;
+    expect(fold.summary).toBe("inline");
+    // Every turn but the last keepLastTurns (2) and the new one was folded.
+    expect(fold.dropped).toHaveLength(598);
+    // One request holds at most the context; the parts together evaluated more.
+    expect(fold.summaryTokens).toBeGreaterThan(10_000);
+    expect(session.summary?.length).toBeGreaterThan(0);
+    expect(session.history).toHaveLength(6);
+    expect(session.lastGeneration?.promptTokens).toBeLessThan(1024);
+  });
 });

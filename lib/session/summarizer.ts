@@ -78,13 +78,23 @@ export async function summarizeTurns(
     let rest = turns;
     do {
       let n = rest.length;
-      let r = await host.renderer.render(base.concat(messagesOf(rest.slice(0, n)), [ask]));
-      while (r.tokens.length + maxTokens >= host.contextSize) {
-        if (n === 1) {
-          throw new LlamemError("ERR_CONTEXT_FULL", `a turn to summarize takes ${r.tokens.length} tokens with the instruction and the summary's ${maxTokens}; the context holds ${host.contextSize} per sequence`);
+      let part = messagesOf(rest.slice(0, n));
+      let r = await host.renderer.render(base.concat(part, [ask]));
+      for (let cuts = 0; r.tokens.length + maxTokens >= host.contextSize; ) {
+        const excess = r.tokens.length + maxTokens - host.contextSize + 1;
+        if (n > 1) {
+          n = turnsThatFit(r, base.length, rest.slice(0, n), excess);
+          part = messagesOf(rest.slice(0, n));
+        } else {
+          // One turn too long to read with the instruction (a document pasted near the context's
+          // size): its longest message is cut, and says so, rather than no fold ever fitting.
+          const cut = cuts++ < MAX_CUTS ? cutLongest(part, r, base.length, excess) : undefined;
+          if (!cut) {
+            throw new LlamemError("ERR_CONTEXT_FULL", `a turn to summarize takes ${r.tokens.length} tokens with the instruction and the summary's ${maxTokens}; the context holds ${host.contextSize} per sequence`);
+          }
+          part = cut;
         }
-        n = turnsThatFit(r, base.length, rest.slice(0, n), r.tokens.length + maxTokens - host.contextSize);
-        r = await host.renderer.render(base.concat(messagesOf(rest.slice(0, n)), [ask]));
+        r = await host.renderer.render(base.concat(part, [ask]));
       }
       text = (await host.complete(r.tokens, maxTokens, signal)).trim();
       rest = rest.slice(n);
@@ -93,6 +103,35 @@ export async function summarizeTurns(
   }
   if (typeof text !== "string") invalidArgument("the summarizer must resolve with a string");
   return text;
+}
+
+/** Cuts of one turn's messages before its request is given up as too long. */
+const MAX_CUTS = 8;
+
+/** Tokens a cut message keeps at least (else the turn is too long to summarize at all). */
+const MIN_KEPT_TOKENS = 16;
+
+/**
+ * `items` with the longest message cut so that the request `r` (`lead` items, then `items`, then
+ * the instruction) sheds about `excess` tokens, its text ending with a note of what was left out;
+ * undefined when that would leave it under MIN_KEPT_TOKENS.
+ */
+function cutLongest(items: readonly RenderItem[], r: Rendered, lead: number, excess: number): RenderItem[] | undefined {
+  let at = -1;
+  for (let i = 0; i < items.length; i++) if (at < 0 || (items[i] as RenderItem).content.length > (items[at] as RenderItem).content.length) at = i;
+  const m = items[at];
+  if (!m) return undefined;
+  const span = r.spans[lead + at];
+  // Without its span, a message is taken at four characters a token.
+  const tokens = span ? span.end - span.start : Math.ceil(m.content.length / 4);
+  // The note adds tokens of its own: a margin of a quarter more.
+  const keep = tokens - Math.ceil(excess * 1.25) - MIN_KEPT_TOKENS;
+  if (keep < MIN_KEPT_TOKENS) return undefined;
+  const chars = Math.floor((m.content.length * keep) / tokens);
+  const content = `${m.content.slice(0, chars)}\n[${m.content.length - chars} more characters of this message are left out here]`;
+  const out = items.slice();
+  out[at] = { key: {}, role: m.role, content };
+  return out;
 }
 
 /** The items of the messages of `turns`, keyed by the messages. */

@@ -405,4 +405,18 @@ describe("memory strategies", () => {
     expect(session.history).toHaveLength(6);
     expect(session.lastGeneration?.promptTokens).toBeLessThan(1024);
   });
+  it("a turn too long to read with the summary's instruction is folded with its longest message cut, not refused on every prompt", async () => {
+    // A document near the context's size is answered; folding it later cannot fit one request.
+    const doc = Array.from({ length: 190 }, (_, i) => `w${i % 10}`).join(" ");
+    const events: MemoryEvent[] = [];
+    await using ctx = await model.createContext({ contextSize: 512, ...THREADS });
+    const session = await createSession(ctx, { system: SYSTEM, maxTokens: 2, temperature: 0, memory: { strategy: "summarize" }, onMemoryEvent: (e) => events.push(e) });
+    await session.prompt(doc);
+    for (let i = 0; i < 6; i++) await session.prompt(userText(i));
+    const fold = events.find((e) => e.kind === "summarize" && e.dropped.some((t) => t.some((m) => m.content === doc)));
+    expect(fold?.summary).toBe("inline");
+    expect(session.summary?.length).toBeGreaterThan(0);
+    expect(session.history.some((m) => m.content === doc)).toBe(false);
+    expect((await session.readArchive()).some((a) => a.messages.some((m) => m.content === doc))).toBe(true);
+  });
 });

@@ -20,19 +20,31 @@ export interface TurnFacts {
   readonly pinned: boolean;
 }
 
-/** Splits history into turns: each user message starts one; leading other messages form their own. */
-export function splitTurns<T extends { readonly role: string }>(history: readonly T[]): T[][] {
+/**
+ * Where the turns of `history` start, and its length last: each user message starts a turn;
+ * leading other messages form their own.
+ */
+export function turnStarts(history: readonly { readonly role: string }[]): number[] {
   // Indexed loops here and below: they run once or twice a turn, mostly before the engine has
   // optimized them, where for...of allocates an iterator result per message of a long history.
+  const starts: number[] = [];
+  for (let i = 0; i < history.length; i++) if (i === 0 || (history[i] as { readonly role: string }).role === "user") starts.push(i);
+  starts.push(history.length);
+  return starts;
+}
+
+/** Splits history into turns (see {@link turnStarts}). */
+export function splitTurns<T extends { readonly role: string }>(history: readonly T[]): T[][] {
   // Each turn is sliced at its end, in one array of its size (pushing grows arrays in steps).
-  const turns: T[][] = [];
-  for (let start = 0; start < history.length; ) {
-    let end = start + 1;
-    while (end < history.length && (history[end] as T).role !== "user") end++;
-    turns.push(history.slice(start, end));
-    start = end;
-  }
+  const starts = turnStarts(history);
+  const turns: T[][] = new Array<T[]>(starts.length - 1);
+  for (let k = 0; k + 1 < starts.length; k++) turns[k] = history.slice(starts[k], starts[k + 1]);
   return turns;
+}
+
+/** Whether `m` pins its turn (never evicted): `pinned: true`, a system message, or one `isPinned` returns true for. */
+export function pinnedMessage(m: SessionMessage, isPinned?: (m: SessionMessage) => boolean): boolean {
+  return m.pinned === true || m.role === "system" || isPinned?.(m) === true;
 }
 
 /** The prompt budget in tokens for a sequence of `contextSize` tokens and replies of `maxTokens`. */
@@ -95,7 +107,7 @@ export function describeTurns(turns: readonly Turn[], rendered: Rendered, isPinn
         if (byKey) span = byKey.get(m);
         tokens = span ? tokens + (span.end - span.start) : undefined;
       }
-      pinned ||= m.pinned === true || m.role === "system" || isPinned?.(m) === true;
+      pinned ||= pinnedMessage(m, isPinned);
       if (m.timestamp > newest) newest = m.timestamp;
     }
     facts[t] = { tokens, newest, pinned };

@@ -347,8 +347,7 @@ export class Renderer {
    * 10,000-message history.
    */
   async warm(): Promise<void> {
-    const source = this.format.template ?? this.model.info.chatTemplate;
-    if (source !== undefined && isJinja(source)) await startSandbox();
+    if (this.#jinja(false)) await startSandbox();
   }
 
   /** Formats `messages` with the session's template. */

@@ -34,7 +34,7 @@ import {
   type Turn,
 } from "./memory.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
-import { agedOut, budgetTokens, describeTurns, outsideWindow, promptFloor, splitTurns, toFold, toShed, type TurnFacts } from "./planner.js";
+import { agedOut, budgetTokens, describeTurns, outsideWindow, pinnedMessage, promptFloor, splitTurns, toFold, toShed, turnStarts, type TurnFacts } from "./planner.js";
 import { Renderer, itemOf, keyOf, messageOf, yieldToLoop, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
 import { SUMMARY_LABEL, summarizeTurns, summaryMaxTokens, untilAborted } from "./summarizer.js";
@@ -894,27 +894,23 @@ export class ChatSession {
    * in growing numbers, up to half the history; the first message of the oldest of them is left
    * out of the count (as the first message after the system prompt, or first of all, its tokens
    * may differ from the whole prompt's), so the count never exceeds what the whole prompt would
-   * give those turns. Undefined when nothing was
-   * evicted (the turns may fit, or the template gives its messages no spans).
+   * give those turns. Undefined when nothing was evicted (the turns may fit, or the template gives
+   * its messages no spans).
    */
   async #pruneUnfit(budget: number, contextSize: number, isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<PendingEvent | undefined> {
     const t0 = performance.now();
     const history = this.#history;
-    // The turns as index ranges (splitTurns' rule: each user message starts one) and which are
-    // pinned, without a slice per turn: on 10,000 messages the slices alone took 3-4 ms.
-    const starts: number[] = [];
-    const pinnedAt: boolean[] = [];
-    for (let i = 0; i < history.length; i++) {
-      const m = history[i] as SessionMessage;
-      if (i === 0 || m.role === "user") {
-        starts.push(i);
-        pinnedAt.push(false);
-      }
-      if (m.pinned === true || m.role === "system" || isPinned?.(m) === true) pinnedAt[pinnedAt.length - 1] = true;
-      if (i % (4 * EVICT_SLICE) === 4 * EVICT_SLICE - 1) await yieldToLoop();
-    }
-    starts.push(history.length);
+    // The turns as index ranges, and which are pinned, without a slice per turn: on 10,000
+    // messages the slices alone took 3-4 ms.
+    const starts = turnStarts(history);
     const turnCount = starts.length - 1;
+    const pinnedAt: boolean[] = new Array<boolean>(turnCount);
+    for (let t = 0; t < turnCount; t++) {
+      let pinned = false;
+      for (let i = starts[t] as number; i < (starts[t + 1] as number) && !pinned; i++) pinned = pinnedMessage(history[i] as SessionMessage, isPinned);
+      pinnedAt[t] = pinned;
+      if (t % EVICT_SLICE === EVICT_SLICE - 1) await yieldToLoop();
+    }
     for (let n = UNFIT_FIRST_TURNS; 2 * n < turnCount; n *= 2) {
       const from = turnCount - n;
       // The prompt without the older turns that are not pinned: the pinned ones, then the newest n.
@@ -1211,7 +1207,7 @@ export class ChatSession {
     if (seq.tokens.length <= mem.summarizeAhead * budget) return;
     // The next turn's first fold: every unpinned turn but the last keepLastTurns (the new turn is not yet there).
     const turns = splitTurns(this.#history);
-    const facts: TurnFacts[] = turns.map((t) => ({ tokens: 0, newest: 0, pinned: t.some((m) => m.pinned === true || m.role === "system" || mem.pinned?.(m) === true) }));
+    const facts: TurnFacts[] = turns.map((t) => ({ tokens: 0, newest: 0, pinned: t.some((m) => pinnedMessage(m, mem.pinned)) }));
     facts.push({ tokens: 0, newest: 0, pinned: false });
     // A fold written beside the turns waits for the prompt that needs it, which usually comes a
     // turn or more later: it may take the last turn but one, so that it frees more and the next

@@ -189,6 +189,12 @@ export interface MemoryEvent {
   readonly summary?: "inline" | "ahead" | "cancelled";
   /** For "summarize" events: prompt tokens the model evaluated to write (or start) that summary; 0 for an app summarizer. */
   readonly summaryTokens?: number;
+  /**
+   * For "summarize" events the model wrote: characters of the folded turns it could not read.
+   * A turn too long to fit one request with the instruction has its longest message cut (its
+   * text then says how much is left out here). Absent when the model read every turn whole.
+   */
+  readonly summaryCutChars?: number;
   /** For "rewrite" events: the position of the first token that differs from the cache (the cells before it are kept). */
   readonly firstChangedToken?: number;
   /** For "rewrite" events: tokens of reasoning the last reply held in the cache and the prompt now leaves out (the saving). */

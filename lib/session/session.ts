@@ -165,8 +165,9 @@ interface Ahead {
   readonly previous: string | undefined;
   /** Settles (never rejects) once the work has stopped and the sequence holds what it held before. */
   done: Promise<void>;
-  /** The new summary, once written. */
+  /** The new summary, once written, and the characters of its turns the model could not read. */
   text?: string;
+  cutChars?: number;
   /** Prompt tokens evaluated for it, and the time it ran. */
   tokens: number;
   ms: number;
@@ -188,9 +189,14 @@ interface Ahead {
 
 /** What became of the background summary when a turn began. */
 type AheadOutcome =
-  | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly tokens: number; readonly prepared?: Sequence | undefined } }
+  | { readonly ready: { readonly fold: readonly Turn[]; readonly previous: string | undefined; readonly text: string; readonly cutChars: number; readonly tokens: number; readonly prepared?: Sequence | undefined } }
   | { readonly cancelled: { readonly tokens: number; readonly ms: number } }
   | { readonly running: Ahead };
+
+/** The memory event's `summaryCutChars`: present only where the model could not read every turn whole. */
+function cutOf(chars: number): { summaryCutChars?: number } {
+  return chars > 0 ? { summaryCutChars: chars } : {};
+}
 
 /** An id for a call the model gave none: unique within the session's turn. */
 function toolCallId(round: number, index: number): string {
@@ -1026,13 +1032,13 @@ export class ChatSession {
     }
     if (mem.strategy === "summarize" && ahead && "ready" in ahead) {
       // Used only while it still fits: its turns are all in the history and it extends the current summary.
-      const { fold, text, tokens, prepared } = ahead.ready;
+      const { fold, text, cutChars, tokens, prepared } = ahead.ready;
       if (this.#stillFits(ahead.ready) && this.#keepsLastTurns(fold)) {
         this.#prepared = prepared;
         await record("summarize", `summarized ahead of need (the last prompt passed ${mem.summarizeAhead} of the budget of ${budget})`, fold, async () => {
           this.#summary = { key: {}, text };
           this.#counters.summaries++;
-          return { ...(await this.#evict(fold, "summarize")), summary: "ahead", summaryTokens: tokens };
+          return { ...(await this.#evict(fold, "summarize")), summary: "ahead", summaryTokens: tokens, ...cutOf(cutChars) };
         });
       } else {
         await this.#releasePrepared(prepared);
@@ -1045,10 +1051,10 @@ export class ChatSession {
         if (fold.length === 0) break;
         const reason = `prompt of ${r.tokens.length} tokens over the budget of ${budget}`;
         await record("summarize", reason, fold, async () => {
-          const { text, tokens } = await this.#write(seq, fold, budget, signal);
+          const { text, tokens, cutChars } = await this.#write(seq, fold, budget, signal);
           this.#summary = { key: {}, text };
           this.#counters.summaries++;
-          return { ...(await this.#evict(fold, "summarize")), summary: "inline", summaryTokens: tokens };
+          return { ...(await this.#evict(fold, "summarize")), summary: "inline", summaryTokens: tokens, ...cutOf(cutChars) };
         });
       }
     }
@@ -1091,7 +1097,7 @@ export class ChatSession {
     budget: number,
     signal: AbortSignal | undefined,
     sink?: { tokens: number; partial?: number[] },
-  ): Promise<{ text: string; tokens: number }> {
+  ): Promise<{ text: string; tokens: number; cutChars: number }> {
     let tokens = 0;
     const count = (result: GenerationResult | undefined) => {
       if (!result) return;
@@ -1113,7 +1119,7 @@ export class ChatSession {
     };
     // The request starts with the cached system prompt and summary, so only the turns and the instruction are new.
     const head = this.#items(true, []);
-    const text = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
+    const { text, cutChars } = await summarizeTurns(this.#memory.summarize, turns, this.#summary?.text, budget, signal, {
       renderer: this.#renderer,
       system: head.filter((it) => keyOf(it) === this.#systemKey),
       summary: head.find((it) => keyOf(it) === this.#summary?.key),
@@ -1121,7 +1127,7 @@ export class ChatSession {
       complete: generate,
       tail: (instruction, maxTokens, sig) => this.#onTail(seq, turns, instruction, maxTokens, sig, generate, sink?.partial),
     });
-    return { text, tokens };
+    return { text, tokens, cutChars };
   }
 
   /**
@@ -1275,9 +1281,10 @@ export class ChatSession {
         // Copied now, while the session's sequence is idle (the caller's next prompt may follow at once).
         await (this.#runner.sequence as Sequence).copyTo(beside);
         try {
-          const { text } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
+          const { text, cutChars } = await this.#write(beside, fold, budget, ahead.abort.signal, ahead);
           if (!ahead.abort.signal.aborted) {
             ahead.text = text;
+            ahead.cutChars = cutChars;
             ahead.prepared = await this.#prepare(beside, fold, text).catch(() => false);
           }
         } finally {
@@ -1298,8 +1305,11 @@ export class ChatSession {
       if (ahead.abort.signal.aborted) return;
       const seqNow = await this.#runner.acquire(ahead.abort.signal);
       try {
-        const { text } = await this.#write(seqNow, fold, budget, ahead.abort.signal, ahead);
-        if (!ahead.abort.signal.aborted) ahead.text = text;
+        const { text, cutChars } = await this.#write(seqNow, fold, budget, ahead.abort.signal, ahead);
+        if (!ahead.abort.signal.aborted) {
+          ahead.text = text;
+          ahead.cutChars = cutChars;
+        }
       } finally {
         this.#runner.release();
       }
@@ -1327,7 +1337,7 @@ export class ChatSession {
     if (a.discarded) return undefined;
     if (a.text !== undefined) {
       const prepared = a.prepared === true ? this.#memory.summarySequence : undefined;
-      return { ready: { fold: a.fold, previous: a.previous, text: a.text, tokens: a.tokens, prepared } };
+      return { ready: { fold: a.fold, previous: a.previous, text: a.text, cutChars: a.cutChars ?? 0, tokens: a.tokens, prepared } };
     }
     // Kept for the next idle time (dropped there if this turn folds or changes the summary).
     this.#paused = a;

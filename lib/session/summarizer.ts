@@ -5,6 +5,7 @@
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import type { ModelSummaryOptions, Summarizer, Turn } from "./memory.js";
+import { keyOf } from "./render.js";
 import type { RenderItem, Rendered, Renderer } from "./render.js";
 
 /** The label of the summary message, which is sent as a system message after the system prompt. */
@@ -50,6 +51,13 @@ export function tailInstruction(prompt: string, turns: readonly Turn[]): string 
   return `${prompt}\nCover the conversation above only up to and including the ${last.role} message that begins "${start}".`;
 }
 
+/** A new running summary, and what of the folded turns the model could not read. */
+export interface SummaryText {
+  readonly text: string;
+  /** Characters of over-long messages left out of the model's requests (0: it read every turn whole). */
+  readonly cutChars: number;
+}
+
 /**
  * The new running summary after folding `turns` into `previous`: the app's summarizer when
  * `how` is a function (given the turn's signal), else the model's own, via `host`. Ends with
@@ -62,15 +70,16 @@ export async function summarizeTurns(
   budget: number,
   signal: AbortSignal | undefined,
   host: ModelSummaryHost,
-): Promise<string> {
+): Promise<SummaryText> {
   let text: unknown;
+  let cutChars = 0;
   if (typeof how === "function") {
     text = await untilAborted(Promise.resolve().then(() => how(turns, previous, { signal })), signal, "summarizing");
   } else {
     const prompt = how.prompt ?? DEFAULT_SUMMARY_PROMPT;
     const maxTokens = summaryMaxTokens(how, budget);
     const onTail = host.tail ? await host.tail(tailInstruction(prompt, turns), maxTokens, signal) : undefined;
-    if (onTail !== undefined) return onTail.trim();
+    if (onTail !== undefined) return { text: onTail.trim(), cutChars: 0 };
     const ask: RenderItem = { key: {}, role: "user", content: prompt };
     // A fold whose request does not fit the context (a long history set at once) is written in
     // parts, oldest first, each part's summary going on from the one before.
@@ -79,6 +88,7 @@ export async function summarizeTurns(
     do {
       let n = rest.length;
       let part = messagesOf(rest.slice(0, n));
+      const cutFrom: CutFrom = new Map();
       let r = await host.renderer.render(base.concat(part, [ask]));
       for (let cuts = 0; r.tokens.length + maxTokens >= host.contextSize; ) {
         const excess = r.tokens.length + maxTokens - host.contextSize + 1;
@@ -88,7 +98,7 @@ export async function summarizeTurns(
         } else {
           // One turn too long to read with the instruction (a document pasted near the context's
           // size): its longest message is cut, and says so, rather than no fold ever fitting.
-          const cut = cuts++ < MAX_CUTS ? cutLongest(part, r, base.length, excess) : undefined;
+          const cut = cuts++ < MAX_CUTS ? cutLongest(part, r, base.length, excess, cutFrom) : undefined;
           if (!cut) {
             throw new LlamemError("ERR_CONTEXT_FULL", `a turn to summarize takes ${r.tokens.length} tokens with the instruction and the summary's ${maxTokens}; the context holds ${host.contextSize} per sequence`);
           }
@@ -97,12 +107,16 @@ export async function summarizeTurns(
         r = await host.renderer.render(base.concat(part, [ask]));
       }
       text = (await host.complete(r.tokens, maxTokens, signal)).trim();
+      for (const it of part) {
+        const c = cutFrom.get(keyOf(it));
+        if (c) cutChars += c.whole.length - c.kept;
+      }
       rest = rest.slice(n);
       base = [...host.system, { key: {}, role: "system", content: SUMMARY_LABEL + (text as string) }];
     } while (rest.length > 0);
   }
   if (typeof text !== "string") invalidArgument("the summarizer must resolve with a string");
-  return text;
+  return { text, cutChars };
 }
 
 /** Cuts of one turn's messages before its request is given up as too long. */
@@ -111,12 +125,15 @@ const MAX_CUTS = 8;
 /** Tokens a cut message keeps at least (else the turn is too long to summarize at all). */
 const MIN_KEPT_TOKENS = 16;
 
+/** The whole text of each cut message and the characters of it kept, by the cut item's key. */
+type CutFrom = Map<object, { readonly whole: string; readonly kept: number }>;
+
 /**
  * `items` with the longest message cut so that the request `r` (`lead` items, then `items`, then
- * the instruction) sheds about `excess` tokens, its text ending with a note of what was left out;
- * undefined when that would leave it under MIN_KEPT_TOKENS.
+ * the instruction) sheds about `excess` tokens, its text ending with a note of what was left out
+ * (recorded in `cutFrom`); undefined when that would leave it under MIN_KEPT_TOKENS.
  */
-function cutLongest(items: readonly RenderItem[], r: Rendered, lead: number, excess: number): RenderItem[] | undefined {
+function cutLongest(items: readonly RenderItem[], r: Rendered, lead: number, excess: number, cutFrom: CutFrom): RenderItem[] | undefined {
   let at = -1;
   for (let i = 0; i < items.length; i++) if (at < 0 || (items[i] as RenderItem).content.length > (items[at] as RenderItem).content.length) at = i;
   const m = items[at];
@@ -127,10 +144,14 @@ function cutLongest(items: readonly RenderItem[], r: Rendered, lead: number, exc
   // The note adds tokens of its own: a margin of a quarter more.
   const keep = tokens - Math.ceil(excess * 1.25) - MIN_KEPT_TOKENS;
   if (keep < MIN_KEPT_TOKENS) return undefined;
-  const chars = Math.floor((m.content.length * keep) / tokens);
-  const content = `${m.content.slice(0, chars)}\n[${m.content.length - chars} more characters of this message are left out here]`;
+  // A message cut again is cut further from its whole text, so that its note counts everything left out.
+  const before = cutFrom.get(keyOf(m));
+  const whole = before?.whole ?? m.content;
+  const chars = Math.floor(((before?.kept ?? m.content.length) * keep) / tokens);
+  const key = {};
+  cutFrom.set(key, { whole, kept: chars });
   const out = items.slice();
-  out[at] = { key: {}, role: m.role, content };
+  out[at] = { key, role: m.role, content: `${whole.slice(0, chars)}\n[${whole.length - chars} more characters of this message are left out here]` };
   return out;
 }
 

@@ -401,6 +401,8 @@ describe("memory strategies", () => {
     expect(fold.dropped).toHaveLength(598);
     // One request holds at most the context; the parts together evaluated more.
     expect(fold.summaryTokens).toBeGreaterThan(10_000);
+    // Short turns are read whole, in parts.
+    expect(fold.summaryCutChars).toBeUndefined();
     expect(session.summary?.length).toBeGreaterThan(0);
     expect(session.history).toHaveLength(6);
     expect(session.lastGeneration?.promptTokens).toBeLessThan(1024);
@@ -415,6 +417,11 @@ describe("memory strategies", () => {
     for (let i = 0; i < 6; i++) await session.prompt(userText(i));
     const fold = events.find((e) => e.kind === "summarize" && e.dropped.some((t) => t.some((m) => m.content === doc)));
     expect(fold?.summary).toBe("inline");
+    // The event says how much of the document the model could not read: some, not all of it.
+    expect(fold?.summaryCutChars).toBeGreaterThan(0);
+    expect(fold?.summaryCutChars).toBeLessThan(doc.length);
+    // Folds whose turns were read whole say nothing of cuts.
+    expect(events.filter((e) => e.kind === "summarize" && e !== fold).every((e) => e.summaryCutChars === undefined)).toBe(true);
     expect(session.summary?.length).toBeGreaterThan(0);
     expect(session.history.some((m) => m.content === doc)).toBe(false);
     expect((await session.readArchive()).some((a) => a.messages.some((m) => m.content === doc))).toBe(true);

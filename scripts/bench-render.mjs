@@ -7,7 +7,7 @@
 // setHistory is a synchronous call (it checks and copies the list): its time is the block it
 // makes, shown apart.
 //
-//   npm run bench:render -- [--messages 1000,2000,10000] [--ctx 32768]
+//   npm run bench:render -- [--messages 1000,2000,10000] [--ctx 32768] [--strategy slidingWindow]
 import { readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
@@ -17,7 +17,11 @@ import { parseArgs } from "node:util";
 const root = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 const lib = await import(pathToFileURL(join(root, "dist", "lib", "index.js")).href);
 const synth = await import(pathToFileURL(join(root, "dist", "lib", "gguf", "synthetic.js")).href);
-const { values } = parseArgs({ options: { messages: { type: "string", default: "1000,2000,10000" }, ctx: { type: "string", default: "32768" } } });
+const { values } = parseArgs({
+  options: { messages: { type: "string", default: "1000,2000,10000" }, ctx: { type: "string", default: "32768" }, strategy: { type: "string" } },
+});
+// --strategy sets memory.strategy (the session's default, "tokenBudget", otherwise).
+const memory = values.strategy === undefined ? {} : { memory: { strategy: values.strategy } };
 
 const path = join(tmpdir(), `llamem-bench-render-tiny-f16-v${synth.SYNTHETIC_FORMAT_VERSION}.gguf`);
 if (!readdirSync(tmpdir()).includes(path.split("/").pop())) await synth.writeSyntheticModel(path, { preset: "tiny", type: "f16", seed: 1 });
@@ -66,7 +70,7 @@ async function longestBlock(work) {
 const model = await lib.loadModel(path);
 const rows = [];
 for (const n of values.messages.split(",").map(Number)) {
-  const session = await lib.createSession(model, { context: { contextSize: Number(values.ctx) }, maxTokens: 1 });
+  const session = await lib.createSession(model, { context: { contextSize: Number(values.ctx) }, maxTokens: 1, ...memory });
   const messages = Array.from({ length: n }, (_, i) => ({ role: i % 2 ? "assistant" : "user", content: `note ${i}` }));
   const t0 = performance.now();
   session.setHistory(messages);

@@ -164,8 +164,9 @@ export interface MemoryEvent {
   readonly dropped: readonly Turn[];
   /**
    * Prompt tokens before and after this decision. A "prune" of a long history's oldest turns that
-   * could not fit, made before they were rendered (its reason says "evicted unrendered"), gives
-   * an estimate for `tokensBefore`: the rendered messages' mean tokens times the evicted ones.
+   * could not fit, or that were outside the sliding window, made before they were rendered (its
+   * reason says "evicted unrendered"), gives an estimate for `tokensBefore`: the rendered
+   * messages' mean tokens times the evicted ones.
    */
   readonly tokensBefore: number;
   readonly tokensAfter: number;

@@ -193,6 +193,11 @@ type AheadOutcome =
   | { readonly cancelled: { readonly tokens: number; readonly ms: number } }
   | { readonly running: Ahead };
 
+/** Tokens of `messages` evicted unrendered, estimated from the prompt `r` of `items` rendered items. */
+function unrenderedTokens(r: Rendered, items: number, messages: number): number {
+  return Math.round((r.tokens.length * messages) / Math.max(1, items));
+}
+
 /** The memory event's `summaryCutChars`: present only where the model could not read every turn whole. */
 function cutOf(chars: number): { summaryCutChars?: number } {
   return chars > 0 ? { summaryCutChars: chars } : {};
@@ -944,8 +949,7 @@ export class ChatSession {
       }
       if (drop.length === 0) return undefined;
       const extra = await this.#evict(drop, "prune");
-      // The evicted turns were never rendered: their tokens are estimated from the rendered messages'.
-      const estimate = Math.round((r.tokens.length * dropped) / Math.max(1, items.length));
+      const estimate = unrenderedTokens(r, items.length, dropped);
       return {
         kind: "prune",
         reason: `the newest ${n} turn(s) with the system prompt and the pinned turns take at least ${without} tokens, over the budget of ${budget}: the ${drop.length} older turn(s) cannot fit (evicted unrendered; tokensBefore is estimated)`,
@@ -957,6 +961,39 @@ export class ChatSession {
       };
     }
     return undefined;
+  }
+
+  /**
+   * Evicts, before the whole history is rendered, the turns of a long history outside the sliding
+   * window: the window counts turns, not tokens, so the planner would evict the same ones after
+   * rendering them all (1.1 s of the first prompt after a 10,000-message setHistory, one slice of
+   * it over 10 ms on the JS thread). Undefined when none is outside.
+   */
+  async #windowUnrendered(isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<PendingEvent | undefined> {
+    const t0 = performance.now();
+    const turns = splitTurns(this.#history);
+    const facts: TurnFacts[] = new Array<TurnFacts>(turns.length);
+    for (let t = 0; t < turns.length; t++) {
+      facts[t] = { tokens: undefined, newest: 0, pinned: (turns[t] as Turn).some((m) => pinnedMessage(m, isPinned)) };
+      if (t % EVICT_SLICE === EVICT_SLICE - 1) await yieldToLoop();
+    }
+    const drop = outsideWindow(facts, this.#memory.keepLastTurns).map((i) => turns[i] as Turn);
+    if (drop.length === 0) return undefined;
+    let dropped = 0;
+    for (const t of drop) dropped += t.length;
+    const extra = await this.#evict(drop, "prune");
+    await yieldToLoop();
+    const items = this.#items(true);
+    const r = await this.#renderer.render(items);
+    return {
+      kind: "prune",
+      reason: `sliding window of ${this.#memory.keepLastTurns} turn(s) (evicted unrendered; tokensBefore is estimated)`,
+      dropped: drop,
+      tokensBefore: r.tokens.length + unrenderedTokens(r, items.length, dropped),
+      tokensAfter: r.tokens.length,
+      ms: performance.now() - t0,
+      ...extra,
+    };
   }
 
   /**
@@ -975,6 +1012,10 @@ export class ChatSession {
     if (mem.strategy === "tokenBudget" && mem.maxAge === undefined && this.#history.length > UNFIT_CHECK_MESSAGES) {
       const unfit = await this.#pruneUnfit(budget, contextSize, pinned);
       if (unfit) events.push(unfit);
+    }
+    if (mem.strategy === "slidingWindow" && mem.maxAge === undefined && this.#history.length > UNFIT_CHECK_MESSAGES) {
+      const outside = await this.#windowUnrendered(pinned);
+      if (outside) events.push(outside);
     }
     let r = await this.#renderer.render(this.#items(withSystem));
     let turns: Turn[] = splitTurns(this.#history);

@@ -370,6 +370,47 @@ describe("memory strategies", () => {
     expect(rest.every((e) => !/evicted unrendered/.test(e.reason))).toBe(true);
     expect(whole.events.every((e) => !/evicted unrendered/.test(e.reason))).toBe(true);
   });
+  it("a long history's turns outside the sliding window are evicted before it is rendered whole, as the window would evict them", async () => {
+    // 2,400 messages; one old turn pinned. archive.maxAge (which nothing reaches) turns the early eviction off.
+    const history = Array.from({ length: 2400 }, (_, i) => ({
+      role: i % 2 ? ("assistant" as const) : ("user" as const),
+      content: i === 20 ? PINNED : `note ${i} about topic ${i % 7}`,
+      ...(i === 20 ? { pinned: true } : {}),
+    }));
+    const run = async (maxAge: number | undefined) => {
+      const events: MemoryEvent[] = [];
+      await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
+      const session = await createSession(ctx, {
+        system: SYSTEM,
+        maxTokens: 2,
+        temperature: 0,
+        memory: { strategy: "slidingWindow", keepLastTurns: 5, ...(maxAge === undefined ? {} : { archive: { maxAge } }) },
+        onMemoryEvent: (e) => events.push(e),
+      });
+      session.setHistory(history);
+      await session.prompt("and now?");
+      return { events, kept: session.history.map((m) => m.content), prompt: session.lastGeneration?.promptTokens, archived: (await session.readArchive()).length };
+    };
+    const early = await run(undefined);
+    const whole = await run(Number.MAX_SAFE_INTEGER);
+    expect(early.kept).toEqual(whole.kept);
+    // The pinned turn, the last 5 turns and the new one.
+    expect(early.kept).toHaveLength(2 + 10 + 2);
+    expect(early.prompt).toBe(whole.prompt);
+    expect(early.archived).toBe(whole.archived);
+    expect(early.events).toHaveLength(1);
+    expect(whole.events).toHaveLength(1);
+    const [e, w] = [early.events[0] as MemoryEvent, whole.events[0] as MemoryEvent];
+    expect(e.kind).toBe("prune");
+    expect(e.reason).toMatch(/evicted unrendered/);
+    expect(w.reason).not.toMatch(/evicted unrendered/);
+    const contents = (ev: MemoryEvent) => ev.dropped.map((t) => t.map((m) => m.content));
+    expect(contents(e)).toEqual(contents(w));
+    expect(e.dropped).toHaveLength(1200 - 1 - 5);
+    expect(e.tokensAfter).toBe(w.tokensAfter);
+    // Estimated from the kept messages' mean: within a quarter of the whole render's count.
+    expect(Math.abs(e.tokensBefore - w.tokensBefore)).toBeLessThan(w.tokensBefore / 4);
+  });
   it("a long history that cannot fit even without its evictable turns is refused with nothing evicted", async () => {
     const long = Array.from({ length: 300 }, () => "Remember every word of this.").join(" ");
     const history = Array.from({ length: 1200 }, (_, i) => ({

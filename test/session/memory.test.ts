@@ -329,28 +329,32 @@ describe("memory strategies", () => {
     expect(await codeOf(createSession(ctx))).toBe("ERR_INVALID_ARGUMENT");
     expect(await codeOf(createSession(ctx.sequence(0), { memory: { strategy: "lru" as never } }))).toBe("ERR_INVALID_ARGUMENT");
   });
-  it("a long history's turns that cannot fit are evicted before it is rendered whole, as the budget would evict them", async () => {
-    // 2,400 messages; one old turn pinned. The second session's archive.maxAge (which nothing
-    // reaches) turns the check off: the budget alone, after rendering everything, must keep the same.
+  /**
+   * 2,400 messages, one old turn pinned, set at once, then one prompt, with `memory`. With
+   * `maxAge` (an archive.maxAge nothing reaches) the early eviction is off: the strategy alone,
+   * after rendering everything, must keep the same.
+   */
+  const longHistoryPrompt = async (memory: { strategy: MemoryStrategy; budget?: number; keepLastTurns?: number }, maxAge: number | undefined) => {
     const history = Array.from({ length: 2400 }, (_, i) => ({
       role: i % 2 ? ("assistant" as const) : ("user" as const),
       content: i === 20 ? PINNED : `note ${i} about topic ${i % 7}`,
       ...(i === 20 ? { pinned: true } : {}),
     }));
-    const run = async (maxAge: number | undefined) => {
-      const events: MemoryEvent[] = [];
-      await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
-      const session = await createSession(ctx, {
-        system: SYSTEM,
-        maxTokens: 2,
-        temperature: 0,
-        memory: { strategy: "tokenBudget", budget: 600, ...(maxAge === undefined ? {} : { archive: { maxAge } }) },
-        onMemoryEvent: (e) => events.push(e),
-      });
-      session.setHistory(history);
-      await session.prompt("and now?");
-      return { events, kept: session.history.map((m) => m.content), prompt: session.lastGeneration?.promptTokens, archived: (await session.readArchive()).length };
-    };
+    const events: MemoryEvent[] = [];
+    await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
+    const session = await createSession(ctx, {
+      system: SYSTEM,
+      maxTokens: 2,
+      temperature: 0,
+      memory: { ...memory, ...(maxAge === undefined ? {} : { archive: { maxAge } }) },
+      onMemoryEvent: (e) => events.push(e),
+    });
+    session.setHistory(history);
+    await session.prompt("and now?");
+    return { events, kept: session.history.map((m) => m.content), prompt: session.lastGeneration?.promptTokens, archived: (await session.readArchive()).length };
+  };
+  it("a long history's turns that cannot fit are evicted before it is rendered whole, as the budget would evict them", async () => {
+    const run = (maxAge: number | undefined) => longHistoryPrompt({ strategy: "tokenBudget", budget: 600 }, maxAge);
     const early = await run(undefined);
     const whole = await run(Number.MAX_SAFE_INTEGER);
     expect(early.kept).toEqual(whole.kept);
@@ -371,26 +375,7 @@ describe("memory strategies", () => {
     expect(whole.events.every((e) => !/evicted unrendered/.test(e.reason))).toBe(true);
   });
   it("a long history's turns outside the sliding window are evicted before it is rendered whole, as the window would evict them", async () => {
-    // 2,400 messages; one old turn pinned. archive.maxAge (which nothing reaches) turns the early eviction off.
-    const history = Array.from({ length: 2400 }, (_, i) => ({
-      role: i % 2 ? ("assistant" as const) : ("user" as const),
-      content: i === 20 ? PINNED : `note ${i} about topic ${i % 7}`,
-      ...(i === 20 ? { pinned: true } : {}),
-    }));
-    const run = async (maxAge: number | undefined) => {
-      const events: MemoryEvent[] = [];
-      await using ctx = await model.createContext({ contextSize: 1024, ...THREADS });
-      const session = await createSession(ctx, {
-        system: SYSTEM,
-        maxTokens: 2,
-        temperature: 0,
-        memory: { strategy: "slidingWindow", keepLastTurns: 5, ...(maxAge === undefined ? {} : { archive: { maxAge } }) },
-        onMemoryEvent: (e) => events.push(e),
-      });
-      session.setHistory(history);
-      await session.prompt("and now?");
-      return { events, kept: session.history.map((m) => m.content), prompt: session.lastGeneration?.promptTokens, archived: (await session.readArchive()).length };
-    };
+    const run = (maxAge: number | undefined) => longHistoryPrompt({ strategy: "slidingWindow", keepLastTurns: 5 }, maxAge);
     const early = await run(undefined);
     const whole = await run(Number.MAX_SAFE_INTEGER);
     expect(early.kept).toEqual(whole.kept);

@@ -115,6 +115,16 @@ export function describeTurns(turns: readonly Turn[], rendered: Rendered, isPinn
   return facts;
 }
 
+/**
+ * Facts of turns that were not rendered, for the choices that need only which turns are pinned
+ * (a window of turns, the first fold): sizes unknown, times not read.
+ */
+export function pinnedFacts(turns: readonly Turn[], isPinned?: (m: SessionMessage) => boolean): TurnFacts[] {
+  const facts: TurnFacts[] = new Array<TurnFacts>(turns.length);
+  for (let t = 0; t < turns.length; t++) facts[t] = { tokens: undefined, newest: 0, pinned: (turns[t] as Turn).some((m) => pinnedMessage(m, isPinned)) };
+  return facts;
+}
+
 /** Indices of the turns that may be evicted, oldest first: not pinned, and not the last (the turn being prompted). */
 export function evictable(turns: readonly TurnFacts[]): number[] {
   const out: number[] = [];

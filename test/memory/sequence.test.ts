@@ -64,6 +64,18 @@ async function fresh(model: Model, tokens: readonly number[], options: ContextOp
   return await continuation(ctx, tokens, n);
 }
 
+/**
+ * {@link fresh}, with the last token evaluated alone after the rest, as a context evaluates a
+ * prompt its cache already holds (it evaluates the last token again for its logits). With flash
+ * attention on the CPU a single token takes another kernel than a batch, so only this order is
+ * bit-identical to a cached prompt.
+ */
+async function freshAsCached(model: Model, tokens: readonly number[], options: ContextOptions, n = 16): Promise<number[]> {
+  await using ctx = await model.createContext({ ...options, threads: THREADS });
+  await ctx.sequence(0).evaluate(tokens.slice(0, -1));
+  return await continuation(ctx, tokens, n);
+}
+
 const TEXT = "The quick brown fox jumps over the lazy dog and then runs away from the farmer who owns it, said the old story";
 
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -109,6 +121,10 @@ describe("sequence operations on the two-layer model", () => {
   // Flash attention pinned on: without it, ggml's CPU attention (a matrix product whose kernel
   // depends on the batch's size) is not bit-identical between the one-batch prompt here and the
   // shorter batch of the fresh context, and random weights turn that rounding into other tokens.
+  // With it, every batch that takes the tiled kernel computes each row alike; on this model
+  // (two query heads per K/V head) that is any batch of 4 tokens or more
+  // (vendor/patches/0001-cpu-flash-attn-short-batches.patch). A single token takes another
+  // kernel, so the fresh contexts evaluate the last prompt token alone, as a cached prompt's is.
   const options: ContextOptions = { contextSize: 512, flashAttention: "on" };
 
   beforeAll(async () => {
@@ -120,11 +136,11 @@ describe("sequence operations on the two-layer model", () => {
   });
 
   it("removing the tail (nothing to shift) continues exactly like a fresh context", async () => {
-    for (const start of [1, 10, prompt.length - 1]) {
+    for (const start of [5, 10, prompt.length - 1]) {
       await using ctx = await model.createContext({ ...options, threads: THREADS });
       await ctx.sequence(0).evaluate(prompt);
       await ctx.sequence(0).removeTokens(start, prompt.length);
-      expect(await continuation(ctx, prompt.slice(0, start))).toEqual(await fresh(model, prompt.slice(0, start), options));
+      expect(await continuation(ctx, prompt.slice(0, start))).toEqual(await freshAsCached(model, prompt.slice(0, start), options));
     }
   });
 
@@ -158,7 +174,7 @@ describe("sequence operations on the two-layer model", () => {
     const a = await continuation(ctx, prompt, 16, 0);
     const b = await continuation(ctx, prompt, 16, 1);
     expect(b).toEqual(a);
-    expect(a).toEqual(await fresh(model, prompt, options));
+    expect(a).toEqual(await freshAsCached(model, prompt, options));
   });
 
   it("rejects bad ranges with ERR_INVALID_ARGUMENT", async () => {

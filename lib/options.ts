@@ -375,9 +375,9 @@ export interface ContextShapeOptions {
   /** Threads for prompt processing (default: `threads`). */
   threadsBatch?: number;
   /**
-   * Flash attention. "auto" (default): off when every layer runs on the CPU (ggml's CPU kernel is
-   * slow for the small batches of a chat turn) unless a quantized V cache needs it; with GPU
-   * layers, llama.cpp decides.
+   * Flash attention. "auto" (default): off when every layer runs on the CPU (there its kernel for
+   * a single token, each generated token, is slower at depth) unless a quantized V cache needs it;
+   * with GPU layers, llama.cpp decides.
    */
   flashAttention?: keyof typeof FLASH_ATTENTION;
   /** Element type of both K and V caches (default f16). */
@@ -416,11 +416,12 @@ function boolOpt(value: boolean | undefined, name: string, def: boolean): boolea
 const FLOAT_KV_TYPES: ReadonlySet<number> = new Set([KV_CACHE_TYPES.f32, KV_CACHE_TYPES.f16, KV_CACHE_TYPES.bf16]);
 
 /**
- * Flash attention for `"auto"`. On the CPU, ggml's flash attention takes its tiled kernel only
- * for batches of at least its query tile (64 rows); a chat turn's smaller batches take a scalar
- * path per query that llama-bench measured 6.3x slower at depth 850 (pp61: 21.6 vs 137 t/s). So
- * where nothing is offloaded it is off, unless a quantized V cache needs it; with a GPU,
- * llama.cpp decides.
+ * Flash attention for `"auto"`. On the CPU it is off unless a quantized V cache needs it: a
+ * single token (every generated token) takes flash attention's split-KV kernel, which llama-bench
+ * measured slower than attention without it at depth (tg16: 0.64x at depth 1024 and 0.53x at
+ * 4096 on an Intel Xeon; 0.95x and 0.88x on an AMD EPYC). Prompts are faster with it since
+ * vendor/patches/0001 (pp61: 1.24x at 1024, 1.10x at 4096, AMD), but a turn's generation
+ * decides where it is long. With a GPU, llama.cpp decides.
  */
 function autoFlashAttention(gpuOffload: boolean, typeV: number): number {
   if (gpuOffload) return FLASH_ATTENTION.auto;

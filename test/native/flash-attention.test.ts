@@ -1,21 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { loadModel, type Model } from "../../lib/index.js";
-import { tinyModel } from "../helpers/models.js";
+import { archModel, tinyModel } from "../helpers/models.js";
 
 // The CPU's flash attention kernel (vendor/patches/0001-cpu-flash-attn-short-batches.patch) tiles
 // short batches with the query heads that share a K/V head. These tests hold it to attention
-// without flash attention, for batch sizes on either side of the tiled path's threshold (the tiny
-// model has two query heads per K/V head, so batches of 4 tokens and up are tiled), at depths that
-// span several 64-cell K/V tiles and end inside one.
-
-let model: Model;
-
-beforeAll(async () => {
-  model = await loadModel(await tinyModel("f16"));
-});
-afterAll(async () => {
-  await model.dispose();
-});
+// without flash attention, for batch sizes on either side of the tiled path's threshold (8 rows:
+// from 4 tokens on the tiny llama, two query heads per K/V head; from 8 on phi3, one), at depths
+// that span several 64-cell K/V tiles and end inside one.
 
 /** A fixed prompt of `n` ordinary token ids. */
 function promptOf(n: number, salt = 0): number[] {
@@ -23,7 +14,7 @@ function promptOf(n: number, salt = 0): number[] {
 }
 
 /** Greedy tokens and the log-probabilities of the top 8 at each, evaluated in batches of `batchSize`. */
-async function logprobs(prompt: number[], batchSize: number, flashAttention: "on" | "off"): Promise<{ tokens: number[]; top: number[][] }> {
+async function logprobs(model: Model, prompt: number[], batchSize: number, flashAttention: "on" | "off"): Promise<{ tokens: number[]; top: number[][] }> {
   await using ctx = await model.createContext({ contextSize: 512, batchSize, flashAttention, threads: 2 });
   const r = await ctx.complete(prompt, { maxTokens: 4, temperature: 0, logprobs: 8 });
   const lp = r.logprobs ?? [];
@@ -42,11 +33,23 @@ function maxDiff(a: number[][], b: number[][]): number {
  */
 const TOLERANCE = 5e-4;
 
-describe("flash attention on the CPU", () => {
-  it.each([1, 3, 4, 13, 61, 64, 100])("matches attention without it in batches of %i tokens at depth", async (batchSize) => {
+describe.each([
+  ["the tiny llama (grouped-query attention)", () => tinyModel("f16")],
+  ["phi3 (a K/V head per query head)", () => archModel("phi3", "f16")],
+])("flash attention on the CPU, %s", (_name, file) => {
+  let model: Model;
+
+  beforeAll(async () => {
+    model = await loadModel(await file());
+  });
+  afterAll(async () => {
+    await model.dispose();
+  });
+
+  it.each([1, 3, 4, 8, 13, 61, 64, 100])("matches attention without it in batches of %i at depth", async (batchSize) => {
     const prompt = promptOf(300);
-    const off = await logprobs(prompt, batchSize, "off");
-    const on = await logprobs(prompt, batchSize, "on");
+    const off = await logprobs(model, prompt, batchSize, "off");
+    const on = await logprobs(model, prompt, batchSize, "on");
     expect(on.tokens).toHaveLength(4);
     expect(on.tokens).toEqual(off.tokens);
     expect(maxDiff(on.top, off.top)).toBeLessThan(TOLERANCE);
@@ -57,8 +60,8 @@ describe("flash attention on the CPU", () => {
     // rows or heads would differ by this order, not by rounding's.
     const prompt = promptOf(300);
     const other = [...prompt.slice(0, 100), ...promptOf(60, 7), ...prompt.slice(160)];
-    const a = await logprobs(prompt, 61, "off");
-    const b = await logprobs(other, 61, "off");
+    const a = await logprobs(model, prompt, 61, "off");
+    const b = await logprobs(model, other, 61, "off");
     expect(maxDiff(a.top, b.top)).toBeGreaterThan(10 * TOLERANCE);
   });
 });

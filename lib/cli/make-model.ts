@@ -46,7 +46,7 @@ export function registerMakeModel(program: Command): Command {
         .choices(["llama", ...Object.keys(SYNTHETIC_ARCHS)]),
     )
     .addOption(
-      new Option("--preset <preset>", "llama model shape: tiny (~4M params), 1b (TinyLlama shape), 8b (Llama 3 8B shape)")
+      new Option("--preset <preset>", "llama model shape: tiny (~4M params), 1b (TinyLlama shape), 2b (H2O-Danube2 1.8B shape, 80-wide heads), 8b (Llama 3 8B shape)")
         .choices(Object.keys(SYNTHETIC_PRESETS)),
     )
     .addOption(new Option("--type <type>", "weight format").choices(TYPES).default("f16"))

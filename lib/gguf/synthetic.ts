@@ -31,7 +31,7 @@ export const SYNTHETIC_FORMAT_VERSION = 2;
 export const DEFAULT_VOCAB_FILE = "ggml-vocab-llama-spm.gguf";
 
 /** Model shapes to choose from. */
-export type SyntheticPreset = "tiny" | "1b" | "8b";
+export type SyntheticPreset = "tiny" | "1b" | "2b" | "8b";
 /** Weight formats to choose from (norm weights are always f32). */
 export type SyntheticType = "f32" | "f16" | "q8_0" | "q4_0";
 
@@ -55,10 +55,15 @@ export interface SyntheticShape {
   readonly rmsEps: number;
 }
 
-/** The presets: tiny (a few MB; 32-wide heads so quantized KV caches work), TinyLlama-1.1B's shape, Llama-3-8B's shape. */
+/**
+ * The presets: tiny (a few MB; 32-wide heads so quantized KV caches work), TinyLlama-1.1B's shape,
+ * H2O-Danube2-1.8B's shape (a llama with 80-wide heads, which are not a whole number of SIMD steps),
+ * Llama-3-8B's shape.
+ */
 export const SYNTHETIC_PRESETS: Readonly<Record<SyntheticPreset, SyntheticShape>> = Object.freeze({
   tiny: Object.freeze({ nEmbd: 64, nLayer: 2, nHead: 2, nHeadKv: 1, nFf: 192, contextLength: 4096, ropeFreqBase: 10000, rmsEps: 1e-5 }),
   "1b": Object.freeze({ nEmbd: 2048, nLayer: 22, nHead: 32, nHeadKv: 4, nFf: 5632, contextLength: 2048, ropeFreqBase: 10000, rmsEps: 1e-5 }),
+  "2b": Object.freeze({ nEmbd: 2560, nLayer: 24, nHead: 32, nHeadKv: 8, nFf: 6912, contextLength: 8192, ropeFreqBase: 10000, rmsEps: 1e-5 }),
   "8b": Object.freeze({ nEmbd: 4096, nLayer: 32, nHead: 32, nHeadKv: 8, nFf: 14336, contextLength: 8192, ropeFreqBase: 500000, rmsEps: 1e-5 }),
 });
 

@@ -228,9 +228,15 @@ describe("syntheticTensors", () => {
     expect(byName.get("blk.1.ffn_down.weight")?.dims).toEqual([192, 64]);
   });
 
-  it("has the shapes of TinyLlama-1.1B and Llama-3-8B", () => {
-    const count = (p: "1b" | "8b") => syntheticTensors(p, "q4_0", 32000).reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1), 0);
+  it("has the shapes of TinyLlama-1.1B, H2O-Danube2-1.8B and Llama-3-8B", () => {
+    const count = (p: "1b" | "2b" | "8b") => syntheticTensors(p, "q4_0", 32000).reduce((n, t) => n + t.dims.reduce((a, b) => a * b, 1), 0);
     expect(count("1b")).toBe(1_100_048_384);
+    expect(count("2b")).toBe(1_831_201_280);
+    const b2 = new Map(syntheticTensors("2b", "q4_0", 32000).map((x) => [x.name, x.dims]));
+    // 80-wide heads: K and V project to 8 of them.
+    expect(b2.get("blk.23.attn_k.weight")).toEqual([2560, 640]);
+    expect(b2.get("blk.23.ffn_down.weight")).toEqual([6912, 2560]);
+    expect(b2.has("blk.24.ffn_down.weight")).toBe(false);
     const b8 = new Map(syntheticTensors("8b", "f16", 128256).map((x) => [x.name, x.dims]));
     expect(b8.get("blk.31.attn_k.weight")).toEqual([4096, 1024]);
     expect(b8.get("blk.31.ffn_gate.weight")).toEqual([4096, 14336]);
@@ -241,7 +247,7 @@ describe("syntheticTensors", () => {
   });
 
   it("rejects unknown presets and types", () => {
-    expect(() => syntheticTensors("2b" as "1b", "f16", 10)).toThrow(LlamemError);
+    expect(() => syntheticTensors("3b" as "1b", "f16", 10)).toThrow(LlamemError);
     expect(() => syntheticTensors("tiny", "q5_0" as SyntheticType, 10)).toThrow(LlamemError);
   });
 });

@@ -421,7 +421,9 @@ const FLOAT_KV_TYPES: ReadonlySet<number> = new Set([KV_CACHE_TYPES.f32, KV_CACH
  * measured slower than attention without it at depth (tg16: 0.64x at depth 1024 and 0.53x at
  * 4096 on an Intel Xeon; 0.95x and 0.88x on an AMD EPYC). Prompts are faster with it since
  * vendor/patches/0001 (pp61: 1.24x at 1024, 1.10x at 4096, AMD), but a turn's generation
- * decides where it is long. With a GPU, llama.cpp decides.
+ * decides where it is long. The Intel figures predate vendor/patches/0002, which vectorized what
+ * a native AVX-512 FP16 build ran scalar for 64-wide heads (the K dots, and flash attention's V
+ * sums): measure there again before changing this. With a GPU, llama.cpp decides.
  */
 function autoFlashAttention(gpuOffload: boolean, typeV: number): number {
   if (gpuOffload) return FLASH_ATTENTION.auto;

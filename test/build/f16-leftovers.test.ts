@@ -19,9 +19,10 @@ const gccMajor = Number(execFileSync("g++", ["-dumpversion"]).toString().trim().
 const AVX512 = ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mf16c"];
 const AVX512_NEEDS = ["avx512f", "avx512bw", "avx512dq", "avx512vl"];
 
-type Mapping = { name: string; cflags: string[]; needs: string[]; maxN: number };
+type Mapping = { name: string; cflags: string[]; needs: string[]; maxN: number; minGcc?: number };
 /**
- * The mappings: their compiler flags, the CPU flags they need, and the longest length checked.
+ * The mappings: their compiler flags, the CPU flags they need, the longest length checked, and the
+ * first GCC that knows the flags.
  * With AVX-512 FP16, ggml's own steps (128 halves) sum in f16, far from a double's sum; lengths
  * under one step run the patch's f32 leftovers alone.
  */
@@ -29,8 +30,8 @@ const MAPPINGS: readonly Mapping[] = ([
   { name: "SSE3", cflags: ["-msse3"], needs: ["pni"], maxN: 300 },
   { name: "AVX2 (F16C, FMA)", cflags: ["-mavx2", "-mfma", "-mf16c"], needs: ["avx2", "fma", "f16c"], maxN: 300 },
   { name: "AVX-512", cflags: AVX512, needs: AVX512_NEEDS, maxN: 300 },
-  { name: "AVX-512 FP16", cflags: [...AVX512, "-mavx512fp16"], needs: [...AVX512_NEEDS, "avx512_fp16"], maxN: 127 },
-] satisfies Mapping[]).filter((m) => m.name !== "AVX-512 FP16" || gccMajor >= 12); // -mavx512fp16 came with GCC 12
+  { name: "AVX-512 FP16", cflags: [...AVX512, "-mavx512fp16"], needs: [...AVX512_NEEDS, "avx512_fp16"], maxN: 127, minGcc: 12 },
+] satisfies Mapping[]).filter((m) => gccMajor >= (m.minGcc ?? 0));
 
 /** f32 sums of at most 300 products of magnitude ≤ 1 (measured: about 2e-6); f16 results round by half a unit (4.9e-4 below 2). */
 const TOLERANCE = 1e-3;

@@ -1,24 +1,50 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadModel, type Model } from "../../lib/index.js";
+import { loadModel, type GenerationResult, type Model } from "../../lib/index.js";
 import { archModel, tinyModel } from "../helpers/models.js";
 
-// The CPU's flash attention kernel (vendor/patches/0001-cpu-flash-attn-short-batches.patch) tiles
-// short batches with the query heads that share a K/V head. These tests hold it to attention
-// without flash attention, for batch sizes on either side of the tiled path's threshold (8 rows:
-// from 4 tokens on the tiny llama, two query heads per K/V head; from 8 on phi3, one), at depths
-// that span several 64-cell K/V tiles and end inside one.
+// The CPU's flash attention kernels as llamem patches them. vendor/patches/0001 tiles short
+// batches with the query heads that share a K/V head; vendor/patches/0003 decodes a single token
+// (each generated token, once the context holds 512 positions or more) for those heads at once,
+// over tiles of 64 positions, skipping the positions every head masks. These tests hold both to
+// attention without flash attention: batch sizes on either side of the tiled path's threshold
+// (8 rows: from 4 tokens on the tiny llama, two query heads per K/V head; from 8 on phi3, one),
+// depths that span several 64-cell K/V tiles and end inside one, and another sequence's cells
+// interleaved with the generating one's.
 
 /** A fixed prompt of `n` ordinary token ids. */
 function promptOf(n: number, salt = 0): number[] {
   return Array.from({ length: n }, (_, i) => 100 + ((i * 37 + salt * 11) % 900));
 }
 
-/** Greedy tokens and the log-probabilities of the top 8 at each, evaluated in batches of `batchSize`. */
-async function logprobs(model: Model, prompt: number[], batchSize: number, flashAttention: "on" | "off"): Promise<{ tokens: number[]; top: number[][] }> {
-  await using ctx = await model.createContext({ contextSize: 512, batchSize, flashAttention, threads: 2 });
-  const r = await ctx.complete(prompt, { maxTokens: 4, temperature: 0, logprobs: 8 });
+interface Logprobs {
+  tokens: number[];
+  top: number[][];
+}
+
+function logprobsOf(r: GenerationResult): Logprobs {
   const lp = r.logprobs ?? [];
   return { tokens: lp.map((t) => t.token), top: lp.map((t) => t.top.map((x) => x.logprob)) };
+}
+
+/** Greedy tokens and the log-probabilities of the top 8 at each, evaluated in batches of `batchSize`. */
+async function logprobs(model: Model, prompt: number[], batchSize: number, flashAttention: "on" | "off", contextSize = 512): Promise<Logprobs> {
+  await using ctx = await model.createContext({ contextSize, batchSize, flashAttention, threads: 2 });
+  return logprobsOf(await ctx.complete(prompt, { maxTokens: 4, temperature: 0, logprobs: 8 }));
+}
+
+/**
+ * The same, for sequence 0 of a unified cache whose cells alternate, 50 at a time, with another
+ * sequence's 300 tokens: a single token's kernel then meets tiles that mask part of their cells.
+ */
+async function interleavedLogprobs(model: Model, prompt: number[], flashAttention: "on" | "off"): Promise<Logprobs> {
+  await using ctx = await model.createContext({ contextSize: 1024, sequences: 2, kvUnified: true, batchSize: 64, flashAttention, threads: 2 });
+  const other = promptOf(300, 3);
+  for (let i = 0; i < 300; i += 50) {
+    await ctx.sequence(0).evaluate(prompt.slice(i, i + 50));
+    await ctx.sequence(1).evaluate(other.slice(i, i + 50));
+  }
+  await ctx.sequence(0).evaluate(prompt.slice(300));
+  return logprobsOf(await ctx.sequence(0).complete(prompt, { maxTokens: 4, temperature: 0, logprobs: 8 }));
 }
 
 function maxDiff(a: number[][], b: number[][]): number {
@@ -53,6 +79,26 @@ describe.each([
     expect(on.tokens).toHaveLength(4);
     expect(on.tokens).toEqual(off.tokens);
     expect(maxDiff(on.top, off.top)).toBeLessThan(TOLERANCE);
+  });
+
+  it("matches attention without it deeper, where the single-token kernel's chunks span several tiles on both threads", async () => {
+    const prompt = promptOf(700);
+    const off = await logprobs(model, prompt, 64, "off", 1024);
+    const on = await logprobs(model, prompt, 64, "on", 1024);
+    expect(on.tokens).toHaveLength(4);
+    expect(on.tokens).toEqual(off.tokens);
+    expect(maxDiff(on.top, off.top)).toBeLessThan(TOLERANCE);
+  });
+
+  it("masks another sequence's cells interleaved with the generating one's", async () => {
+    const prompt = promptOf(320);
+    const on = await interleavedLogprobs(model, prompt, "on");
+    expect(on.tokens).toHaveLength(4);
+    // Attention without flash attention, with and without the other sequence in the cache.
+    for (const off of [await interleavedLogprobs(model, prompt, "off"), await logprobs(model, prompt, 64, "off", 1024)]) {
+      expect(on.tokens).toEqual(off.tokens);
+      expect(maxDiff(on.top, off.top)).toBeLessThan(TOLERANCE);
+    }
   });
 
   it("the comparison can fail: other tokens earlier in the context move the log-probabilities far past the tolerance", async () => {

@@ -13,7 +13,6 @@ import { Engine } from "./generation.js";
 import { contextBaton, defaultContextSize, kvTypeName, POOLING_TYPES, type ContextShapeOptions, type PoolingType } from "./options.js";
 import { embedTexts, rerankTexts, type EmbedOptions } from "./embedding.js";
 import { fitContextSize, type FitResult } from "./memory/fit.js";
-import { hasAccelerator } from "./devices.js";
 import { checkDraftOptions, Drafter, type DraftOptions, type DraftStats } from "./speculative.js";
 
 export type { GenerateOptions, GenerationResult, StopReason } from "./generation.js";
@@ -144,7 +143,7 @@ export class Context {
     const budgeted = o.contextSize === "auto" || o.maxRam !== undefined || o.maxVram !== undefined;
     const fit = budgeted ? await fitContextSize(model, o) : undefined;
     const contextSize = fit?.contextSize ?? (o.contextSize === undefined || o.contextSize === "auto" ? defaultContextSize(model.info.trainedContextSize) : o.contextSize);
-    const baton = contextBaton(o, contextSize, model.gpuLayers !== 0 && hasAccelerator(), draft?.maxDraftTokens ?? 0);
+    const baton = contextBaton(o, contextSize, draft?.maxDraftTokens ?? 0);
     const layout = `${baton.sequences} sequences${baton.kvUnified ? " (unified KV)" : ""}, K ${kvTypeName(baton.typeK)}, V ${kvTypeName(baton.typeV)}`;
     let handle: NativeContext;
     try {
@@ -155,7 +154,7 @@ export class Context {
     let drafter: Drafter | undefined;
     try {
       // The draft's context mirrors this one (sequences, size, cache types); only its offload follows the draft model.
-      if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize, draft.model.gpuLayers !== 0 && hasAccelerator()), handle);
+      if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize), handle);
     } catch (err) {
       await handle.dispose();
       throw fromNative(err);

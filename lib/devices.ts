@@ -30,11 +30,6 @@ export function isAccelerator(d: Device): boolean {
   return d.type === "gpu" || d.type === "igpu" || d.backend === "RPC";
 }
 
-/** True when layers can be offloaded from the CPU (some device {@link isAccelerator}). @internal */
-export function hasAccelerator(): boolean {
-  return listDevices().some(isAccelerator);
-}
-
 /** The CPU backend this process runs, as `llamem devices` names it. @internal */
 export interface CpuBackend {
   /** "native" (a source build for this machine), "portable", or the CPU variant a prebuild chose ("haswell", "sapphirerapids", …). */

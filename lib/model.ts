@@ -240,7 +240,7 @@ async function autoLoadMode(path: string, placement: PlacementOptions, gpuLayers
   try {
     // The context's size does not change where weights go: the smallest one llama.cpp pads to.
     const load = loadBaton(placement, { gpuLayers, loadMode: "mmap", repack, vocabOnly: false });
-    rows = (await native().Model.estimate(path, load, contextBaton({}, 256, false))).rows;
+    rows = (await native().Model.estimate(path, load, contextBaton({}, 256))).rows;
   } catch (err) {
     throw fromNative(err);
   }

@@ -375,9 +375,9 @@ export interface ContextShapeOptions {
   /** Threads for prompt processing (default: `threads`). */
   threadsBatch?: number;
   /**
-   * Flash attention. "auto" (default): off when every layer runs on the CPU (there its kernel for
-   * a single token, each generated token, is slower at depth) unless a quantized V cache needs it;
-   * with GPU layers, llama.cpp decides.
+   * Flash attention. "auto" (default): llama.cpp decides, and turns it on wherever the devices
+   * holding the KV cache run it, the CPU included (there llamem's patched kernels make it the
+   * faster setting, most of all deep in the context).
    */
   flashAttention?: keyof typeof FLASH_ATTENTION;
   /** Element type of both K and V caches (default f16). */
@@ -412,30 +412,21 @@ function boolOpt(value: boolean | undefined, name: string, def: boolean): boolea
   return value;
 }
 
-/** Element types stored as plain floats; the others are block-quantized. */
-const FLOAT_KV_TYPES: ReadonlySet<number> = new Set([KV_CACHE_TYPES.f32, KV_CACHE_TYPES.f16, KV_CACHE_TYPES.bf16]);
-
 /**
- * Flash attention for `"auto"`. On the CPU it is off unless a quantized V cache needs it: a
- * single token (every generated token) takes flash attention's split-KV kernel, which llama-bench
- * measured slower than attention without it at depth (tg16: 0.64x at depth 1024 and 0.53x at
- * 4096 on an Intel Xeon; 0.95x and 0.88x on an AMD EPYC). Prompts are faster with it since
- * vendor/patches/0001 (pp61: 1.24x at 1024, 1.10x at 4096, AMD), but a turn's generation
- * decides where it is long. The Intel figures predate vendor/patches/0002, which vectorized what
- * a native AVX-512 FP16 build ran scalar for 64-wide heads (the K dots, and flash attention's V
- * sums): measure there again before changing this. With a GPU, llama.cpp decides.
+ * Flash attention for `"auto"`: llama.cpp's own choice, on wherever the devices holding the KV
+ * cache run flash attention, which includes every CPU. There it is the faster setting since
+ * llamem's patches to ggml's kernels: 0001 for short batches, 0003 for a single token from 512
+ * positions on. llama-bench on an AMD EPYC (1.1B Q4_0, on against off in one run): a generated
+ * token 1.11x at depth 1024 and 1.41x at 4096, where before 0003 it was 0.90x and 0.81x and this
+ * default was off; prompts 1.01-1.31x. README's "Benchmarks" has the figures.
  */
-function autoFlashAttention(gpuOffload: boolean, typeV: number): number {
-  if (gpuOffload) return FLASH_ATTENTION.auto;
-  return FLOAT_KV_TYPES.has(typeV) ? FLASH_ATTENTION.off : FLASH_ATTENTION.on;
-}
+const AUTO_FLASH_ATTENTION = FLASH_ATTENTION.auto;
 
 /**
- * The context baton for `o` at `contextSize` (already resolved from "auto"); `gpuOffload` says
- * whether any layer runs on a GPU, which decides flash attention's "auto"; `draftTokens` is the
+ * The context baton for `o` at `contextSize` (already resolved from "auto"); `draftTokens` is the
  * most draft tokens one sequence verifies in a batch (speculative decoding), 0 without. @internal
  */
-export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOffload: boolean, draftTokens = 0): NativeContextOptions {
+export function contextBaton(o: ContextShapeOptions, contextSize: number, draftTokens = 0): NativeContextOptions {
   if (!Number.isInteger(contextSize) || contextSize < 1) invalidArgument('contextSize must be a positive integer or "auto"');
   const fa = o.flashAttention ?? DEFAULTS.flashAttention;
   if (typeof fa !== "string" || !Object.hasOwn(FLASH_ATTENTION, fa)) invalidArgument('flashAttention must be "auto", "on" or "off"');
@@ -456,7 +447,7 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, gpuOff
     sequences,
     threads,
     threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
-    flashAttention: fa === "auto" ? autoFlashAttention(gpuOffload, typeV) : FLASH_ATTENTION[fa],
+    flashAttention: fa === "auto" ? AUTO_FLASH_ATTENTION : FLASH_ATTENTION[fa],
     typeK: kvTypeId(o.kvTypeK ?? o.kvType, "kvTypeK"),
     typeV,
     offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),

@@ -150,8 +150,9 @@ async function main() {
   if (!existsSync(join(root, "dist", "lib", "index.js"))) throw new Error("dist/ is missing: run `npm run build:ts` first");
   const { loadModel } = await lib("index.js");
   const modelPath = o.model ?? (await defaultModel());
-  // A context of ~8 MiB (mostly KV cache), so that one leaked context shows against the bounds.
-  const ctxOptions = { contextSize: 8192, batchSize: 64, threads: 1 };
+  // A context of over 8 MiB (mostly KV cache: flash attention, the CPU's default, keeps the compute
+  // buffers small), so that one leaked context shows against the bounds.
+  const ctxOptions = { contextSize: 32768, batchSize: 64, threads: 1 };
 
   // What one context costs, to put the bounds in perspective.
   const model = await loadModel(modelPath);

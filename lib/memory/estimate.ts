@@ -9,7 +9,6 @@ import { native, type NativeContextOptions, type NativeEstimate } from "../inter
 import type { MemoryRow } from "../context.js";
 import { contextBaton, defaultContextSize, DEFAULTS, loadBaton, type ContextShapeOptions, type PlacementOptions } from "../options.js";
 import { availableRam } from "../system.js";
-import { hasAccelerator } from "../devices.js";
 
 /** Options of {@link estimateMemory}: the load and context options that decide memory. */
 export interface EstimateOptions extends Omit<ContextShapeOptions, "threads" | "threadsBatch">, PlacementOptions {
@@ -132,7 +131,7 @@ async function addDraft(devices: DeviceEstimate[], o: EstimateOptions, ctx: Nati
   if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("draft.gpuLayers must be an integer >= -1");
   await readGguf(d.path);
   const load = loadBaton(o, { gpuLayers, loadMode: "mmap", repack: o.repack ?? DEFAULTS.repack, vocabOnly: false });
-  const draftCtx = contextBaton(o, ctx.contextSize, gpuLayers !== 0 && hasAccelerator());
+  const draftCtx = contextBaton(o, ctx.contextSize);
   let est: NativeEstimate;
   try {
     est = await native().Model.estimate(d.path, load, { ...draftCtx, embeddings: false });
@@ -176,7 +175,7 @@ export async function estimateFile(path: string, trainedContextSize: number, opt
   if (!Number.isInteger(gpuLayers) || gpuLayers < -1) invalidArgument("gpuLayers must be an integer >= -1");
   const contextSize = options.contextSize ?? defaultContextSize(trainedContextSize);
   // A draft's verification asks for more outputs per batch: the default number of draft tokens.
-  const ctx = contextBaton(options, contextSize, gpuLayers !== 0 && hasAccelerator(), options.draft !== undefined ? DEFAULTS.draft.maxDraftTokens : 0);
+  const ctx = contextBaton(options, contextSize, options.draft !== undefined ? DEFAULTS.draft.maxDraftTokens : 0);
   const load = loadBaton(options, { gpuLayers, loadMode: "mmap", repack: options.repack ?? DEFAULTS.repack, vocabOnly: false });
   let est: NativeEstimate;
   try {

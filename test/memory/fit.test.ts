@@ -100,8 +100,10 @@ describe("requests that cannot fit", () => {
   });
 
   it("suggests a quantized KV cache when that fits a longer context", async () => {
+    // A quarter of the f16 cache's size to spare: not another 256 cells of f16, but enough for
+    // 1024 cells of q8_0 (8.5 bits against 16).
     const at512 = await estimateMemory(path, { contextSize: 512, batchSize: 64 });
-    const err = await failure(fitModel(path, { contextSize: 4096, batchSize: 64, maxRam: at512.total + 1000 }));
+    const err = await failure(fitModel(path, { contextSize: 4096, batchSize: 64, maxRam: at512.total + at512.kv / 4 }));
     expect(err.code).toBe("ERR_INSUFFICIENT_MEMORY");
     expect(err.message).toMatch(/would fit: contextSize 512, or contextSize \d+ with q8_0 KV/);
   });

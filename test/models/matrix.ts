@@ -351,7 +351,10 @@ export function describeMatrix(arch: MatrixArch, opts: MatrixOptions = {}, extra
       const perSequence = 320;
       const optionsOf = (i: number): SessionOptions => ({ system: `You are assistant number ${i}. ${SYSTEM}`, maxTokens: 6 + i, temperature: 0 });
       const ask = (i: number, t: number) => QUESTIONS[(i + t) % QUESTIONS.length] as string;
-      await using ctx = await model.createContext({ contextSize: 4 * perSequence, sequences: 4, batchSize: 64, threads: THREADS });
+      // Flash attention off, here and alone: with it, ggml's CPU kernels for a token decoded alone
+      // and for a batch of the pool's tokens round differently (docs/models.md, "Exactness"), and
+      // random weights turn that into other greedy tokens (seen on qwen3-head96).
+      await using ctx = await model.createContext({ contextSize: 4 * perSequence, sequences: 4, batchSize: 64, threads: THREADS, flashAttention: "off" });
       await using pool = createPool(ctx);
       const sessions = await Promise.all([0, 1, 2, 3].map((i) => pool.createSession(optionsOf(i))));
       const pooled = await Promise.all(
@@ -362,7 +365,7 @@ export function describeMatrix(arch: MatrixArch, opts: MatrixOptions = {}, extra
         }),
       );
       for (let i = 0; i < 4; i++) {
-        await using alone = await model.createContext({ contextSize: perSequence, batchSize: 64, threads: THREADS });
+        await using alone = await model.createContext({ contextSize: perSequence, batchSize: 64, threads: THREADS, flashAttention: "off" });
         await using s = await createSession(alone, optionsOf(i));
         const replies: string[] = [];
         for (let t = 0; t < 2; t++) replies.push(await s.prompt(ask(i, t)));

@@ -86,9 +86,12 @@ describe("embedding contexts", () => {
     await using ctx = await m.createContext({ embeddings: true, pooling: "mean", contextSize: 64, batchSize: 64, sequences: 4, threads: THREADS });
     const texts = ["a river of stone", "memory", "the quiet garden at the end of winter", "signal", "paper cloud engine", "silver orbit"];
     const together = await ctx.embed(texts);
+    // Flash attention (the CPU's default) sums a row's softmax over K/V tiles whose bounds fall
+    // elsewhere in the cache when the text shares it with others, so the two differ by rounding
+    // (measured up to 6.5e-5 on unit vectors; 1e-5 held with flash attention off).
     for (const [i, t] of texts.entries()) {
       const [alone] = await ctx.embed([t]);
-      expect(maxDiff(alone as Float32Array, together[i] as Float32Array), t).toBeLessThan(1e-5);
+      expect(maxDiff(alone as Float32Array, together[i] as Float32Array), t).toBeLessThan(2e-4);
     }
     // Unit length by default; raw vectors with normalize: false.
     for (const v of together) expect(Math.abs(dot(v, v) - 1)).toBeLessThan(1e-5);

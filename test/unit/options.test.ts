@@ -16,7 +16,7 @@ const code = (f: () => unknown) => {
 
 describe("context baton", () => {
   it("fills every field, with the defaults from DEFAULTS", () => {
-    const b = contextBaton({}, 1024, false);
+    const b = contextBaton({}, 1024);
     expect(b).toMatchObject({
       contextSize: 1024,
       batchSize: DEFAULTS.batchSize,
@@ -34,33 +34,29 @@ describe("context baton", () => {
   });
 
   it("reserves logits rows for each sequence's last token and drafts, every token for embeddings", () => {
-    expect(contextBaton({}, 1024, false).outputs).toBe(DEFAULTS.sequences);
-    expect(contextBaton({ sequences: 4 }, 1024, false).outputs).toBe(4);
-    expect(contextBaton({ sequences: 4 }, 1024, false, 8).outputs).toBe(36);
-    expect(contextBaton({ sequences: 64, batchSize: 512 }, 4096, false, 16).outputs).toBe(512);
-    expect(contextBaton({ embeddings: true, batchSize: 256 }, 1024, false).outputs).toBe(256);
+    expect(contextBaton({}, 1024).outputs).toBe(DEFAULTS.sequences);
+    expect(contextBaton({ sequences: 4 }, 1024).outputs).toBe(4);
+    expect(contextBaton({ sequences: 4 }, 1024, 8).outputs).toBe(36);
+    expect(contextBaton({ sequences: 64, batchSize: 512 }, 4096, 16).outputs).toBe(512);
+    expect(contextBaton({ embeddings: true, batchSize: 256 }, 1024).outputs).toBe(256);
   });
 
-  it('resolves flashAttention "auto": off on the CPU, on for a quantized V cache, llama.cpp\'s choice with a GPU', () => {
-    expect(contextBaton({}, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
-    expect(contextBaton({ kvType: "bf16" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
-    expect(contextBaton({ kvType: "q8_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
-    expect(contextBaton({ kvTypeK: "q8_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.off);
-    expect(contextBaton({ kvTypeV: "q4_0" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
-    expect(contextBaton({}, 256, true).flashAttention).toBe(FLASH_ATTENTION.auto);
-    // An explicit choice is kept.
-    expect(contextBaton({ flashAttention: "on" }, 256, false).flashAttention).toBe(FLASH_ATTENTION.on);
-    expect(contextBaton({ flashAttention: "off" }, 256, true).flashAttention).toBe(FLASH_ATTENTION.off);
+  it('passes flashAttention "auto" to llama.cpp, which turns it on wherever the KV cache\'s devices run it, and keeps an explicit choice', () => {
+    expect(contextBaton({}, 256).flashAttention).toBe(FLASH_ATTENTION.auto);
+    expect(contextBaton({ kvType: "bf16" }, 256).flashAttention).toBe(FLASH_ATTENTION.auto);
+    expect(contextBaton({ kvTypeV: "q4_0" }, 256).flashAttention).toBe(FLASH_ATTENTION.auto);
+    expect(contextBaton({ flashAttention: "on" }, 256).flashAttention).toBe(FLASH_ATTENTION.on);
+    expect(contextBaton({ flashAttention: "off" }, 256).flashAttention).toBe(FLASH_ATTENTION.off);
   });
 
   it("refuses bad values with ERR_INVALID_ARGUMENT", () => {
-    expect(code(() => contextBaton({ kvType: "q2_k" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({ kvType: "toString" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({ flashAttention: "yes" as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({ batchSize: 0 }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({ batchSize: 64, ubatchSize: 128 }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({ swaFull: 1 as never }, 256, false))).toBe("ERR_INVALID_ARGUMENT");
-    expect(code(() => contextBaton({}, 0, false))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ kvType: "q2_k" as never }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ kvType: "toString" as never }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ flashAttention: "yes" as never }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ batchSize: 0 }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ batchSize: 64, ubatchSize: 128 }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({ swaFull: 1 as never }, 256))).toBe("ERR_INVALID_ARGUMENT");
+    expect(code(() => contextBaton({}, 0))).toBe("ERR_INVALID_ARGUMENT");
   });
 
   it("sizes the default context from the trained one", () => {

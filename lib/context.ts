@@ -153,7 +153,7 @@ export class Context {
     }
     let drafter: Drafter | undefined;
     try {
-      // The draft's context mirrors this one (sequences, size, cache types); only its offload follows the draft model.
+      // The draft's context mirrors this one (sequences, size, cache types).
       if (draft) drafter = await Drafter.create(draft, contextBaton(o, contextSize), handle);
     } catch (err) {
       await handle.dispose();

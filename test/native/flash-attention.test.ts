@@ -5,7 +5,7 @@ import { archModel, tinyModel } from "../helpers/models.js";
 // The CPU's flash attention kernels as llamem patches them. vendor/patches/0001 tiles short
 // batches with the query heads that share a K/V head; vendor/patches/0003 decodes a single token
 // (each generated token, once the context holds 512 positions or more) for those heads at once,
-// over tiles of 64 positions, skipping the positions every head masks. These tests hold both to
+// over tiles of up to 64 positions, skipping the positions every head masks. These tests hold both to
 // attention without flash attention: batch sizes on either side of the tiled path's threshold
 // (8 rows: from 4 tokens on the tiny llama, two query heads per K/V head; from 8 on phi3, one),
 // depths that span several 64-cell K/V tiles and end inside one, and another sequence's cells

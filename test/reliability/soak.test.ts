@@ -5,8 +5,9 @@
  * in allocator steps that level off and hide what matters).
  *
  * Bounds, against what a leak would cost: one context (32768 tokens) holds over 8 MiB of KV cache and
- * compute buffers (checked below), and a model with its context ~17 MiB of RSS (tiny preset,
- * 32000-token vocabulary).
+ * compute buffers (checked below), and a model with its context that plus the model's own RSS (tiny
+ * preset, 32000-token vocabulary; ~17 MiB in all with the 8192-token context used before flash
+ * attention became the CPU's default).
  * - contexts: RSS growth < 8 MiB over 500 cycles: a single leaked context, or 16 KiB per cycle,
  *   fails;
  * - loads: RSS growth < 16 MiB over 20 cycles: a single leaked model, or 0.8 MiB per cycle, fails.

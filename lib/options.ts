@@ -19,7 +19,14 @@ export type KvCacheType = keyof typeof KV_CACHE_TYPES;
 /** The KV cache type names, for option lists (CLI choices, messages). */
 export const KV_CACHE_TYPE_NAMES = Object.keys(KV_CACHE_TYPES) as KvCacheType[];
 
-/** llama_flash_attn_type. */
+/**
+ * llama_flash_attn_type. `"auto"` is llama.cpp's own choice, on wherever the devices holding the KV
+ * cache run flash attention, which includes every CPU. There it is the faster setting since
+ * llamem's patches to ggml's kernels: 0001 for short batches, 0003 for a single token from 512
+ * positions on. llama-bench on an AMD EPYC (1.1B Q4_0, on against off in one run): a generated
+ * token 1.11x at depth 1024 and 1.41x at 4096, where before 0003 it was 0.90x and 0.81x and this
+ * default was off; prompts 1.01-1.31x. README's "Benchmarks" has the figures.
+ */
 export const FLASH_ATTENTION = { auto: -1, off: 0, on: 1 } as const;
 
 /** llama_pooling_type: how an embedding context turns a text's token outputs into one vector. "model" is the model's own (its GGUF `pooling_type`). */
@@ -413,16 +420,6 @@ function boolOpt(value: boolean | undefined, name: string, def: boolean): boolea
 }
 
 /**
- * Flash attention for `"auto"`: llama.cpp's own choice, on wherever the devices holding the KV
- * cache run flash attention, which includes every CPU. There it is the faster setting since
- * llamem's patches to ggml's kernels: 0001 for short batches, 0003 for a single token from 512
- * positions on. llama-bench on an AMD EPYC (1.1B Q4_0, on against off in one run): a generated
- * token 1.11x at depth 1024 and 1.41x at 4096, where before 0003 it was 0.90x and 0.81x and this
- * default was off; prompts 1.01-1.31x. README's "Benchmarks" has the figures.
- */
-const AUTO_FLASH_ATTENTION = FLASH_ATTENTION.auto;
-
-/**
  * The context baton for `o` at `contextSize` (already resolved from "auto"); `draftTokens` is the
  * most draft tokens one sequence verifies in a batch (speculative decoding), 0 without. @internal
  */
@@ -447,7 +444,7 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, draftT
     sequences,
     threads,
     threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
-    flashAttention: fa === "auto" ? AUTO_FLASH_ATTENTION : FLASH_ATTENTION[fa],
+    flashAttention: FLASH_ATTENTION[fa],
     typeK: kvTypeId(o.kvTypeK ?? o.kvType, "kvTypeK"),
     typeV,
     offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),

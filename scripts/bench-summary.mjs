@@ -5,6 +5,7 @@
 //   node scripts/bench-summary.mjs [--model PATH] [--turns 60] [--context 1024] [--reply-tokens 16]
 //                                  [--runs inline,ahead-pause,ahead-nopause,beside-pause,beside-nopause]
 //                                  [--pause-ms 3000] [--threads N] [--summary-tokens N]
+//                                  [--flash-attention auto|on|off]
 //
 // Runs, each on a fresh context, the same user messages (about 60 tokens each), temperature 0:
 //   inline          summarizeAhead: false, no pause (every summary is written in the turn that needs it)
@@ -14,7 +15,8 @@
 //                   context (memory.summarySequence), beside the turns instead of between them
 //   beside-nopause  as ahead-nopause, on the second sequence
 // --summary-tokens sets memory.summarize.maxTokens (default: the library's, a quarter of the
-// budget, at most 128; random weights always write that many).
+// budget, at most 128; random weights always write that many). --flash-attention sets the
+// context's flashAttention (default: the library's default).
 // Reports per run: the median of turns 5-15, the slowest turn after the first fold (the context
 // filled), the mean of the turns after it, their ratios, and the memory events' summary kinds.
 // Prints JSON and a table; progress to stderr. Run on a quiet machine.
@@ -35,6 +37,7 @@ const { values } = parseArgs({
     "pause-ms": { type: "string", default: "3000" },
     threads: { type: "string" },
     "summary-tokens": { type: "string" },
+    "flash-attention": { type: "string" },
   },
 });
 const turns = Number(values.turns);
@@ -42,6 +45,8 @@ const contextSize = Number(values.context);
 const replyTokens = Number(values["reply-tokens"]);
 const pauseMs = Number(values["pause-ms"]);
 const threads = values.threads === undefined ? undefined : Number(values.threads);
+const flashAttention = values["flash-attention"];
+if (flashAttention !== undefined && !["auto", "on", "off"].includes(flashAttention)) throw new Error(`--flash-attention: auto, on or off, not ${flashAttention}`);
 const summarize = values["summary-tokens"] === undefined ? {} : { summarize: { maxTokens: Number(values["summary-tokens"]) } };
 
 const SYSTEM = "You are a concise assistant. Answer every question in one short sentence.";
@@ -74,7 +79,7 @@ const results = [];
 for (const id of values.runs.split(",")) {
   const run = RUNS[id];
   if (!run) throw new Error(`unknown run ${id}`);
-  const ctx = await model.createContext({ contextSize, ...(run.beside ? { sequences: 2, kvUnified: true } : {}), ...(threads ? { threads } : {}) });
+  const ctx = await model.createContext({ contextSize, ...(run.beside ? { sequences: 2, kvUnified: true } : {}), ...(threads ? { threads } : {}), ...(flashAttention ? { flashAttention } : {}) });
   const events = [];
   let turn = 0;
   const session = await createSession(ctx, {
@@ -98,7 +103,7 @@ for (const id of values.runs.split(",")) {
   const base = median(ms.slice(4, 15));
   const late = ms.slice(firstFold);
   const r = {
-    id, turns, contextSize, replyTokens, summaryMaxTokens: summarize.summarize?.maxTokens ?? "default", pauseMs: run.pause ? pauseMs : 0, summarizeAhead: run.ahead,
+    id, turns, contextSize, replyTokens, summaryMaxTokens: summarize.summarize?.maxTokens ?? "default", flashAttention: flashAttention ?? "default", pauseMs: run.pause ? pauseMs : 0, summarizeAhead: run.ahead,
     medianTurns5to15Ms: base, firstFoldTurn: firstFold + 1,
     slowestLateMs: late.length ? Math.max(...late) : NaN, meanLateMs: late.length ? mean(late) : NaN,
     summaries: { inline: events.filter((e) => e.summary === "inline").length, ahead: events.filter((e) => e.summary === "ahead").length, cancelled: events.filter((e) => e.summary === "cancelled").length },

@@ -1,11 +1,12 @@
 // Holds ggml's CPU flash attention (GGML_OP_FLASH_ATTN_EXT) to a double-precision reference, one
 // op at a time, over the shapes vendor/patches/0001 and 0003 change: short batches (the tiled
 // kernel) and single tokens over 512 or more positions (the group kernel of the split-KV path),
-// with the paths they leave to upstream beside them. Each case runs with 1 to 4 threads, so the
+// and one shape upstream's per-head kernel keeps (a token over fewer than 512 positions), whose
+// f16 accumulation gets a looser tolerance. Each case runs with 1 to 4 threads, so the
 // positions split into different chunks and their partials are merged. The model tests compare
 // flash attention on with off; this compares it with the definition, so it also runs on builds
 // (ARM, under qemu) where no model test runs. Built by test/build/flash-attention-op.test.ts.
-// Prints one JSON line per case and thread count.
+// Prints a JSON line naming the architecture, then one per case and thread count.
 #include "ggml.h"
 #include "ggml-cpu.h"
 
@@ -99,7 +100,7 @@ int main() {
         const float max_bias = c.mask == Mask::Alibi ? 8.0f : 0.0f;
         // a scale large enough that a few positions carry most of the weight, so a wrong or
         // missing position shows in the output
-        const float scale = 2.0f / std::sqrt((float) c.dk) * 4.0f;
+        const float scale = 8.0f / std::sqrt((float) c.dk);
 
         ggml_init_params ip = {};
         ip.mem_size = 256u << 20;

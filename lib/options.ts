@@ -430,7 +430,6 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, draftT
   const threads = o.threads ?? defaultThreads();
   intIn(threads, "threads", 1, 1024);
   const batchSize = intIn(o.batchSize ?? DEFAULTS.batchSize, "batchSize", 1, 1 << 20);
-  const typeV = kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV");
   const embeddings = boolOpt(o.embeddings, "embeddings", false);
   const pooling = o.pooling ?? "model";
   if (typeof pooling !== "string" || !Object.hasOwn(POOLING_TYPES, pooling)) invalidArgument(`pooling must be one of ${Object.keys(POOLING_TYPES).join(", ")}`);
@@ -446,7 +445,7 @@ export function contextBaton(o: ContextShapeOptions, contextSize: number, draftT
     threadsBatch: intIn(o.threadsBatch ?? threads, "threadsBatch", 1, 1024),
     flashAttention: FLASH_ATTENTION[fa],
     typeK: kvTypeId(o.kvTypeK ?? o.kvType, "kvTypeK"),
-    typeV,
+    typeV: kvTypeId(o.kvTypeV ?? o.kvType, "kvTypeV"),
     offloadKv: boolOpt(o.offloadKv, "offloadKv", DEFAULTS.offloadKv),
     swaFull: boolOpt(o.swaFull, "swaFull", DEFAULTS.swaFull),
     // Embedding contexts share one KV pool, as llama.cpp's embedding example does: with a stream

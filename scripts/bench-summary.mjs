@@ -45,8 +45,8 @@ const contextSize = Number(values.context);
 const replyTokens = Number(values["reply-tokens"]);
 const pauseMs = Number(values["pause-ms"]);
 const threads = values.threads === undefined ? undefined : Number(values.threads);
+// checked by createContext, which names the values it takes
 const flashAttention = values["flash-attention"];
-if (flashAttention !== undefined && !["auto", "on", "off"].includes(flashAttention)) throw new Error(`--flash-attention: auto, on or off, not ${flashAttention}`);
 const summarize = values["summary-tokens"] === undefined ? {} : { summarize: { maxTokens: Number(values["summary-tokens"]) } };
 
 const SYSTEM = "You are a concise assistant. Answer every question in one short sentence.";
